@@ -1,0 +1,205 @@
+"""Shared fixtures: test PKI, content tree, real servers, the scripted peer, leak checks.
+
+Session-scoped servers (nginx, nghttpd) start before any function-scoped
+fixture, so the per-test leak check's baseline already includes them.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+from servers.certs import PKI, make_pki
+from servers.content import Content, make_content
+from servers.h2peer import H2Peer, server_tls_context
+from servers.nghttpd import NghttpdServer, start_nghttpd
+from servers.nginx import NginxServer, start_nginx
+
+LEAK_GRACE = 2.0  # seconds the engine gets to join threads and close fds after a test
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "no_leak_check: skip the autouse thread/fd leak check for this test"
+    )
+    config.addinivalue_line("markers", "slow: large transfers (100 MiB and more)")
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    # Remember each phase's report so the leak check can stay quiet when the
+    # test itself already failed (one failure, not two).
+    report = yield
+    setattr(item, f"_report_{report.when}", report)
+    return report
+
+
+# -- PKI and content ----------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="session")
+def ca(pki: PKI) -> trustme.CA:
+    """The trustme CA that signed the servers' certificates."""
+    return pki.ca
+
+
+@pytest.fixture(scope="session")
+def ca_path(pki: PKI) -> str:
+    """Path of the trusted CA's PEM file, for ``Client(verify=ca_path)``."""
+    return str(pki.ca_path)
+
+
+@pytest.fixture(scope="session")
+def untrusted_ca_path(pki: PKI) -> str:
+    """A second CA that signed nothing our servers use."""
+    return str(pki.untrusted_ca_path)
+
+
+@pytest.fixture(scope="session")
+def content(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Content]:
+    """The docroot: ``/13b``, ``/1m``, ``/100m``, ``/index.html``, ``/data.json``.
+
+    ``content.sha256[path]``, ``content.size[path]``, ``content.data[path]`` (small files).
+    """
+    root = tmp_path_factory.mktemp("www")
+    yield make_content(root)
+    shutil.rmtree(root, ignore_errors=True)  # 100 MiB: don't keep it in pytest's basetemp
+
+
+# -- real servers -------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def nginx(
+    tmp_path_factory: pytest.TempPathFactory, pki: PKI, content: Content
+) -> Iterator[NginxServer]:
+    """nginx on 127.0.0.1, one listener per URL attribute.
+
+    ``.https_url``, ``.h2c_url``, ``.http1_tls_url``, ``.goaway100_url``, ``.mcs4_url``.
+    """
+    if shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists():
+        pytest.skip("nginx is not installed")
+    server = start_nginx(tmp_path_factory.mktemp("nginx"), content.root, pki.server)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def nghttpd(
+    tmp_path_factory: pytest.TempPathFactory, pki: PKI, content: Content
+) -> Iterator[NghttpdServer]:
+    """nghttpd serving the docroot: ``.https_url``, ``.h2c_url``."""
+    if shutil.which("nghttpd") is None:
+        pytest.skip("nghttpd is not installed")
+    server = start_nghttpd(tmp_path_factory.mktemp("nghttpd"), content.root, pki.server)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def nghttpd_echo(
+    tmp_path_factory: pytest.TempPathFactory, pki: PKI, content: Content
+) -> Iterator[NghttpdServer]:
+    """nghttpd with ``--echo-upload``: a POST/PUT body comes back as the response body."""
+    if shutil.which("nghttpd") is None:
+        pytest.skip("nghttpd is not installed")
+    server = start_nghttpd(
+        tmp_path_factory.mktemp("nghttpd-echo"), content.root, pki.server, ("--echo-upload",)
+    )
+    yield server
+    server.stop()
+
+
+# -- the scripted peer --------------------------------------------------------
+
+
+@pytest.fixture
+def h2peer(pki: PKI) -> Iterator[Callable[..., H2Peer]]:
+    """Factory for started :class:`H2Peer` instances, all stopped at teardown.
+
+    ``h2peer(routes={"/stall": "stall_headers"}, tls=True, settings={...}, mode=...)``;
+    ``tls=True`` serves TLS (ALPN h2) with a certificate from the test CA.
+    """
+    peers: list[H2Peer] = []
+
+    def make(*args: Any, tls: bool | Any = None, **kwargs: Any) -> H2Peer:
+        context = server_tls_context(pki.ca) if tls is True else (tls or None)
+        peer = H2Peer(*args, tls=context, **kwargs).start()
+        peers.append(peer)
+        return peer
+
+    yield make
+    for peer in peers:
+        peer.stop()
+
+
+# -- clients ------------------------------------------------------------------
+
+
+@pytest.fixture
+def make_client(ca_path: str) -> Iterator[Callable[..., Any]]:
+    """Factory for ``h2pool.Client`` trusting the test CA; every client is closed at teardown."""
+    import h2pool
+
+    clients: list[Any] = []
+
+    def make(**kwargs: Any) -> Any:
+        kwargs.setdefault("verify", ca_path)
+        client = h2pool.Client(**kwargs)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.close()
+
+
+# -- leak check ---------------------------------------------------------------
+
+
+def fd_count() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.fixture(autouse=True)
+def leak_check(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After each test, threads and open fds must return to their baseline.
+
+    Opt out with ``@pytest.mark.no_leak_check``.
+    """
+    if request.node.get_closest_marker("no_leak_check") or not Path("/proc/self/fd").exists():
+        yield
+        return
+    threads_before = set(threading.enumerate())
+    fds_before = fd_count()
+    yield
+    call = getattr(request.node, "_report_call", None)
+    if call is None or not call.passed:
+        return
+    deadline = time.monotonic() + LEAK_GRACE
+    extra = [t for t in threading.enumerate() if t not in threads_before]
+    for t in extra:
+        t.join(timeout=max(0.0, deadline - time.monotonic()))
+    leaked = [t.name for t in extra if t.is_alive()]
+    gc.collect()  # drop sockets held only by reference cycles (tracebacks in the test)
+    fds = fd_count()
+    while fds > fds_before and time.monotonic() < deadline:
+        # No event tells us when another thread has closed a descriptor, so
+        # poll briefly within the grace period.
+        time.sleep(0.01)
+        fds = fd_count()
+    assert not leaked, f"threads still alive after the test: {leaked}"
+    assert fds <= fds_before, f"fd leak: {fds_before} open before the test, {fds} after"

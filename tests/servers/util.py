@@ -1,0 +1,61 @@
+"""Small helpers shared by the server fixtures: free ports, readiness polling."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that nothing listens on right now.
+
+    There is a window between closing the probe socket and the server binding
+    it; on a loopback-only test machine nothing else races for it.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(
+    port: int,
+    proc: subprocess.Popen[bytes] | None = None,
+    timeout: float = 10.0,
+    log: Path | None = None,
+) -> None:
+    """Poll until 127.0.0.1:port accepts a TCP connection.
+
+    Fails early with the server's log if ``proc`` exits first.
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        if proc is not None and proc.poll() is not None:
+            detail = log.read_text(errors="replace") if log is not None and log.exists() else ""
+            raise RuntimeError(f"server exited with {proc.returncode} before listening:\n{detail}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1.0):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                detail = log.read_text(errors="replace") if log is not None and log.exists() else ""
+                raise RuntimeError(
+                    f"port {port} not listening after {timeout}s:\n{detail}"
+                ) from None
+            # The server is still starting: there is no event to wait on for a
+            # foreign process binding a port, so back off briefly and retry.
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """Terminate ``proc`` (SIGTERM, then SIGKILL) and reap it."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=timeout)
