@@ -1,0 +1,209 @@
+"""Timeouts against the scripted peer: connect, read (per stream), pool, write.
+
+Each timeout must fire near its configured value (not early, not more than
+about twice late) and be both an ``h2pool.TimeoutError`` and a builtin
+``TimeoutError``.
+"""
+
+from __future__ import annotations
+
+import builtins
+import time
+
+import h2.settings
+import pytest
+
+import h2pool
+
+HELLO = b"Hello, world!"
+MCS = h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS
+INITIAL_WINDOW = h2.settings.SettingCodes.INITIAL_WINDOW_SIZE
+
+
+def assert_timeout(exc: BaseException, kind: type[BaseException]) -> None:
+    assert isinstance(exc, kind), repr(exc)
+    assert isinstance(exc, h2pool.TimeoutError)
+    assert isinstance(exc, builtins.TimeoutError)
+    assert isinstance(exc, h2pool.H2PoolError)
+
+
+def timed(fn):
+    start = time.monotonic()
+    try:
+        fn()
+    except BaseException as exc:
+        return exc, time.monotonic() - start
+    raise AssertionError("no exception raised")
+
+
+# -- connect --------------------------------------------------------------------
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("mode", ["silent", "no_accept"])
+def test_connect_timeout_tls_never_completes(h2peer, make_client, mode):
+    # TCP connects (the kernel completes it even without accept()), but the
+    # TLS handshake never gets an answer: the handshake counts as connect.
+    peer = h2peer(mode=mode)
+    client = make_client(timeout=h2pool.Timeout(connect=1.0, read=10, write=10, pool=10))
+    exc, elapsed = timed(lambda: client.get(peer.https_url + "/x"))
+    assert_timeout(exc, h2pool.ConnectTimeout)
+    assert 0.9 <= elapsed < 2.0
+
+
+@pytest.mark.timeout(30)
+def test_connect_timeout_via_submit(h2peer, make_client):
+    peer = h2peer(mode="silent")
+    client = make_client(timeout=h2pool.Timeout(connect=0.5, read=10, write=10, pool=10))
+    futs = [client.submit("GET", peer.https_url + f"/{i}") for i in range(5)]
+    for fut in futs:
+        assert_timeout(fut.exception(timeout=5), h2pool.ConnectTimeout)
+
+
+@pytest.mark.timeout(30)
+def test_h2c_server_never_speaks(h2peer, make_client):
+    # Cleartext: TCP completes, the server never sends its SETTINGS. Either
+    # the connect or the read timeout may fire, within its bound.
+    peer = h2peer(mode="silent")
+    client = make_client(
+        http2_prior_knowledge=True, timeout=h2pool.Timeout(connect=1.0, read=1.0, write=5, pool=5)
+    )
+    exc, elapsed = timed(lambda: client.get(peer.h2c_url + "/x"))
+    assert_timeout(exc, (h2pool.ConnectTimeout, h2pool.ReadTimeout))
+    assert elapsed < 3.0
+
+
+# -- read -----------------------------------------------------------------------
+
+
+@pytest.mark.timeout(30)
+def test_read_timeout_is_per_stream(h2peer, make_client):
+    peer = h2peer(routes={"/stall": "stall_headers", "/fast": "respond_13b"})
+    client = make_client(
+        http2_prior_knowledge=True, timeout=h2pool.Timeout(connect=5, read=1.0, write=5, pool=5)
+    )
+    start = time.monotonic()
+    stalled = client.submit("GET", peer.h2c_url + "/stall")
+    peer.wait_requests(1)
+    # While /stall waits, /fast on the same connection succeeds.
+    for _ in range(5):
+        r = client.get(peer.h2c_url + "/fast")
+        assert r.status == 200
+        assert r.content == HELLO
+    assert_timeout(stalled.exception(timeout=5), h2pool.ReadTimeout)
+    elapsed = time.monotonic() - start
+    assert 0.9 <= elapsed < 2.5
+    assert len(peer.connections) == 1
+    assert {r.conn_index for r in peer.requests} == {0}
+    # And the connection is still good after the timeout.
+    assert client.get(peer.h2c_url + "/fast").content == HELLO
+    assert len(peer.connections) == 1
+
+
+@pytest.mark.timeout(30)
+def test_read_timeout_on_stalled_body(h2peer, make_client):
+    peer = h2peer(routes={"/half": "stall_body"})
+    client = make_client(
+        http2_prior_knowledge=True, timeout=h2pool.Timeout(connect=5, read=1.0, write=5, pool=5)
+    )
+    exc, elapsed = timed(lambda: client.get(peer.h2c_url + "/half"))
+    assert_timeout(exc, h2pool.ReadTimeout)
+    assert 0.9 <= elapsed < 2.5
+
+
+@pytest.mark.timeout(30)
+def test_read_timeout_while_streaming_body(h2peer, make_client):
+    peer = h2peer(routes={"/half": "stall_body"})
+    client = make_client(
+        http2_prior_knowledge=True, timeout=h2pool.Timeout(connect=5, read=1.0, write=5, pool=5)
+    )
+    with client.stream("GET", peer.h2c_url + "/half") as r:
+        assert r.status == 200  # headers arrived
+        exc, elapsed = timed(r.read)
+    assert_timeout(exc, h2pool.ReadTimeout)
+    assert 0.9 <= elapsed < 2.5
+
+
+@pytest.mark.timeout(30)
+def test_per_request_timeout_overrides_client(h2peer, make_client):
+    peer = h2peer(routes={"/stall": "stall_headers"})
+    client = make_client(http2_prior_knowledge=True, timeout=30.0)
+    exc, elapsed = timed(lambda: client.get(peer.h2c_url + "/stall", timeout=0.5))
+    assert_timeout(exc, h2pool.ReadTimeout)
+    assert 0.45 <= elapsed < 1.5
+    exc, elapsed = timed(
+        lambda: client.get(
+            peer.h2c_url + "/stall", timeout=h2pool.Timeout(connect=5, read=0.5, write=5, pool=5)
+        )
+    )
+    assert_timeout(exc, h2pool.ReadTimeout)
+    assert elapsed < 1.5
+
+
+@pytest.mark.timeout(30)
+def test_float_timeout_on_tls(h2peer, make_client):
+    peer = h2peer(routes={"/stall": "stall_headers"}, tls=True)
+    client = make_client(timeout=1.0)
+    exc, elapsed = timed(lambda: client.get(peer.https_url + "/stall"))
+    assert_timeout(exc, h2pool.ReadTimeout)
+    assert 0.9 <= elapsed < 2.5
+    assert client.get(peer.https_url + "/fast").content == HELLO
+
+
+# -- pool -----------------------------------------------------------------------
+
+
+@pytest.mark.timeout(30)
+def test_pool_timeout(h2peer, make_client):
+    peer = h2peer(routes={"/stall": "stall_headers"}, settings={MCS: 1})
+    client = make_client(
+        http2_prior_knowledge=True,
+        limits=h2pool.Limits(max_connections_per_origin=1),
+        timeout=h2pool.Timeout(connect=5, read=20, write=5, pool=1.0),
+    )
+    first = client.submit("GET", peer.h2c_url + "/stall")
+    peer.wait_requests(1)
+    assert peer.wait_for(lambda p: len(p.settings_acks) >= 1)  # the client knows MCS=1
+    exc, elapsed = timed(lambda: client.get(peer.h2c_url + "/fast"))
+    assert_timeout(exc, h2pool.PoolTimeout)
+    assert 0.9 <= elapsed < 2.5
+    # The queued request never reached the wire; the first is unaffected.
+    assert len(peer.requests) == 1
+    assert len(peer.connections) == 1
+    assert not first.done()
+    assert first.cancel()
+
+
+@pytest.mark.timeout(30)
+def test_pool_slot_frees_after_completion(h2peer, make_client):
+    # Same limits, but nothing stalls: requests queue for the single slot
+    # and all complete in turn.
+    peer = h2peer(settings={MCS: 1})
+    client = make_client(
+        http2_prior_knowledge=True,
+        limits=h2pool.Limits(max_connections_per_origin=1),
+        timeout=h2pool.Timeout(connect=5, read=10, write=5, pool=10),
+    )
+    futs = [client.submit("GET", peer.h2c_url + f"/{i}") for i in range(20)]
+    assert [f.result(timeout=20).content for f in futs] == [HELLO] * 20
+    assert len(peer.connections) == 1
+    assert len(peer.requests) == 20
+    assert not peer.errors  # never more than one stream open at a time
+
+
+# -- write ----------------------------------------------------------------------
+
+
+@pytest.mark.timeout(30)
+def test_write_timeout_when_window_stays_shut(h2peer, make_client):
+    # The peer grants no stream window and never sends WINDOW_UPDATE: the
+    # upload cannot progress. A body-less request on the same connection works.
+    peer = h2peer(routes={"/up": "echo"}, settings={INITIAL_WINDOW: 0})
+    client = make_client(
+        http2_prior_knowledge=True, timeout=h2pool.Timeout(connect=5, read=10, write=1.0, pool=5)
+    )
+    upload = client.submit("PUT", peer.h2c_url + "/up", body=b"u" * (1 << 20))
+    peer.wait_requests(1)
+    assert client.get(peer.h2c_url + "/fast").content == HELLO
+    assert_timeout(upload.exception(timeout=5), h2pool.WriteTimeout)
+    assert len(peer.connections) == 1
