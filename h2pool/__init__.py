@@ -1,0 +1,79 @@
+"""h2pool: a thread-safe, connection-pooling HTTP/2 client.
+
+One :class:`Client` is shared by every thread of a program; one background I/O thread
+owns every socket and h2 state machine, and caller threads wait on futures.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from ._client import (
+    Client,
+    InsecureRequestWarning,
+    default_client,
+    delete,
+    get,
+    head,
+    options,
+    patch,
+    post,
+    put,
+    request,
+    submit,
+)
+from ._config import Limits, Timeout
+from ._errors import (
+    ClientClosed,
+    ConnectError,
+    ConnectionLost,
+    ConnectTimeout,
+    H2PoolError,
+    HTTPStatusError,
+    InvalidHeader,
+    InvalidURL,
+    PoolTimeout,
+    ProtocolError,
+    ReadTimeout,
+    StreamReset,
+    TimeoutError,
+    TLSError,
+    WriteTimeout,
+)
+from ._headers import Headers
+from ._response import Response
+
+__all__ = [
+    "Client",
+    "ClientClosed",
+    "ConnectError",
+    "ConnectTimeout",
+    "ConnectionLost",
+    "H2PoolError",
+    "HTTPStatusError",
+    "Headers",
+    "InsecureRequestWarning",
+    "InvalidHeader",
+    "InvalidURL",
+    "Limits",
+    "PoolTimeout",
+    "ProtocolError",
+    "ReadTimeout",
+    "Response",
+    "StreamReset",
+    "TLSError",
+    "Timeout",
+    "TimeoutError",
+    "WriteTimeout",
+    "__version__",
+    "default_client",
+    "delete",
+    "get",
+    "head",
+    "options",
+    "patch",
+    "post",
+    "put",
+    "request",
+    "submit",
+]

@@ -1,0 +1,432 @@
+"""The public :class:`Client`, the process-wide default client and module-level helpers.
+
+Runs in caller threads. A request is validated and encoded here, then handed to the
+I/O thread as one queued command; the caller blocks only on its future.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import re
+import threading
+import warnings
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future
+from typing import IO, Any, Union
+
+from hpack import NeverIndexedHeaderTuple
+
+from . import __version__
+from ._config import Limits, Timeout
+from ._dial import make_ssl_context
+from ._errors import ClientClosed, ConnectError, H2PoolError, InvalidHeader
+from ._headers import HeaderTypes, normalize_headers
+from ._loop import IOLoop
+from ._pool import Pool
+from ._request import Request, ResponseFuture
+from ._response import Response
+from ._urls import parse_url
+
+__all__ = ["BodyTypes", "Client", "InsecureRequestWarning", "default_client"]
+
+BodyTypes = Union[bytes, bytearray, memoryview, str, IO[bytes], Iterable[bytes], None]
+
+_METHOD = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+_SENSITIVE = frozenset([b"authorization", b"proxy-authorization"])
+
+
+class InsecureRequestWarning(UserWarning):
+    """Emitted when a Client is created with ``verify=False``."""
+
+
+def _encode_body(body: BodyTypes) -> tuple[bytes | None, bool]:
+    """(bytes to send, replayable). Streamed uploads come with the flow-control issue;
+    until then file-like and iterable bodies are read here, in the caller's thread."""
+    if body is None:
+        return None, True
+    if isinstance(body, bytes):
+        return body, True
+    if isinstance(body, str):
+        return body.encode("utf-8"), True
+    if isinstance(body, (bytearray, memoryview)):
+        return bytes(body), True
+    read = getattr(body, "read", None)
+    if callable(read):
+        data = read()
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        return bytes(data), bool(getattr(body, "seekable", lambda: False)())
+    if isinstance(body, Iterable):
+        parts = []
+        for chunk in body:
+            if isinstance(chunk, str):
+                chunk = chunk.encode("utf-8")
+            if not isinstance(chunk, (bytes, bytearray, memoryview)):
+                raise TypeError(f"body iterable yielded {type(chunk).__name__}, not bytes")
+            parts.append(bytes(chunk))
+        return b"".join(parts), False
+    raise TypeError(f"unsupported body type {type(body).__name__}")
+
+
+class Client:
+    """A thread-safe HTTP/2 client: create one, share it between all threads.
+
+    One background I/O thread (started on the first request) owns every socket.
+    Requests from any thread are multiplexed as streams over a few pooled connections
+    per origin.
+
+    >>> with h2pool.Client() as client:                      # doctest: +SKIP
+    ...     r = client.get("https://example.org/")
+    ...     r.status, r.http_version
+    (200, 'HTTP/2')
+    """
+
+    def __init__(
+        self,
+        *,
+        verify: bool | str | Any = True,
+        cert: str | tuple[str, str] | None = None,
+        timeout: Timeout | float | None = Timeout(),
+        limits: Limits = Limits(),
+        http1: bool = True,
+        http2_prior_knowledge: bool = False,
+        headers: HeaderTypes | None = None,
+    ) -> None:
+        if verify is False:
+            warnings.warn(
+                "verify=False: TLS certificates are not verified; connections can be "
+                "intercepted. Use a CA bundle path instead.",
+                InsecureRequestWarning,
+                stacklevel=2,
+            )
+        self._timeout = Timeout.coerce(timeout)
+        if not isinstance(limits, Limits):
+            raise TypeError("limits must be an h2pool.Limits")
+        self._limits = limits
+        self._http1 = http1
+        self._h2c = http2_prior_knowledge
+        # HTTP/1.1 over TLS is not spoken yet, so ALPN offers h2 only.
+        self._ssl_context = make_ssl_context(verify, cert, ["h2"])
+        defaults: list[tuple[bytes, bytes]] = [
+            (b"user-agent", f"h2pool/{__version__}".encode()),
+            (b"accept", b"*/*"),
+        ]
+        user = normalize_headers(headers)
+        names = {n for n, _ in user}
+        self._default_headers = [(n, v) for n, v in defaults if n not in names] + user
+        self._default_names = frozenset(n for n, _ in self._default_headers)
+        # _lock guards starting the I/O thread and the closed flag; it is held only for
+        # those assignments, never across I/O or while waiting for a response.
+        self._lock = threading.Lock()
+        self._loop: IOLoop | None = None
+        self._pool: Pool | None = None
+        self._closed = False
+        self._broken: BaseException | None = None
+
+    # -- plumbing ------------------------------------------------------------------------
+    def _ensure_loop(self) -> tuple[IOLoop, Pool]:
+        loop, pool = self._loop, self._pool
+        if loop is not None and pool is not None:
+            return loop, pool
+        with self._lock:
+            if self._closed:
+                raise ClientClosed("the client is closed")
+            if self._loop is None:
+                loop = IOLoop()
+                pool = Pool(loop, self._limits, self._ssl_context)
+                loop.on_death = self._on_loop_death
+                self._pool = pool
+                self._loop = loop
+                loop.start()
+            assert self._loop is not None and self._pool is not None
+            return self._loop, self._pool
+
+    def _on_loop_death(self, exc: BaseException) -> None:  # I/O thread, dying
+        err = ClientClosed(f"the h2pool I/O thread crashed: {exc!r}")
+        err.__cause__ = exc
+        self._broken = err
+        assert self._pool is not None
+        self._pool.abort(err)
+        self._fail_leftovers()
+
+    def _fail_leftovers(self) -> None:
+        """Requests queued after the loop stopped would never run: fail them."""
+        loop = self._loop
+        if loop is None:
+            return
+        while True:
+            try:
+                _fn, args = loop._commands.popleft()
+            except IndexError:
+                return
+            for arg in args:
+                if isinstance(arg, Request):
+                    arg.fail(self._broken or ClientClosed("the client is closed"))
+
+    def _build(
+        self,
+        method: str,
+        url: str,
+        headers: HeaderTypes | None,
+        body: BodyTypes,
+        timeout: Timeout | float | None,
+        stream: bool,
+    ) -> Request:
+        if self._closed:
+            raise ClientClosed("the client is closed")
+        if not isinstance(method, str) or not _METHOD.match(method):
+            raise InvalidHeader(f"invalid HTTP method {method!r}")
+        method = method.upper()
+        u = parse_url(url)
+        user = normalize_headers(headers)
+        authority = u.authority
+        regular: list[tuple[bytes, bytes]]
+        if user:
+            names = set()
+            regular = []
+            for n, v in user:
+                if n == b"host":
+                    authority = v  # RFC 9113 §8.3.1: Host becomes :authority
+                    continue
+                names.add(n)
+                if n in _SENSITIVE or (n == b"cookie" and len(v) < 20):
+                    regular.append(NeverIndexedHeaderTuple(n, v))  # RFC 7541 §7.1.3
+                else:
+                    regular.append((n, v))
+            if names & self._default_names:
+                regular = [(n, v) for n, v in self._default_headers if n not in names] + regular
+            else:
+                regular = self._default_headers + regular
+        else:
+            names = set()
+            regular = self._default_headers
+        data, replayable = _encode_body(body)
+        if data is not None and b"content-length" not in names:
+            regular = [*regular, (b"content-length", str(len(data)).encode())]
+        elif data is None and method in ("POST", "PUT", "PATCH") and b"content-length" not in names:
+            regular = [*regular, (b"content-length", b"0")]
+        hdrs = [
+            (b":method", method.encode()),
+            (b":scheme", u.scheme.encode()),
+            (b":authority", authority),
+            (b":path", u.target),
+            *regular,
+        ]
+        t = self._timeout if timeout is None else Timeout.coerce(timeout)
+        req = Request(method, u, hdrs, data or None, t, stream)
+        req.replayable = replayable
+        return req
+
+    # -- public API ------------------------------------------------------------------------
+    def submit(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: HeaderTypes | None = None,
+        body: BodyTypes = None,
+        timeout: Timeout | float | None = None,
+        stream: bool = False,
+    ) -> Future[Response]:
+        """Send a request without waiting; the future resolves to the :class:`Response`.
+
+        ``timeout=None`` means the client's timeouts; pass ``Timeout(None)`` for none.
+        Never blocks on the network. Invalid input raises here (``InvalidURL``,
+        ``InvalidHeader``); network failures arrive through the future.
+        ``future.cancel()`` on an in-flight request resets its stream.
+        """
+        req = self._build(method, url, headers, body, timeout, stream)
+        fut = req.future
+        if req.url.scheme == "http" and not self._h2c:
+            fut.set_exception(
+                ConnectError(
+                    f"{url}: cleartext HTTP/1.1 is not available yet; create the Client with "
+                    "http2_prior_knowledge=True to speak HTTP/2 over TCP (h2c)"
+                )
+            )
+            return fut
+        if self._broken is not None:
+            raise ClientClosed("the client's I/O thread has stopped") from self._broken
+        loop, pool = self._ensure_loop()
+        fut._on_cancel = lambda: loop.call_soon_threadsafe(pool.cancel, req)
+        loop.call_soon_threadsafe(pool.submit, req)
+        if loop._stopping:
+            self._fail_leftovers()
+        return fut
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: HeaderTypes | None = None,
+        body: BodyTypes = None,
+        timeout: Timeout | float | None = None,
+        stream: bool = False,
+    ) -> Response:
+        """Send a request and wait for its response (and its body unless ``stream``).
+
+        Raises an :class:`H2PoolError` subclass on failure; see :mod:`h2pool` errors.
+        """
+        fut = self.submit(method, url, headers=headers, body=body, timeout=timeout, stream=stream)
+        try:
+            return fut.result()
+        except BaseException as exc:
+            if not isinstance(exc, H2PoolError):
+                fut.cancel()  # KeyboardInterrupt and the like: free the stream
+            raise
+
+    def get(self, url: str, **kw: Any) -> Response:
+        return self.request("GET", url, **kw)
+
+    def head(self, url: str, **kw: Any) -> Response:
+        return self.request("HEAD", url, **kw)
+
+    def options(self, url: str, **kw: Any) -> Response:
+        return self.request("OPTIONS", url, **kw)
+
+    def delete(self, url: str, **kw: Any) -> Response:
+        return self.request("DELETE", url, **kw)
+
+    def post(self, url: str, body: BodyTypes = None, **kw: Any) -> Response:
+        return self.request("POST", url, body=body, **kw)
+
+    def put(self, url: str, body: BodyTypes = None, **kw: Any) -> Response:
+        return self.request("PUT", url, body=body, **kw)
+
+    def patch(self, url: str, body: BodyTypes = None, **kw: Any) -> Response:
+        return self.request("PATCH", url, body=body, **kw)
+
+    @contextlib.contextmanager
+    def stream(self, method: str, url: str, **kw: Any) -> Iterator[Response]:
+        """A streamed response that is closed when the block exits.
+
+        >>> with client.stream("GET", url) as r:              # doctest: +SKIP
+        ...     for chunk in r.iter_bytes():
+        ...         sink.write(chunk)
+        """
+        kw["stream"] = True
+        response = self.request(method, url, **kw)
+        try:
+            yield response
+        finally:
+            response.close()
+
+    def stats(self) -> dict[str, Any]:
+        """A snapshot: connections per origin, open streams, queued requests, bytes."""
+        loop, pool = self._loop, self._pool
+        empty = {
+            "connections": 0,
+            "origins": {},
+            "open_streams": 0,
+            "queued": 0,
+            "connections_opened": 0,
+            "bytes_sent": 0,
+            "bytes_received": 0,
+        }
+        if loop is None or pool is None:
+            return empty
+        if loop._stopping:
+            snap = pool.stats()
+            snap.update(connections=0, origins={}, open_streams=0, queued=0)
+            return snap
+        fut: Future[dict[str, Any]] = Future()
+
+        def take() -> None:
+            fut.set_result(pool.stats())
+
+        loop.call_soon_threadsafe(take)
+        try:
+            return fut.result(timeout=10.0)
+        except Exception:
+            return empty
+
+    def close(self, timeout: float | None = 5.0) -> None:
+        """Close gracefully: new requests raise :class:`ClientClosed`; in-flight ones may
+        finish for up to ``timeout`` seconds, then fail with ``ClientClosed``; GOAWAY is
+        sent and the I/O thread joined. Closing twice is harmless."""
+        with self._lock:
+            already = self._closed
+            self._closed = True
+            loop, pool = self._loop, self._pool
+        if loop is None or pool is None:
+            return
+        if not already:
+            loop.call_soon_threadsafe(pool.close, timeout)
+        if not loop.join(None if timeout is None else timeout + 5.0):
+            warnings.warn("h2pool I/O thread did not stop in time", ResourceWarning, stacklevel=2)
+        self._fail_leftovers()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<h2pool.Client {state}>"
+
+
+# -- the process-wide default client ------------------------------------------------------
+_default: Client | None = None
+_default_lock = threading.Lock()  # guards creating _default; never held across I/O
+
+
+def default_client() -> Client:
+    """The lazily created client behind ``h2pool.get()`` and friends; closed at exit."""
+    global _default
+    client = _default
+    if client is not None and not client._closed:
+        return client
+    with _default_lock:
+        if _default is None or _default._closed:
+            _default = Client()
+            atexit.register(_default.close, 1.0)
+        return _default
+
+
+def _module_request(method: str, url: str, **kw: Any) -> Response:
+    return default_client().request(method, url, **kw)
+
+
+def request(method: str, url: str, **kw: Any) -> Response:
+    """``default_client().request(...)``."""
+    return _module_request(method, url, **kw)
+
+
+def get(url: str, **kw: Any) -> Response:
+    return _module_request("GET", url, **kw)
+
+
+def head(url: str, **kw: Any) -> Response:
+    return _module_request("HEAD", url, **kw)
+
+
+def options(url: str, **kw: Any) -> Response:
+    return _module_request("OPTIONS", url, **kw)
+
+
+def delete(url: str, **kw: Any) -> Response:
+    return _module_request("DELETE", url, **kw)
+
+
+def post(url: str, body: BodyTypes = None, **kw: Any) -> Response:
+    return _module_request("POST", url, body=body, **kw)
+
+
+def put(url: str, body: BodyTypes = None, **kw: Any) -> Response:
+    return _module_request("PUT", url, body=body, **kw)
+
+
+def patch(url: str, body: BodyTypes = None, **kw: Any) -> Response:
+    return _module_request("PATCH", url, body=body, **kw)
+
+
+def submit(method: str, url: str, **kw: Any) -> Future[Response]:
+    """``default_client().submit(...)``."""
+    return default_client().submit(method, url, **kw)
+
+
+_ = ResponseFuture  # re-exported type of the futures returned by submit()

@@ -1,0 +1,135 @@
+"""The exception tree of h2pool.
+
+Every exception that crosses the public API derives from :class:`H2PoolError`.
+Low-level errors (``OSError``, ``ssl.SSLError``, ``h2.exceptions.*``) are wrapped
+with ``raise ... from exc`` so the cause stays visible but never escapes bare.
+Each class says when it is raised and whether retrying the request is safe.
+"""
+
+from __future__ import annotations
+
+import builtins
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._response import Response
+
+__all__ = [
+    "ClientClosed",
+    "ConnectError",
+    "ConnectTimeout",
+    "ConnectionLost",
+    "H2PoolError",
+    "HTTPStatusError",
+    "InvalidHeader",
+    "InvalidURL",
+    "PoolTimeout",
+    "ProtocolError",
+    "ReadTimeout",
+    "StreamReset",
+    "TLSError",
+    "TimeoutError",
+    "WriteTimeout",
+]
+
+
+class H2PoolError(Exception):
+    """Base class of every error h2pool raises."""
+
+
+def clone(exc: BaseException) -> BaseException:
+    """A copy of ``exc`` (same class, message, attributes and cause) for one more waiter.
+
+    One failure (a lost connection) often fails many requests; giving each caller its
+    own exception object keeps their tracebacks from being spliced together.
+    """
+    new = exc.__class__.__new__(exc.__class__)
+    new.args = exc.args
+    new.__dict__.update(getattr(exc, "__dict__", {}))
+    new.__cause__ = exc.__cause__
+    new.__suppress_context__ = True
+    return new
+
+
+class InvalidURL(H2PoolError, ValueError):
+    """The URL cannot be sent: bad scheme, missing host, bad port or forbidden characters.
+
+    Raised in the caller's thread before anything is queued; nothing reached the wire.
+    """
+
+
+class InvalidHeader(H2PoolError, ValueError):
+    """A header name, value or the method is malformed (RFC 9113 §8.2.1, RFC 9110 §5).
+
+    Raised in the caller's thread before anything is queued; nothing reached the wire.
+    """
+
+
+class ConnectError(H2PoolError):
+    """The connection could not be established (DNS, TCP, ALPN).
+
+    The server never saw the request, so retrying is safe.
+    """
+
+
+class TLSError(ConnectError):
+    """The TLS handshake failed: untrusted certificate, wrong hostname, old protocol."""
+
+
+class TimeoutError(H2PoolError, builtins.TimeoutError):  # noqa: A001 - the contract's name
+    """Base of the timeouts; also a builtin :class:`TimeoutError`."""
+
+
+class ConnectTimeout(TimeoutError):
+    """DNS, TCP connect and TLS handshake together took longer than ``Timeout.connect``."""
+
+
+class ReadTimeout(TimeoutError):
+    """No byte of the response arrived for ``Timeout.read`` seconds.
+
+    Only the affected stream is reset; the server may have processed the request,
+    so a retry is safe only for idempotent requests.
+    """
+
+
+class WriteTimeout(TimeoutError):
+    """The request body could not be sent for ``Timeout.write`` seconds."""
+
+
+class PoolTimeout(TimeoutError):
+    """No stream slot became free within ``Timeout.pool``. Nothing was sent."""
+
+
+class ProtocolError(H2PoolError):
+    """The peer broke HTTP/2 (or HTTP/1.1) rules, or the response was malformed."""
+
+
+class StreamReset(H2PoolError):
+    """The server reset the stream with RST_STREAM; ``error_code`` is its code.
+
+    REFUSED_STREAM is retried transparently and never surfaces here.
+    """
+
+    def __init__(self, message: str, error_code: int) -> None:
+        super().__init__(message)
+        self.error_code = error_code
+
+
+class ConnectionLost(H2PoolError):
+    """The connection died while the request was in flight.
+
+    Raised only when the request may have reached the server; requests that provably
+    did not were retried on another connection.
+    """
+
+
+class ClientClosed(H2PoolError):
+    """The client was closed before or while the request ran."""
+
+
+class HTTPStatusError(H2PoolError):
+    """Raised by :meth:`Response.raise_for_status` for a 4xx or 5xx response."""
+
+    def __init__(self, message: str, response: Response) -> None:
+        super().__init__(message)
+        self.response = response

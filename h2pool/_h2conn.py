@@ -1,0 +1,700 @@
+"""One HTTP/2 connection: a socket, an ``h2`` state machine and its streams.
+
+Everything here runs on the I/O thread, except the two ``post_*`` methods that
+streamed-response readers call to hand work *to* the I/O thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import selectors
+import socket
+import ssl
+from collections import deque
+from typing import TYPE_CHECKING, Any, Protocol
+
+import h2.events as ev
+import h2.exceptions as h2x
+from h2.config import H2Configuration
+from h2.connection import ConnectionState, H2Connection
+from h2.errors import ErrorCodes
+from h2.settings import SettingCodes, Settings
+
+from ._config import Limits
+from ._errors import (
+    ClientClosed,
+    ConnectionLost,
+    H2PoolError,
+    ProtocolError,
+    ReadTimeout,
+    StreamReset,
+    WriteTimeout,
+)
+from ._headers import Headers
+from ._response import Response
+from ._stream import BodyPipe
+
+if TYPE_CHECKING:
+    from ._loop import IOLoop, Timer
+    from ._request import Request
+
+log = logging.getLogger("h2pool")
+
+_RECV_SIZE = 256 * 1024
+_READS_PER_TURN = 64  # then yield to other connections; level-triggered select resumes us
+# Outbound bytes we buffer per connection before we stop generating DATA and stop
+# reading the socket. h2 acknowledges PING and SETTINGS without limit, so a peer that
+# floods them and never reads must hit a wall here (CVE-2019-9512, CVE-2019-9515).
+_OUT_CAP = 1024 * 1024
+_DEFAULT_MAX_STREAMS = 100  # assumed until the peer's first SETTINGS (RFC 9113 §6.5.2)
+_UNLIMITED_STREAMS = 1000  # when the peer's SETTINGS set no limit (Go does the same)
+
+_CONFIG = H2Configuration(
+    client_side=True,
+    header_encoding=None,
+    # Request headers were validated and lower-cased in the caller's thread.
+    validate_outbound_headers=False,
+    normalize_outbound_headers=False,
+    validate_inbound_headers=True,
+    normalize_inbound_headers=True,
+)
+
+
+class Origin(Protocol):
+    """What a connection needs from its pool entry (all calls on the I/O thread)."""
+
+    def on_slot_free(self, conn: H2Conn) -> None: ...
+    def on_conn_closed(self, conn: H2Conn) -> None: ...
+    def retry(self, req: Request, cause: H2PoolError) -> None: ...
+
+
+class _H2(H2Connection):  # type: ignore[misc]
+    """h2 moves to CLOSED on receiving GOAWAY and then rejects every frame, but RFC 9113
+    §6.8 lets streams up to last_stream_id complete. Keep the connection open for them
+    (the owner takes no new streams), and keep output h2 would discard (a SETTINGS ACK
+    queued earlier in the same read)."""
+
+    preserved = b""
+
+    def _receive_goaway_frame(self, frame: Any) -> Any:
+        self.preserved += self.data_to_send()
+        result = super()._receive_goaway_frame(frame)
+        self.state_machine.state = ConnectionState.CLIENT_OPEN
+        return result
+
+
+class H2Stream:
+    """Per-stream bookkeeping, owned by the I/O thread."""
+
+    __slots__ = (
+        "body",
+        "body_pos",
+        "chunks",
+        "headers",
+        "id",
+        "last_activity",
+        "pipe",
+        "req",
+        "status",
+        "timer",
+        "trailers",
+        "wire_offset",
+    )
+
+    def __init__(self, sid: int, req: Request, now: float) -> None:
+        self.id = sid
+        self.req = req
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] | None = None
+        self.trailers: list[tuple[bytes, bytes]] | None = None
+        self.chunks: list[bytes] = []
+        self.pipe: BodyPipe | None = None
+        self.body: memoryview | None = None
+        self.body_pos = 0
+        self.last_activity = now
+        self.timer: Timer | None = None
+        self.wire_offset = -1  # first byte of the batch holding our HEADERS; -1: not flushed
+
+
+class H2Conn:
+    """An HTTP/2 connection. All state is owned by the I/O thread."""
+
+    http_version = "HTTP/2"
+
+    def __init__(
+        self,
+        loop: IOLoop,
+        origin: Origin,
+        sock: socket.socket,
+        limits: Limits,
+        label: str,
+    ) -> None:
+        self.loop = loop
+        self.origin = origin
+        self.sock = sock
+        self.label = label
+        self.limits = limits
+        self.streams: dict[int, H2Stream] = {}
+        self.closed = False
+        self.draining = False  # GOAWAY received or sent: no new streams
+        self._settings_seen = False
+        self._peer_max_streams = _DEFAULT_MAX_STREAMS
+        self.max_streams = self._compute_max_streams()
+        self._out = bytearray()
+        self._out_pos = 0
+        self._written = 0  # bytes handed to the kernel
+        self._generated = 0  # bytes taken from h2
+        self._unflushed: list[H2Stream] = []  # streams started since the last flush
+        self._senders: deque[H2Stream] = deque()  # streams with body left to send
+        self._events = selectors.EVENT_READ
+        self._reading = True
+        self.idle_since = loop.now
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self.requests_started = 0
+        self.h2 = _H2(config=_CONFIG)
+        self.h2.local_settings = Settings(
+            client=True,
+            initial_values={
+                SettingCodes.ENABLE_PUSH: 0,
+                SettingCodes.INITIAL_WINDOW_SIZE: limits.stream_window,
+                SettingCodes.MAX_HEADER_LIST_SIZE: limits.max_header_list_size,
+            },
+        )
+        self.h2.initiate_connection()
+        if limits.connection_window > 65535:
+            self.h2.increment_flow_control_window(limits.connection_window - 65535)
+        loop.selector.register(sock, self._events, self._on_io)
+        loop.mark_dirty(self)
+
+    def __repr__(self) -> str:
+        return f"<H2Conn {self.label} streams={len(self.streams)} closed={self.closed}>"
+
+    # -- capacity --------------------------------------------------------------------------
+    def _compute_max_streams(self) -> int:
+        cap = self.limits.max_streams_per_connection
+        return self._peer_max_streams if cap is None else min(cap, self._peer_max_streams)
+
+    @property
+    def free_slots(self) -> int:
+        if self.closed or self.draining:
+            return 0
+        return self.max_streams - len(self.streams)
+
+    # -- starting a request ----------------------------------------------------------------
+    def start(self, req: Request) -> None:
+        """Open a stream for ``req``. The caller checked ``free_slots``."""
+        h2c = self.h2
+        sid = h2c.get_next_available_stream_id()
+        st = H2Stream(sid, req, self.loop.now)
+        self.streams[sid] = st
+        req.conn = self
+        self.requests_started += 1
+        body = req.body
+        h2c.send_headers(sid, req.headers, end_stream=not body)
+        self._unflushed.append(st)
+        if body:
+            st.body = memoryview(body)
+            self._senders.append(st)
+            self._pump_bodies()
+            if req.timeout.write is not None:
+                st.timer = self.loop.call_later(req.timeout.write, self._on_write_timer, st)
+        else:
+            self._arm_read_timer(st)
+        self.loop.mark_dirty(self)
+
+    def _arm_read_timer(self, st: H2Stream) -> None:
+        read = st.req.timeout.read
+        if read is not None:
+            st.last_activity = self.loop.now
+            st.timer = self.loop.call_later(read, self._on_read_timer, st)
+
+    def _pump_bodies(self) -> None:
+        """Send DATA round-robin, one frame per stream per round, within the flow-control
+        windows, so one large upload cannot starve small requests on this connection."""
+        senders = self._senders
+        h2c = self.h2
+        budget = _OUT_CAP - (len(self._out) - self._out_pos)
+        while senders and budget > 0:
+            if h2c.outbound_flow_control_window <= 0:
+                return
+            progressed = False
+            for _ in range(len(senders)):
+                st = senders.popleft()
+                if st.body is None or self.streams.get(st.id) is not st:
+                    continue
+                window = h2c.local_flow_control_window(st.id)
+                if window <= 0:
+                    senders.append(st)
+                    continue
+                body = st.body
+                pos = st.body_pos
+                n = min(window, h2c.max_outbound_frame_size, len(body) - pos)
+                end = pos + n >= len(body)
+                h2c.send_data(st.id, body[pos : pos + n].tobytes(), end_stream=end)
+                budget -= n
+                st.last_activity = self.loop.now
+                progressed = True
+                if end:
+                    st.body = None
+                    if st.timer is not None:
+                        st.timer.cancel()
+                        st.timer = None
+                    self._arm_read_timer(st)
+                else:
+                    st.body_pos = pos + n
+                    senders.append(st)
+                if h2c.outbound_flow_control_window <= 0 or budget <= 0:
+                    break
+            if not progressed:
+                return
+
+    # -- socket I/O ------------------------------------------------------------------------
+    def _on_io(self, mask: int) -> None:
+        if mask & selectors.EVENT_WRITE:
+            self._write()
+        if mask & selectors.EVENT_READ and not self.closed:
+            self._on_readable()
+
+    def _on_readable(self) -> None:
+        sock = self.sock
+        chunks = []
+        eof = False
+        error: OSError | None = None
+        for _ in range(_READS_PER_TURN):
+            try:
+                data = sock.recv(_RECV_SIZE)
+            except (ssl.SSLWantReadError, BlockingIOError, InterruptedError):
+                break
+            except ssl.SSLWantWriteError:
+                break
+            except OSError as exc:
+                error = exc
+                break
+            if not data:
+                eof = True
+                break
+            chunks.append(data)
+        else:
+            # Data may remain inside the TLS layer, where select() cannot see it.
+            if isinstance(sock, ssl.SSLSocket) and sock.pending():
+                self.loop.call_soon_threadsafe(self._on_readable_again)
+        if chunks:
+            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            self.bytes_received += len(data)
+            self._receive(data)
+        if self.closed:
+            return
+        if error is not None:
+            self._lost(ConnectionLost(f"connection to {self.label} failed: {error}"), error)
+        elif eof:
+            self._lost(ConnectionLost(f"connection to {self.label} closed by the server"), None)
+
+    def _on_readable_again(self) -> None:
+        if not self.closed and self._reading:
+            self._on_readable()
+
+    def _receive(self, data: bytes) -> None:
+        try:
+            events = self.h2.receive_data(data)
+        except h2x.ProtocolError as exc:
+            self._protocol_error(exc)
+            return
+        handlers = _HANDLERS
+        for event in events:
+            handler = handlers.get(type(event))
+            if handler is not None:
+                handler(self, event)
+            if self.closed:
+                return
+        self.loop.mark_dirty(self)
+
+    def flush(self) -> None:
+        """Move h2's pending output to the socket: one ``send()`` per turn when possible."""
+        if self.closed:
+            return
+        data = self.h2.data_to_send()
+        if data:
+            if self._unflushed:
+                offset = self._generated
+                for st in self._unflushed:
+                    st.wire_offset = offset
+                self._unflushed.clear()
+            self._generated += len(data)
+            self._out += data
+        if len(self._out) > self._out_pos and not (self._events & selectors.EVENT_WRITE):
+            self._write()
+
+    def _write(self) -> None:
+        out = self._out
+        pos = self._out_pos
+        sock = self.sock
+        try:
+            while pos < len(out):
+                with memoryview(out) as view:
+                    n = sock.send(view[pos:])
+                pos += n
+        except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+            pass
+        except OSError as exc:
+            self._out_pos = pos
+            self._lost(ConnectionLost(f"connection to {self.label} failed: {exc}"), exc)
+            return
+        self._written += pos - self._out_pos
+        self.bytes_sent += pos - self._out_pos
+        if pos >= len(out):
+            out.clear()
+            pos = 0
+        elif pos > _OUT_CAP:
+            del out[:pos]
+            pos = 0
+        self._out_pos = pos
+        pending = len(out) - pos
+        want = selectors.EVENT_WRITE if pending else 0
+        # Stop reading while the peer does not drain our output (control-frame floods).
+        self._reading = pending < _OUT_CAP
+        if self._reading:
+            want |= selectors.EVENT_READ
+        if want != self._events:
+            self._events = want
+            self.loop.selector.modify(self.sock, want or selectors.EVENT_READ, self._on_io)
+        if not pending and self._senders:
+            self._pump_bodies()
+            self.loop.mark_dirty(self)
+
+    # -- h2 events -------------------------------------------------------------------------
+    def _on_response(self, event: ev.ResponseReceived) -> None:
+        st = self.streams.get(event.stream_id)
+        if st is None:
+            return
+        st.last_activity = self.loop.now
+        headers = event.headers
+        status = 0
+        raw = headers[0][1] if headers and headers[0][0] == b":status" else None
+        if raw is None:
+            for name, value in headers:
+                if name == b":status":
+                    raw = value
+                    break
+        if raw is not None and len(raw) == 3 and raw.isdigit():
+            status = int(raw)
+        if not 200 <= status <= 599:
+            self._fail_stream(st, ProtocolError(f"invalid :status {raw!r} from {self.label}"))
+            return
+        st.status = status
+        st.headers = [(n, v) for n, v in headers if not n.startswith(b":")]
+        req = st.req
+        if req.stream:
+            pipe = BodyPipe(self, st.id, self.limits.stream_window, req.timeout.read)
+            st.pipe = pipe
+            resp = Response(
+                status,
+                Headers._from_raw(st.headers),
+                url=req.url.url,
+                http_version="HTTP/2",
+                pipe=pipe,
+                method=req.method,
+            )
+            if event.stream_ended is not None:
+                pipe.feed_eof(None)
+            # Once the headers are delivered, the reader's own waits enforce the read
+            # timeout; a reader that pauses must not be blamed on the server.
+            if st.timer is not None and st.body is None:
+                st.timer.cancel()
+                st.timer = None
+            if not req.resolve(resp):
+                pipe.close()
+        if event.stream_ended is not None:
+            self._complete(st)
+
+    def _on_data(self, event: ev.DataReceived) -> None:
+        sid = event.stream_id
+        st = self.streams.get(sid)
+        flow = event.flow_controlled_length
+        if st is None:
+            if flow:
+                self.h2.acknowledge_received_data(flow, sid)
+            return
+        data = event.data
+        st.last_activity = self.loop.now
+        pipe = st.pipe
+        if pipe is None:
+            st.chunks.append(data)
+            if flow:
+                self.h2.acknowledge_received_data(flow, sid)
+        else:
+            padding = flow - len(data)
+            if not pipe.feed(data):
+                padding = flow  # the reader is gone: give everything back now
+            if padding:
+                self.h2.acknowledge_received_data(padding, sid)
+        if event.stream_ended is not None:
+            self._complete(st)
+
+    def _on_trailers(self, event: ev.TrailersReceived) -> None:
+        st = self.streams.get(event.stream_id)
+        if st is not None:
+            st.trailers = list(event.headers)
+            if event.stream_ended is not None:
+                self._complete(st)
+
+    def _on_stream_ended(self, event: ev.StreamEnded) -> None:
+        st = self.streams.get(event.stream_id)
+        if st is not None:
+            self._complete(st)
+
+    def _on_reset(self, event: ev.StreamReset) -> None:
+        st = self.streams.get(event.stream_id)
+        if st is None:
+            return
+        code = int(event.error_code)
+        if code == ErrorCodes.REFUSED_STREAM and st.status == 0:
+            # RFC 9113 §8.7: REFUSED_STREAM guarantees the request was not processed.
+            self._drop_stream(st)
+            self.origin.retry(st.req, StreamReset("stream refused by the server", code))
+            self.origin.on_slot_free(self)
+            return
+        try:
+            name = ErrorCodes(code).name
+        except ValueError:
+            name = str(code)
+        self._fail_stream(st, StreamReset(f"stream reset by the server: {name}", code), send_rst=False)
+
+    def _on_settings(self, event: ev.RemoteSettingsChanged) -> None:
+        changed = event.changed_settings
+        first = not self._settings_seen
+        self._settings_seen = True
+        mcs = changed.get(SettingCodes.MAX_CONCURRENT_STREAMS)
+        if mcs is not None:
+            self._peer_max_streams = mcs.new_value
+        elif first:
+            # No limit announced: RFC 9113 says unlimited; like Go, assume a sane 1000.
+            self._peer_max_streams = _UNLIMITED_STREAMS
+        self.max_streams = self._compute_max_streams()
+        if SettingCodes.INITIAL_WINDOW_SIZE in changed and self._senders:
+            self._pump_bodies()
+        self.origin.on_slot_free(self)
+
+    def _on_window_update(self, event: ev.WindowUpdated) -> None:
+        if self._senders:
+            self._pump_bodies()
+
+    def _on_goaway(self, event: ev.ConnectionTerminated) -> None:
+        self.draining = True
+        preserved = self.h2.preserved
+        if preserved:
+            self.h2.preserved = b""
+            self._out += preserved
+            self._generated += len(preserved)
+        last = event.last_stream_id if event.last_stream_id is not None else 2**31
+        code = int(event.error_code) if event.error_code is not None else 0
+        log.info("GOAWAY from %s: error_code=%s last_stream_id=%s", self.label, code, last)
+        for st in [s for s in self.streams.values() if s.id > last]:
+            # RFC 9113 §6.8: streams above last_stream_id were not processed.
+            self._drop_stream(st)
+            self.origin.retry(st.req, ConnectionLost(f"GOAWAY from {self.label}"))
+        if code != 0:
+            exc = ProtocolError(f"{self.label} sent GOAWAY with error code {code}")
+            for st in list(self.streams.values()):
+                self._fail_stream(st, exc, send_rst=False)
+        self.origin.on_slot_free(self)  # lets the pool move queued requests elsewhere
+        if not self.streams:
+            self.close()
+
+    # -- completing streams ----------------------------------------------------------------
+    def _complete(self, st: H2Stream) -> None:
+        req = st.req
+        if st.body is not None:
+            # The server sent its whole response before reading all of the body: stop
+            # uploading and say so without error (RFC 9113 §8.1).
+            try:
+                self.h2.reset_stream(st.id, ErrorCodes.NO_ERROR)
+            except h2x.H2Error:
+                pass
+        self._drop_stream(st)
+        trailers = Headers._from_raw(st.trailers) if st.trailers is not None else None
+        if st.pipe is not None:
+            st.pipe.feed_eof(trailers)
+        elif st.status:
+            chunks = st.chunks
+            content = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            assert st.headers is not None
+            req.resolve(
+                Response(
+                    st.status,
+                    Headers._from_raw(st.headers),
+                    url=req.url.url,
+                    http_version="HTTP/2",
+                    content=content,
+                    trailers=trailers,
+                    method=req.method,
+                )
+            )
+        else:
+            req.fail(ProtocolError(f"stream ended without a response from {self.label}"))
+        self._after_stream_closed()
+
+    def _drop_stream(self, st: H2Stream) -> None:
+        self.streams.pop(st.id, None)
+        if st.timer is not None:
+            st.timer.cancel()
+            st.timer = None
+        st.body = None
+        if st.req.conn is self:
+            st.req.conn = None
+
+    def _after_stream_closed(self) -> None:
+        if not self.streams:
+            self.idle_since = self.loop.now
+            if self.draining:
+                self.close()
+                return
+        self.origin.on_slot_free(self)
+
+    def _fail_stream(self, st: H2Stream, exc: H2PoolError, send_rst: bool = True) -> None:
+        """Fail one stream; the connection and its other streams carry on."""
+        self._drop_stream(st)
+        if send_rst:
+            try:
+                self.h2.reset_stream(st.id, ErrorCodes.CANCEL)
+            except h2x.H2Error:
+                pass
+            self.loop.mark_dirty(self)
+        if st.pipe is not None:
+            st.pipe.feed_error(exc)
+        st.req.fail(exc)
+        self._after_stream_closed()
+
+    def _on_read_timer(self, st: H2Stream) -> None:
+        st.timer = None
+        if self.streams.get(st.id) is not st:
+            return
+        read = st.req.timeout.read
+        assert read is not None
+        due = st.last_activity + read
+        if due > self.loop.now:
+            st.timer = self.loop.call_at(due, self._on_read_timer, st)
+            return
+        self._fail_stream(st, ReadTimeout(f"no response data from {self.label} for {read} s"))
+
+    def _on_write_timer(self, st: H2Stream) -> None:
+        st.timer = None
+        if self.streams.get(st.id) is not st or st.body is None:
+            return
+        write = st.req.timeout.write
+        assert write is not None
+        due = st.last_activity + write
+        if due > self.loop.now:
+            st.timer = self.loop.call_at(due, self._on_write_timer, st)
+            return
+        self._fail_stream(st, WriteTimeout(f"request body made no progress for {write} s"))
+
+    # -- from the pool and from readers ------------------------------------------------------
+    def cancel(self, req: Request) -> None:
+        """The caller cancelled: RST_STREAM(CANCEL), free the slot (I/O thread)."""
+        for st in self.streams.values():
+            if st.req is req:
+                exc = ClientClosed("request cancelled")
+                self._fail_stream(st, exc)
+                return
+
+    def post_consumed(self, stream_id: int, nbytes: int) -> None:
+        """Reader thread: ``nbytes`` of a streamed body were consumed."""
+        self.loop.call_soon_threadsafe(self._ack, stream_id, nbytes)
+
+    def post_cancel(self, stream_id: int, unread: int) -> None:
+        """Reader thread: the reader went away; reset the stream, return the credit."""
+        self.loop.call_soon_threadsafe(self._reader_gone, stream_id, unread)
+
+    def _ack(self, stream_id: int, nbytes: int) -> None:
+        if not self.closed:
+            self.h2.acknowledge_received_data(nbytes, stream_id)
+            self.loop.mark_dirty(self)
+
+    def _reader_gone(self, stream_id: int, unread: int) -> None:
+        if self.closed:
+            return
+        st = self.streams.get(stream_id)
+        if st is not None:
+            self._fail_stream(st, ClientClosed("response closed before its end"))
+        if unread:
+            self.h2.acknowledge_received_data(unread, stream_id)
+        self.loop.mark_dirty(self)
+
+    # -- connection end --------------------------------------------------------------------
+    def _protocol_error(self, exc: h2x.ProtocolError) -> None:
+        log.warning("protocol error on %s: %s", self.label, exc)
+        err = ProtocolError(f"HTTP/2 protocol error from {self.label}: {exc}")
+        err.__cause__ = exc
+        # h2 queued a GOAWAY; try to get it out before closing.
+        self.flush()
+        self._shutdown(err, retry_unsent=False)
+
+    def _lost(self, err: H2PoolError, cause: BaseException | None) -> None:
+        if cause is not None:
+            err.__cause__ = cause
+        log.info("connection %s lost: %s", self.label, err)
+        self._shutdown(err, retry_unsent=True)
+
+    def fail_internal(self, exc: BaseException) -> None:
+        """A bug in our own handling: fail this connection's requests, keep the loop."""
+        err = ProtocolError(f"internal error on connection {self.label}: {exc!r}")
+        err.__cause__ = exc
+        self._shutdown(err, retry_unsent=False)
+
+    def _shutdown(self, err: H2PoolError, retry_unsent: bool) -> None:
+        if self.closed:
+            return
+        streams = list(self.streams.values())
+        self.streams.clear()
+        self._close_socket()
+        for st in streams:
+            if st.timer is not None:
+                st.timer.cancel()
+                st.timer = None
+            req = st.req
+            req.conn = None
+            unsent = st.wire_offset < 0 or self._written <= st.wire_offset
+            if retry_unsent and unsent and st.status == 0:
+                # No byte of this request reached the kernel: it was not processed.
+                self.origin.retry(req, err)
+                continue
+            if st.pipe is not None:
+                st.pipe.feed_error(err)
+            req.fail(err)
+        self.origin.on_conn_closed(self)
+
+    def close(self, error_code: int = 0) -> None:
+        """Send GOAWAY and close. Streams still open fail with :class:`ClientClosed`."""
+        if self.closed:
+            return
+        try:
+            self.h2.close_connection(error_code=error_code)
+        except h2x.H2Error:
+            pass
+        self.flush()
+        self._shutdown(ClientClosed(f"connection to {self.label} closed"), retry_unsent=False)
+
+    def _close_socket(self) -> None:
+        self.closed = True
+        self.draining = True
+        try:
+            self.loop.selector.unregister(self.sock)
+        except (KeyError, ValueError):
+            pass
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+_HANDLERS: dict[type, Any] = {
+    ev.ResponseReceived: H2Conn._on_response,
+    ev.DataReceived: H2Conn._on_data,
+    ev.TrailersReceived: H2Conn._on_trailers,
+    ev.StreamEnded: H2Conn._on_stream_ended,
+    ev.StreamReset: H2Conn._on_reset,
+    ev.RemoteSettingsChanged: H2Conn._on_settings,
+    ev.WindowUpdated: H2Conn._on_window_update,
+    ev.ConnectionTerminated: H2Conn._on_goaway,
+}

@@ -1,0 +1,238 @@
+"""The I/O thread: one selector loop per Client.
+
+Caller threads never touch sockets or h2 state. They append a command (a function and
+its arguments) to ``_commands`` and, only if the loop may be asleep in ``select()``,
+write one byte to the wake-up socket. Each turn the loop handles ready sockets, drains
+*all* queued commands, runs due timers, and flushes each dirty connection once, so a
+burst of requests costs one wake-up and one ``send()`` per connection, not one each.
+
+Everything in this module runs on the I/O thread except :meth:`IOLoop.call_soon_threadsafe`
+and :meth:`IOLoop.start`/:meth:`IOLoop.join`.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+import os
+import selectors
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from sortedcontainers import SortedList
+
+log = logging.getLogger("h2pool")
+
+_DEBUG = bool(os.environ.get("H2POOL_DEBUG_THREADS"))
+
+
+class Flushable(Protocol):
+    def flush(self) -> None: ...
+
+
+class Timer:
+    """A handle to a scheduled call; ``cancel()`` from the I/O thread only."""
+
+    __slots__ = ("_loop", "args", "callback", "key", "when")
+
+    def __init__(self, loop: IOLoop, key: tuple[float, int], cb: Callable[..., None], args: Any):
+        self._loop = loop
+        self.key = key
+        self.when = key[0]
+        self.callback = cb
+        self.args = args
+
+    def cancel(self) -> None:
+        if self.callback is not None:  # type: ignore[comparison-overlap]
+            self._loop._timers.discard(self.key)
+            self._loop._timer_map.pop(self.key, None)
+            self.callback = None  # type: ignore[assignment]
+
+
+class IOLoop:
+    """The selector loop. Created by the Client; started lazily on the first request."""
+
+    def __init__(self, name: str = "h2pool-io") -> None:
+        self._name = name
+        self.selector = selectors.DefaultSelector()
+        # Commands from caller threads. deque.append/popleft are atomic, so the queue
+        # itself needs no lock.
+        self._commands: collections.deque[tuple[Callable[..., Any], tuple[Any, ...]]] = (
+            collections.deque()
+        )
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        # _asleep is written only by the loop: True from just before it checks the
+        # command queue until select() returns. A caller that appends a command and then
+        # sees _asleep False knows the loop will still see its command (the loop sets
+        # _asleep before looking at the queue), so it skips the wake-up syscall.
+        self._asleep = False
+        # _wake_lock guards _wake_pending, so that of several callers racing to wake the
+        # sleeping loop only one writes to the socket. Held for two attribute accesses;
+        # never across I/O.
+        self._wake_lock = threading.Lock()
+        self._wake_pending = False
+        # Timers, ordered by (deadline, sequence). SortedList keeps insert and removal
+        # O(log n); the selector's timeout is the nearest deadline.
+        self._timers = SortedList()
+        self._timer_map: dict[tuple[float, int], Timer] = {}
+        self._seq = itertools.count()
+        self._dirty: dict[Flushable, None] = {}
+        self.now = time.monotonic()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self.died: BaseException | None = None
+        # Called (on the I/O thread) if the loop crashes, to fail every waiter.
+        self.on_death: Callable[[BaseException], None] | None = None
+        self.selector.register(self._wake_r, selectors.EVENT_READ, self._on_wake)
+
+    # -- caller-thread API --------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+        self._thread.start()
+
+    @property
+    def thread(self) -> threading.Thread | None:
+        return self._thread
+
+    def call_soon_threadsafe(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Queue ``fn(*args)`` to run on the I/O thread; wakes it only if it may sleep."""
+        self._commands.append((fn, args))
+        if self._asleep:
+            with self._wake_lock:
+                if self._wake_pending:
+                    return
+                self._wake_pending = True
+            try:
+                self._wake_w.send(b"\0")
+            except (BlockingIOError, OSError):
+                pass  # the buffer is full of wake-ups already, or we are closing
+
+    def join(self, timeout: float | None) -> bool:
+        t = self._thread
+        if t is None or t is threading.current_thread():
+            return True
+        t.join(timeout)
+        return not t.is_alive()
+
+    # -- I/O-thread API -----------------------------------------------------------------
+    def assert_io_thread(self) -> None:
+        if _DEBUG:
+            assert threading.current_thread() is self._thread, "not on the I/O thread"
+
+    def call_later(self, delay: float, fn: Callable[..., None], *args: Any) -> Timer:
+        return self.call_at(self.now + delay, fn, *args)
+
+    def call_at(self, when: float, fn: Callable[..., None], *args: Any) -> Timer:
+        key = (when, next(self._seq))
+        timer = Timer(self, key, fn, args)
+        self._timers.add(key)
+        self._timer_map[key] = timer
+        return timer
+
+    def mark_dirty(self, conn: Flushable) -> None:
+        """Ask for ``conn.flush()`` at the end of this turn (once, however often asked)."""
+        self._dirty[conn] = None
+
+    def stop(self) -> None:
+        self._stopping = True
+
+    # -- the loop -----------------------------------------------------------------------
+    def _on_wake(self, mask: int) -> None:
+        with self._wake_lock:
+            self._wake_pending = False
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+
+    def _contain(self, fn: Callable[..., Any], exc: Exception) -> None:
+        """A bug in a handler fails the requests of the object it belongs to (usually a
+        connection) and the loop carries on; without such an owner the loop dies, which
+        fails every waiter rather than leaving any to hang."""
+        owner = getattr(fn, "__self__", None)
+        fail = getattr(owner, "fail_internal", None)
+        if fail is None:
+            raise exc
+        log.error("unexpected error in the I/O thread; failing %r", owner, exc_info=exc)
+        fail(exc)
+
+    def _run(self) -> None:
+        try:
+            while not self._stopping:
+                self._run_once()
+        except BaseException as exc:  # the loop must never die silently
+            self.died = exc
+            log.critical("h2pool I/O thread crashed", exc_info=True)
+            if self.on_death is not None:
+                try:
+                    self.on_death(exc)
+                except BaseException:
+                    log.exception("failing waiters after the I/O thread crashed")
+        finally:
+            self._stopping = True
+            self._close_resources()
+
+    def _close_resources(self) -> None:
+        try:
+            self.selector.close()
+        finally:
+            self._wake_r.close()
+            self._wake_w.close()
+
+    def _run_once(self) -> None:
+        commands = self._commands
+        timeout: float | None
+        if self._dirty:
+            timeout = 0.0
+        else:
+            self._asleep = True
+            if commands:
+                timeout = 0.0
+            elif self._timers:
+                timeout = max(0.0, self._timers[0][0] - time.monotonic())
+            else:
+                timeout = None
+        events = self.selector.select(timeout)
+        self._asleep = False
+        self.now = time.monotonic()
+        for key, mask in events:
+            try:
+                key.data(mask)
+            except Exception as exc:
+                self._contain(key.data, exc)
+        # Drain everything queued, including commands queued by the commands themselves.
+        popleft = commands.popleft
+        while commands:
+            fn, args = popleft()
+            try:
+                fn(*args)
+            except Exception as exc:
+                self._contain(fn, exc)
+        timers = self._timers
+        if timers and timers[0][0] <= self.now:
+            self.now = time.monotonic()
+            while timers and timers[0][0] <= self.now:
+                key = timers.pop(0)
+                timer = self._timer_map.pop(key)
+                cb = timer.callback
+                timer.callback = None  # type: ignore[assignment]
+                try:
+                    cb(*timer.args)
+                except Exception as exc:
+                    self._contain(cb, exc)
+        dirty = self._dirty
+        while dirty:
+            self._dirty = {}
+            for conn in dirty:
+                try:
+                    conn.flush()
+                except Exception as exc:
+                    self._contain(conn.flush, exc)
+            dirty = self._dirty

@@ -1,0 +1,348 @@
+"""The pool: origins → connections, stream-slot assignment, the waiting queue, retries.
+
+Runs on the I/O thread only. A request gets a connection only when it can take a
+stream slot there (never more streams than the peer's MAX_CONCURRENT_STREAMS);
+otherwise it waits in its origin's FIFO queue, bounded by ``Timeout.pool``, while at
+most one new connection per origin is dialled for it (more only if the queue needs
+more).
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections import deque
+from typing import Any
+
+from ._config import Limits
+from ._dial import DialResult, Dialer
+from ._errors import (
+    ClientClosed,
+    ConnectError,
+    H2PoolError,
+    PoolTimeout,
+)
+from ._h2conn import H2Conn
+from ._loop import IOLoop, Timer
+from ._request import MAX_ATTEMPTS, Request
+
+log = logging.getLogger("h2pool")
+
+OriginKey = tuple[str, str, int]
+
+
+class OriginPool:
+    """Connections and waiting requests of one origin (scheme, host, port)."""
+
+    def __init__(self, pool: Pool, key: OriginKey) -> None:
+        self.pool = pool
+        self.key = key
+        self.scheme, self.host, self.port = key
+        self.label = f"{self.host}:{self.port}"
+        self.conns: list[H2Conn] = []
+        self.queue: deque[Request] = deque()
+        self.dialers: list[Dialer] = []
+        self.connections_opened = 0
+
+    # -- assignment --------------------------------------------------------------------------
+    def submit(self, req: Request) -> None:
+        conn = self._pick()
+        if conn is not None:
+            self._start(conn, req)
+            return
+        if self.pool.closing:
+            req.fail(ClientClosed("the client is closing"))
+            return
+        self.queue.append(req)
+        pool_timeout = req.timeout.pool
+        if pool_timeout is not None and req.pool_timer is None:
+            req.pool_timer = self.pool.loop.call_later(pool_timeout, self._on_pool_timeout, req)
+        self._maybe_dial()
+
+    def _pick(self) -> H2Conn | None:
+        """The busiest connection that still has a free slot: packing streams keeps the
+        number of connections (and TLS sessions, and server memory) low."""
+        best: H2Conn | None = None
+        for conn in self.conns:
+            if conn.free_slots > 0 and (best is None or len(conn.streams) > len(best.streams)):
+                best = conn
+        return best
+
+    def _start(self, conn: H2Conn, req: Request) -> None:
+        if req.pool_timer is not None:
+            req.pool_timer.cancel()
+            req.pool_timer = None
+        conn.start(req)
+
+    def _maybe_dial(self) -> None:
+        if self.pool.closing:
+            return
+        limit = self.pool.limits.max_connections_per_origin
+        live = sum(1 for c in self.conns if not c.draining)
+        if live + len(self.dialers) >= limit:
+            return
+        # One dial serves many waiters (a connection carries ~100 streams); dial more in
+        # parallel only when the queue is larger than the dials in flight can absorb.
+        if self.dialers and len(self.queue) <= 100 * len(self.dialers):
+            return
+        pool = self.pool
+        ctx = pool.ssl_context if self.scheme == "https" else None
+        connect_timeout = self.queue[0].timeout.connect if self.queue else None
+        dialer = Dialer(pool.loop, self.host, self.port, ctx, connect_timeout, self._on_dialed)
+        self.dialers.append(dialer)
+        dialer.start()
+
+    def _on_dialed(self, dialer: Dialer, result: DialResult | None, error: H2PoolError | None) -> None:
+        self.dialers.remove(dialer)
+        if result is not None:
+            sock, alpn = result
+            if self.scheme == "https" and alpn != "h2":
+                sock.close()
+                error = ConnectError(
+                    f"{self.label} did not negotiate HTTP/2 over TLS "
+                    f"(ALPN selected {alpn or 'nothing'}); HTTP/1.1 fallback is not available"
+                )
+            elif self.pool.closing:
+                sock.close()
+                error = ClientClosed("the client closed while connecting")
+            else:
+                conn = H2Conn(self.pool.loop, self, sock, self.pool.limits, self.label)
+                self.conns.append(conn)
+                self.connections_opened += 1
+                log.debug("connected to %s (%s)", self.label, "TLS h2" if alpn else "h2c")
+                self.on_slot_free(conn)
+                return
+        assert error is not None
+        log.info("connecting to %s failed: %s", self.label, error)
+        # Waiters fail only when nothing else can serve them.
+        if not any(not c.draining for c in self.conns) and not self.dialers:
+            while self.queue:
+                req = self.queue.popleft()
+                self._unqueue(req)
+                req.fail(error)
+        else:
+            self._maybe_dial()
+
+    # -- callbacks from connections ------------------------------------------------------------
+    def on_slot_free(self, conn: H2Conn) -> None:
+        queue = self.queue
+        while queue:
+            if conn.free_slots <= 0:
+                target = self._pick()
+                if target is None:
+                    self._maybe_dial()
+                    return
+                conn = target
+            req = queue.popleft()
+            if req.done:
+                continue
+            self._start(conn, req)
+
+    def on_conn_closed(self, conn: H2Conn) -> None:
+        if conn in self.conns:
+            self.conns.remove(conn)
+            self.pool._closed_sent += conn.bytes_sent
+            self.pool._closed_received += conn.bytes_received
+        if self.queue:
+            self._maybe_dial()
+        self.pool.on_conn_closed(self, conn)
+
+    def retry(self, req: Request, cause: H2PoolError) -> None:
+        """Resubmit a request the server provably did not process (RFC 9113 §8.7)."""
+        req.conn = None
+        req.attempts += 1
+        if req.done or req.future.done():
+            return
+        if self.pool.closing:
+            req.fail(ClientClosed("the client closed before the request could be retried"))
+            return
+        if not req.replayable or req.attempts >= MAX_ATTEMPTS:
+            req.fail(cause)
+            return
+        log.debug("retrying %s %s (attempt %d): %s", req.method, req.url.url, req.attempts + 1, cause)
+        self.submit(req)
+
+    # -- timeouts, cancellation ------------------------------------------------------------------
+    def _on_pool_timeout(self, req: Request) -> None:
+        req.pool_timer = None
+        if req.done or req.conn is not None:
+            return
+        try:
+            self.queue.remove(req)
+        except ValueError:
+            return
+        req.fail(PoolTimeout(f"no connection slot to {self.label} within {req.timeout.pool} s"))
+
+    def _unqueue(self, req: Request) -> None:
+        if req.pool_timer is not None:
+            req.pool_timer.cancel()
+            req.pool_timer = None
+
+    def cancel(self, req: Request) -> None:
+        if req.conn is not None:
+            req.conn.cancel(req)
+            return
+        if not req.done:
+            req.done = True
+            self._unqueue(req)
+            try:
+                self.queue.remove(req)
+            except ValueError:
+                pass
+
+    # -- closing ------------------------------------------------------------------------------
+    def begin_close(self) -> None:
+        while self.queue:
+            req = self.queue.popleft()
+            self._unqueue(req)
+            req.fail(ClientClosed("the client closed before the request was sent"))
+        for dialer in list(self.dialers):
+            dialer.cancel(ClientClosed("the client closed while connecting"))
+        for conn in list(self.conns):
+            conn.draining = True
+            if not conn.streams:
+                conn.close()
+
+    def force_close(self) -> None:
+        for conn in list(self.conns):
+            conn.close()
+
+    @property
+    def idle(self) -> bool:
+        return not self.conns and not self.dialers and not self.queue
+
+
+class Pool:
+    """All origins of one Client. I/O thread only."""
+
+    def __init__(self, loop: IOLoop, limits: Limits, ssl_context: ssl.SSLContext | None) -> None:
+        self.loop = loop
+        self.limits = limits
+        self.ssl_context = ssl_context
+        self.origins: dict[OriginKey, OriginPool] = {}
+        self.closing = False
+        self._close_timer: Timer | None = None
+        self._keepalive_timer: Timer | None = None
+
+    def submit(self, req: Request) -> None:
+        if self.closing:
+            req.fail(ClientClosed("the client is closed"))
+            return
+        key = req.url.origin
+        origin = self.origins.get(key)
+        if origin is None:
+            origin = self.origins[key] = OriginPool(self, key)
+        origin.submit(req)
+        self._arm_keepalive()
+
+    def cancel(self, req: Request) -> None:
+        origin = self.origins.get(req.url.origin)
+        if origin is not None:
+            origin.cancel(req)
+
+    def on_conn_closed(self, origin: OriginPool, conn: H2Conn | None) -> None:
+        if self.closing and all(o.idle for o in self.origins.values()):
+            self._finish_close()
+
+    # -- idle connections ------------------------------------------------------------------------
+    def _arm_keepalive(self) -> None:
+        expiry = self.limits.keepalive_expiry
+        if expiry is not None and self._keepalive_timer is None:
+            self._keepalive_timer = self.loop.call_later(expiry, self._on_keepalive)
+
+    def _on_keepalive(self) -> None:
+        """One timer per pool, not per connection: close connections idle past the expiry."""
+        self._keepalive_timer = None
+        expiry = self.limits.keepalive_expiry
+        assert expiry is not None
+        now = self.loop.now
+        any_left = False
+        for origin in list(self.origins.values()):
+            for conn in list(origin.conns):
+                if conn.streams:
+                    any_left = True
+                elif now - conn.idle_since >= expiry:
+                    log.debug("closing idle connection to %s", origin.label)
+                    conn.close()
+                else:
+                    any_left = True
+        if any_left:
+            self._keepalive_timer = self.loop.call_later(expiry / 2, self._on_keepalive)
+
+    # -- stats ----------------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        origins = {}
+        streams = queued = sent = received = opened = 0
+        for (scheme, host, port), o in self.origins.items():
+            if o.conns or o.queue:
+                origins[f"{scheme}://{host}:{port}"] = len(o.conns)
+            streams += sum(len(c.streams) for c in o.conns)
+            queued += len(o.queue)
+            opened += o.connections_opened
+        for o in self.origins.values():
+            for c in o.conns:
+                sent += c.bytes_sent
+                received += c.bytes_received
+        return {
+            "connections": sum(origins.values()),
+            "origins": origins,
+            "open_streams": streams,
+            "queued": queued,
+            "connections_opened": opened,
+            "bytes_sent": sent + self._closed_sent,
+            "bytes_received": received + self._closed_received,
+        }
+
+    _closed_sent = 0
+    _closed_received = 0
+
+    # -- closing -------------------------------------------------------------------------------
+    def close(self, timeout: float | None) -> None:
+        """Stop taking requests; let in-flight ones finish until ``timeout``; then GOAWAY."""
+        if self.closing:
+            return
+        self.closing = True
+        if self._keepalive_timer is not None:
+            self._keepalive_timer.cancel()
+            self._keepalive_timer = None
+        for origin in list(self.origins.values()):
+            origin.begin_close()
+        if all(o.idle for o in self.origins.values()):
+            self._finish_close()
+        elif timeout is not None:
+            self._close_timer = self.loop.call_later(timeout, self._force_close)
+
+    def _force_close(self) -> None:
+        self._close_timer = None
+        for origin in list(self.origins.values()):
+            origin.force_close()
+        self._finish_close()
+
+    def _finish_close(self) -> None:
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+            self._close_timer = None
+        self.loop.stop()
+
+    def abort(self, exc: BaseException) -> None:
+        """The loop is dying: fail everything, close every socket."""
+        self.closing = True
+        for origin in list(self.origins.values()):
+            for req in list(origin.queue):
+                req.fail(exc)
+            origin.queue.clear()
+            for conn in list(origin.conns):
+                for st in list(conn.streams.values()):
+                    if st.pipe is not None:
+                        st.pipe.feed_error(exc)
+                    st.req.fail(exc)
+                conn.streams.clear()
+                try:
+                    conn.sock.close()
+                except OSError:
+                    pass
+            for dialer in origin.dialers:
+                try:
+                    dialer.cancel(ClientClosed("the I/O thread stopped"))
+                except Exception:
+                    pass

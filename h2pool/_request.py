@@ -1,0 +1,101 @@
+"""The internal request: built and validated in the caller's thread, then owned by the
+I/O thread once queued. Also the future type callers wait on."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any
+
+from ._config import Timeout
+from ._errors import clone
+from ._urls import URL
+
+if TYPE_CHECKING:
+    from ._loop import Timer
+    from ._response import Response
+
+__all__ = ["Request", "ResponseFuture"]
+
+MAX_ATTEMPTS = 6  # Go's roundTripViaPool: a few retries of unprocessed requests
+
+
+class ResponseFuture(Future["Response"]):
+    """A :class:`concurrent.futures.Future` whose ``cancel()`` also resets the stream.
+
+    The future stays PENDING while the request is in flight so that ``cancel()`` (and
+    ``asyncio.wrap_future``'s cancellation) works at any time before the response.
+    """
+
+    _on_cancel: Callable[[], None] | None = None
+
+    def cancel(self) -> bool:
+        if not super().cancel():
+            return False
+        hook = self._on_cancel
+        if hook is not None:
+            hook()
+        return True
+
+
+class Request:
+    """One request. Fields after ``future`` are written only by the I/O thread."""
+
+    __slots__ = (
+        "attempts",
+        "body",
+        "conn",
+        "done",
+        "future",
+        "headers",
+        "method",
+        "pool_timer",
+        "replayable",
+        "stream",
+        "timeout",
+        "url",
+    )
+
+    def __init__(
+        self,
+        method: str,
+        url: URL,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes | None,
+        timeout: Timeout,
+        stream: bool,
+    ) -> None:
+        self.method = method
+        self.url = url
+        self.headers = headers  # pseudo-headers first, validated and lower-cased
+        self.body = body
+        self.timeout = timeout
+        self.stream = stream
+        self.future = ResponseFuture()
+        self.replayable = True
+        self.attempts = 0
+        self.conn: Any = None  # the connection carrying it, while it has a stream
+        self.pool_timer: Timer | None = None
+        self.done = False
+
+    def resolve(self, response: Response) -> bool:
+        """Deliver the response; False if the caller cancelled meanwhile."""
+        self.done = True
+        fut = self.future
+        if fut.done():
+            return False
+        try:
+            fut.set_result(response)
+        except Exception:  # InvalidStateError: cancelled in a race
+            return False
+        return True
+
+    def fail(self, exc: BaseException) -> None:
+        self.done = True
+        fut = self.future
+        if fut.done():
+            return
+        try:
+            fut.set_exception(clone(exc))
+        except Exception:  # InvalidStateError: cancelled in a race
+            pass

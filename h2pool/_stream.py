@@ -1,0 +1,176 @@
+"""The hand-off between the I/O thread and a caller reading a streamed body.
+
+The I/O thread *feeds* received DATA into a :class:`BodyPipe`; the caller *reads*
+from it. Flow control follows consumption: the I/O thread does not return window
+credit to the server on receipt, the caller posts "consumed n bytes" back to the I/O
+thread as it reads. A slow reader therefore holds at most one stream window of
+buffered data, however large the body (RFC 9113 §5.2).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from typing import TYPE_CHECKING, Protocol
+
+from ._errors import ReadTimeout
+
+if TYPE_CHECKING:
+    from ._headers import Headers
+
+
+class StreamOwner(Protocol):
+    """What the pipe needs from its connection; each call only *posts* to the I/O thread."""
+
+    def post_consumed(self, stream_id: int, nbytes: int) -> None: ...
+    def post_cancel(self, stream_id: int, unread: int) -> None: ...
+
+
+class BodyPipe:
+    """A bounded body buffer shared by the I/O thread (writer) and one caller (reader)."""
+
+    __slots__ = (
+        "_chunks",
+        "_closed",
+        "_cond",
+        "_eof",
+        "_error",
+        "_owner",
+        "_read_timeout",
+        "_size",
+        "_threshold",
+        "_unacked",
+        "stream_id",
+        "trailers",
+    )
+
+    def __init__(
+        self, owner: StreamOwner, stream_id: int, window: int, read_timeout: float | None
+    ) -> None:
+        # _cond's lock guards every attribute below; it is never held across I/O or
+        # user code (feed/read only move references and count bytes).
+        self._cond = threading.Condition(threading.Lock())
+        self._chunks: deque[bytes] = deque()
+        self._size = 0
+        self._eof = False
+        self._error: BaseException | None = None
+        self._closed = False
+        self._unacked = 0
+        # Post credit in quarters of the window: h2 emits WINDOW_UPDATE at half a
+        # window, so this keeps updates few while never letting the window run dry.
+        self._threshold = max(window // 4, 16384)
+        self._owner = owner
+        self._read_timeout = read_timeout
+        self.stream_id = stream_id
+        self.trailers: Headers | None = None
+
+    # -- I/O thread side -------------------------------------------------------------
+    def feed(self, data: bytes) -> bool:
+        """Append received data; returns False when the reader has gone (the caller
+        then returns the credit itself)."""
+        with self._cond:
+            if self._closed:
+                return False
+            self._chunks.append(data)
+            self._size += len(data)
+            self._cond.notify()
+            return True
+
+    def feed_eof(self, trailers: Headers | None) -> None:
+        with self._cond:
+            self.trailers = trailers
+            self._eof = True
+            self._cond.notify_all()
+
+    def feed_error(self, exc: BaseException) -> None:
+        with self._cond:
+            if not self._eof and self._error is None:
+                self._error = exc
+            self._cond.notify_all()
+
+    @property
+    def finished(self) -> bool:
+        return self._eof or self._error is not None
+
+    # -- caller side -----------------------------------------------------------------
+    def read(self, amt: int | None = None, partial: bool = False) -> bytes:
+        """``amt`` bytes (fewer only at the end; all remaining if None); b"" at the end.
+
+        With ``partial`` it returns as soon as any data is buffered. Blocks while the
+        buffer is empty, at most ``Timeout.read`` between bytes.
+        """
+        parts: list[bytes] = []
+        want = amt if amt is not None else -1
+        credit = 0
+        with self._cond:
+            while True:
+                while self._chunks and want != 0:
+                    chunk = self._chunks.popleft()
+                    if 0 < want < len(chunk):
+                        self._chunks.appendleft(chunk[want:])
+                        chunk = chunk[:want]
+                    parts.append(chunk)
+                    self._size -= len(chunk)
+                    credit += len(chunk)
+                    if want > 0:
+                        want -= len(chunk)
+                if want == 0 or (parts and partial):
+                    break
+                if self._eof:
+                    break
+                if self._error is not None:
+                    if parts:
+                        break  # deliver what we have; the error comes on the next read
+                    raise self._error
+                if self._closed:
+                    break
+                # About to wait: hand back every byte consumed so far first, or a
+                # server blocked on a closed window and a reader blocked on an empty
+                # buffer would wait for each other.
+                owed = self._unacked + credit
+                self._unacked = 0
+                credit = 0
+                if owed:
+                    self._cond.release()
+                    try:
+                        self._owner.post_consumed(self.stream_id, owed)
+                    finally:
+                        self._cond.acquire()
+                    if self._chunks or self.finished:
+                        continue
+                if not self._cond.wait(self._read_timeout):
+                    if self._chunks or self.finished:
+                        continue
+                    exc = ReadTimeout(f"no data for {self._read_timeout} s on a streamed response")
+                    self._error = exc
+                    self._closed = True
+                    unread = self._size
+                    self._cond.release()
+                    try:
+                        self._owner.post_cancel(self.stream_id, unread)
+                    finally:
+                        self._cond.acquire()
+                    raise exc
+            self._unacked += credit
+            post = 0
+            if self._unacked >= self._threshold or (self._eof and self._unacked):
+                post, self._unacked = self._unacked, 0
+        if post:
+            self._owner.post_consumed(self.stream_id, post)
+        return b"".join(parts) if len(parts) != 1 else parts[0]
+
+    def close(self) -> None:
+        """Stop reading: unread bytes return their credit, an unfinished stream is reset."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            unread = self._size + self._unacked
+            self._chunks.clear()
+            self._size = 0
+            self._unacked = 0
+            finished = self._eof or self._error is not None
+        if not finished:
+            self._owner.post_cancel(self.stream_id, unread)
+        elif unread:
+            self._owner.post_consumed(self.stream_id, unread)
