@@ -361,7 +361,10 @@ def run_h2load(url: str, warmup: float, duration: float, streams: int = 100) -> 
                            "cmd": " ".join(cmd), "protocols": {proto.group(1) if proto else "?": 1}}
     if r:
         res["requests"] = int(r.group(2))
-        res["errors"] = int(r.group(4)) + int(r.group(5))
+        failed = int(r.group(4)) + int(r.group(5))
+        # with -D, the streams still in flight when the clock stops count as "errored"
+        res["aborted_at_end"] = min(failed, streams)
+        res["errors"] = failed - res["aborted_at_end"]
     if t:
         res["mean_ms"] = _dur_ms(t.group(3))
         res["max_ms"] = _dur_ms(t.group(2))
@@ -611,6 +614,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         with Nginx(workers=args.nginx_workers) as ng:
+            ng.new_log_lines()  # skip the start-up notices
             print(f"nginx: {ng.base} (worker_processes {args.nginx_workers}), CA {ng.ca_path}")
             if not args.no_ceiling:
                 section_ceiling(results, ng, quick)
@@ -664,12 +668,18 @@ def section_small(results: dict[str, Any], ng: Any, clients: list[str], threads:
                 after = ng.accepts()
                 if before is not None and after is not None:
                     r["connections"] = after - before - 1  # minus our own status request
+                log = ng.new_log_lines()
+                if log:
+                    r["nginx_log"] = log[:20]
+                    r["nginx_log_lines"] = len(log)
                 r.update(threads=n, client=name, rep=rep)
                 results["small"].append(r)
                 print(small_row(n, name, r), flush=True)
                 if r.get("error_kinds"):
                     for kind, cnt in r["error_kinds"].items():
                         print(f"{'':>18}{cnt} x {kind}")
+                for line in r.get("nginx_log", [])[:2]:
+                    print(f"{'':>18}nginx: {line.split('] ', 1)[-1][:150]}")
                 if "fatal" in r and r.get("stderr"):
                     print("    " + r["stderr"].strip().splitlines()[-1][:200])
                 best = table.get((n, name))
@@ -716,6 +726,9 @@ def section_download(results: dict[str, Any], ng: Any, h2pool_ok: bool, quick: b
                     "ca": ng.ca_path, "runs": runs}
             r = run_worker(spec, timeout=180)
         r["kind"] = kind
+        log = ng.new_log_lines()
+        if log:
+            r["nginx_log"] = log[:20]
         results["download"].append(r)
         by_kind[kind] = r
         if "fatal" in r:
