@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import io
+import os
 import re
 import threading
 import warnings
@@ -26,6 +28,7 @@ from ._loop import IOLoop
 from ._pool import Pool
 from ._request import Request, ResponseFuture
 from ._response import Response
+from ._stream import UploadPipe, pump_body
 from ._urls import parse_url
 
 __all__ = ["BodyTypes", "Client", "InsecureRequestWarning", "default_client"]
@@ -34,38 +37,43 @@ BodyTypes = Union[bytes, bytearray, memoryview, str, IO[bytes], Iterable[bytes],
 
 _METHOD = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _SENSITIVE = frozenset([b"authorization", b"proxy-authorization"])
+# How much of a streamed request body may wait between its producer and the socket.
+_UPLOAD_BUFFER = 1024 * 1024
 
 
 class InsecureRequestWarning(UserWarning):
     """Emitted when a Client is created with ``verify=False``."""
 
 
-def _encode_body(body: BodyTypes) -> tuple[bytes | None, bool]:
-    """(bytes to send, replayable). Streamed uploads come with the flow-control issue;
-    until then file-like and iterable bodies are read here, in the caller's thread."""
+def _body_length(source: Any) -> int | None:
+    """The bytes left in a file-like body, when the file can tell (for Content-Length)."""
+    try:
+        return os.fstat(source.fileno()).st_size - source.tell()
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        pass
+    try:
+        if source.seekable():
+            here = source.tell()
+            end = source.seek(0, io.SEEK_END)
+            source.seek(here)
+            return int(end - here)
+    except (AttributeError, OSError, ValueError):
+        pass
+    return None
+
+
+def _classify_body(body: BodyTypes) -> tuple[bytes | None, Any]:
+    """(bytes sent from memory, or a file/iterable to stream through an UploadPipe)."""
     if body is None:
-        return None, True
+        return None, None
     if isinstance(body, bytes):
-        return body, True
+        return body, None
     if isinstance(body, str):
-        return body.encode("utf-8"), True
+        return body.encode("utf-8"), None
     if isinstance(body, (bytearray, memoryview)):
-        return bytes(body), True
-    read = getattr(body, "read", None)
-    if callable(read):
-        data = read()
-        if isinstance(data, str):
-            data = data.encode("utf-8")
-        return bytes(data), bool(getattr(body, "seekable", lambda: False)())
-    if isinstance(body, Iterable):
-        parts = []
-        for chunk in body:
-            if isinstance(chunk, str):
-                chunk = chunk.encode("utf-8")
-            if not isinstance(chunk, (bytes, bytearray, memoryview)):
-                raise TypeError(f"body iterable yielded {type(chunk).__name__}, not bytes")
-            parts.append(bytes(chunk))
-        return b"".join(parts), False
+        return bytes(body), None
+    if callable(getattr(body, "read", None)) or isinstance(body, Iterable):
+        return None, body
     raise TypeError(f"unsupported body type {type(body).__name__}")
 
 
@@ -201,10 +209,27 @@ class Client:
         else:
             names = set()
             regular = self._default_headers
-        data, replayable = _encode_body(body)
-        if data is not None and b"content-length" not in names:
-            regular = [*regular, (b"content-length", str(len(data)).encode())]
-        elif data is None and method in ("POST", "PUT", "PATCH") and b"content-length" not in names:
+        data, source = _classify_body(body)
+        declared: int | None = None
+        if b"content-length" in names:
+            for n, v in regular:
+                if n == b"content-length":
+                    if not v.isdigit():
+                        raise InvalidHeader(f"invalid Content-Length {v!r}")
+                    declared = int(v)
+        if data is not None:
+            if declared is not None and declared != len(data):
+                raise InvalidHeader(
+                    f"Content-Length {declared} does not match the body's {len(data)} bytes"
+                )
+            if declared is None:
+                regular = [*regular, (b"content-length", str(len(data)).encode())]
+        elif source is not None:
+            if declared is None and callable(getattr(source, "read", None)):
+                declared = _body_length(source)
+                if declared is not None:
+                    regular = [*regular, (b"content-length", str(declared).encode())]
+        elif method in ("POST", "PUT", "PATCH") and declared is None:
             regular = [*regular, (b"content-length", b"0")]
         hdrs = [
             (b":method", method.encode()),
@@ -215,7 +240,9 @@ class Client:
         ]
         t = self._timeout if timeout is None else Timeout.coerce(timeout)
         req = Request(method, u, hdrs, data or None, t, stream)
-        req.replayable = replayable
+        if source is not None:
+            req.upload = UploadPipe(_UPLOAD_BUFFER, declared)
+            req.upload_source = source
         return req
 
     # -- public API ------------------------------------------------------------------------
@@ -236,8 +263,11 @@ class Client:
         ``InvalidHeader``); network failures arrive through the future.
         ``future.cancel()`` on an in-flight request resets its stream.
         """
-        req = self._build(method, url, headers, body, timeout, stream)
+        return self._submit(self._build(method, url, headers, body, timeout, stream), True)
+
+    def _submit(self, req: Request, pump_thread: bool) -> ResponseFuture:
         fut = req.future
+        url = req.url.url
         if req.url.scheme == "http" and not self._h2c:
             fut.set_exception(
                 ConnectError(
@@ -253,6 +283,14 @@ class Client:
         loop.call_soon_threadsafe(pool.submit, req)
         if loop._stopping:
             self._fail_leftovers()
+        if req.upload is not None and pump_thread:
+            # User file reads and generators never run on the I/O thread (contract).
+            threading.Thread(
+                target=pump_body,
+                args=(req.upload_source, req.upload),
+                name="h2pool-body-pump",
+                daemon=True,
+            ).start()
         return fut
 
     def request(
@@ -269,8 +307,11 @@ class Client:
 
         Raises an :class:`H2PoolError` subclass on failure; see :mod:`h2pool` errors.
         """
-        fut = self.submit(method, url, headers=headers, body=body, timeout=timeout, stream=stream)
+        req = self._build(method, url, headers, body, timeout, stream)
+        fut = self._submit(req, False)
         try:
+            if req.upload is not None and not fut.done():
+                pump_body(req.upload_source, req.upload)  # the body is read on this thread
             return fut.result()
         except BaseException as exc:
             if not isinstance(exc, H2PoolError):

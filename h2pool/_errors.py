@@ -26,6 +26,7 @@ __all__ = [
     "PoolTimeout",
     "ProtocolError",
     "ReadTimeout",
+    "RequestBodyError",
     "StreamReset",
     "TLSError",
     "TimeoutError",
@@ -113,6 +114,13 @@ class StreamReset(H2PoolError):
     def __init__(self, message: str, error_code: int) -> None:
         super().__init__(message)
         self.error_code = error_code
+
+
+class RequestBodyError(H2PoolError):
+    """Reading the request body failed (the user's file or generator raised; the cause
+    is chained), or it disagreed with its declared Content-Length. The stream was reset;
+    the connection carries on. Not retried.
+    """
 
 
 class ConnectionLost(H2PoolError):

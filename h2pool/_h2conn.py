@@ -27,12 +27,13 @@ from ._errors import (
     H2PoolError,
     ProtocolError,
     ReadTimeout,
+    RequestBodyError,
     StreamReset,
     WriteTimeout,
 )
 from ._headers import Headers
 from ._response import Response
-from ._stream import BodyPipe
+from ._stream import BodyPipe, UploadPipe
 
 if TYPE_CHECKING:
     from ._loop import IOLoop, Timer
@@ -98,6 +99,7 @@ class H2Stream:
         "status",
         "timer",
         "trailers",
+        "upload",
         "wire_offset",
     )
 
@@ -111,6 +113,7 @@ class H2Stream:
         self.pipe: BodyPipe | None = None
         self.body: memoryview | None = None
         self.body_pos = 0
+        self.upload: UploadPipe | None = req.upload
         self.last_activity = now
         self.timer: Timer | None = None
         self.wire_offset = -1  # first byte of the batch holding our HEADERS; -1: not flushed
@@ -191,10 +194,15 @@ class H2Conn:
         req.conn = self
         self.requests_started += 1
         body = req.body
-        h2c.send_headers(sid, req.headers, end_stream=not body)
+        upload = st.upload
+        h2c.send_headers(sid, req.headers, end_stream=not body and upload is None)
         self._unflushed.append(st)
-        if body:
-            st.body = memoryview(body)
+        if upload is not None:
+            loop = self.loop
+            upload.bind(lambda: loop.call_soon_threadsafe(self._resume_upload, st))
+        if body or upload is not None:
+            if body:
+                st.body = memoryview(body)
             self._senders.append(st)
             self._pump_bodies()
             if req.timeout.write is not None:
@@ -221,13 +229,22 @@ class H2Conn:
             progressed = False
             for _ in range(len(senders)):
                 st = senders.popleft()
-                if st.body is None or self.streams.get(st.id) is not st:
+                if self.streams.get(st.id) is not st:
                     continue
                 window = h2c.local_flow_control_window(st.id)
                 if window <= 0:
                     senders.append(st)
                     continue
+                if st.upload is not None:
+                    sent = self._send_upload(st, min(window, h2c.max_outbound_frame_size, budget))
+                    budget -= sent
+                    progressed = progressed or sent > 0
+                    if h2c.outbound_flow_control_window <= 0 or budget <= 0:
+                        break
+                    continue
                 body = st.body
+                if body is None:
+                    continue
                 pos = st.body_pos
                 n = min(window, h2c.max_outbound_frame_size, len(body) - pos)
                 end = pos + n >= len(body)
@@ -248,6 +265,46 @@ class H2Conn:
                     break
             if not progressed:
                 return
+
+    def _send_upload(self, st: H2Stream, limit: int) -> int:
+        """One DATA frame from a streamed body; re-queues the stream if more may follow."""
+        pipe = st.upload
+        assert pipe is not None
+        data, end, error = pipe.take(limit)
+        if error is not None:
+            err = RequestBodyError(f"reading the request body failed: {error!r}")
+            err.__cause__ = error
+            self._fail_stream(st, err)
+            return 0
+        declared = pipe.declared_length
+        if declared is not None and (pipe.taken > declared or (end and pipe.taken != declared)):
+            self._fail_stream(
+                st,
+                RequestBodyError(
+                    f"request body is {'longer' if pipe.taken > declared else 'shorter'} "
+                    f"than its Content-Length {declared}"
+                ),
+            )
+            return 0
+        if not data and not end:
+            return 0  # the producer will post _resume_upload when it has more
+        self.h2.send_data(st.id, data, end_stream=end)
+        st.last_activity = self.loop.now
+        if end:
+            st.upload = None
+            if st.timer is not None:
+                st.timer.cancel()
+                st.timer = None
+            self._arm_read_timer(st)
+        else:
+            self._senders.append(st)
+        return max(len(data), 1)
+
+    def _resume_upload(self, st: H2Stream) -> None:
+        if self.streams.get(st.id) is st and st.upload is not None and st not in self._senders:
+            self._senders.append(st)
+            self._pump_bodies()
+            self.loop.mark_dirty(self)
 
     # -- socket I/O ------------------------------------------------------------------------
     def _on_io(self, mask: int) -> None:
@@ -450,7 +507,7 @@ class H2Conn:
         code = int(event.error_code)
         if code == ErrorCodes.REFUSED_STREAM and st.status == 0:
             # RFC 9113 §8.7: REFUSED_STREAM guarantees the request was not processed.
-            self._drop_stream(st)
+            self._drop_stream(st, retrying=True)
             self.origin.retry(st.req, StreamReset("stream refused by the server", code))
             self.origin.on_slot_free(self)
             return
@@ -491,7 +548,7 @@ class H2Conn:
         log.info("GOAWAY from %s: error_code=%s last_stream_id=%s", self.label, code, last)
         for st in [s for s in self.streams.values() if s.id > last]:
             # RFC 9113 §6.8: streams above last_stream_id were not processed.
-            self._drop_stream(st)
+            self._drop_stream(st, retrying=True)
             self.origin.retry(st.req, ConnectionLost(f"GOAWAY from {self.label}"))
         if code != 0:
             exc = ProtocolError(f"{self.label} sent GOAWAY with error code {code}")
@@ -504,7 +561,7 @@ class H2Conn:
     # -- completing streams ----------------------------------------------------------------
     def _complete(self, st: H2Stream) -> None:
         req = st.req
-        if st.body is not None:
+        if st.body is not None or st.upload is not None:
             # The server sent its whole response before reading all of the body: stop
             # uploading and say so without error (RFC 9113 §8.1).
             try:
@@ -534,12 +591,16 @@ class H2Conn:
             req.fail(ProtocolError(f"stream ended without a response from {self.label}"))
         self._after_stream_closed()
 
-    def _drop_stream(self, st: H2Stream) -> None:
+    def _drop_stream(self, st: H2Stream, retrying: bool = False) -> None:
         self.streams.pop(st.id, None)
         if st.timer is not None:
             st.timer.cancel()
             st.timer = None
         st.body = None
+        if st.upload is not None:
+            if not retrying:
+                st.upload.abort()  # releases a producer blocked on a full pipe
+            st.upload = None
         if st.req.conn is self:
             st.req.conn = None
 
@@ -579,7 +640,7 @@ class H2Conn:
 
     def _on_write_timer(self, st: H2Stream) -> None:
         st.timer = None
-        if self.streams.get(st.id) is not st or st.body is None:
+        if self.streams.get(st.id) is not st or (st.body is None and st.upload is None):
             return
         write = st.req.timeout.write
         assert write is not None
@@ -659,6 +720,8 @@ class H2Conn:
                 # No byte of this request reached the kernel: it was not processed.
                 self.origin.retry(req, err)
                 continue
+            if st.upload is not None:
+                st.upload.abort()
             if st.pipe is not None:
                 st.pipe.feed_error(err)
             req.fail(err)

@@ -156,7 +156,11 @@ class OriginPool:
         if self.pool.closing:
             req.fail(ClientClosed("the client closed before the request could be retried"))
             return
+        if req.upload is not None and req.upload.taken:
+            req.replayable = False  # part of a streamed body is gone
         if not req.replayable or req.attempts >= MAX_ATTEMPTS:
+            if req.upload is not None:
+                req.upload.abort()
             req.fail(cause)
             return
         log.debug("retrying %s %s (attempt %d): %s", req.method, req.url.url, req.attempts + 1, cause)
@@ -184,6 +188,8 @@ class OriginPool:
             return
         if not req.done:
             req.done = True
+            if req.upload is not None:
+                req.upload.abort()
             self._unqueue(req)
             try:
                 self.queue.remove(req)

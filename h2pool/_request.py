@@ -13,6 +13,7 @@ from ._urls import URL
 
 if TYPE_CHECKING:
     from ._loop import Timer
+    from ._stream import UploadPipe
     from ._response import Response
 
 __all__ = ["Request", "ResponseFuture"]
@@ -53,6 +54,8 @@ class Request:
         "replayable",
         "stream",
         "timeout",
+        "upload",
+        "upload_source",
         "url",
     )
 
@@ -73,6 +76,8 @@ class Request:
         self.stream = stream
         self.future = ResponseFuture()
         self.replayable = True
+        self.upload: UploadPipe | None = None  # a streamed body (file or iterable)
+        self.upload_source: Any = None
         self.attempts = 0
         self.conn: Any = None  # the connection carrying it, while it has a stream
         self.pool_timer: Timer | None = None
@@ -92,6 +97,8 @@ class Request:
 
     def fail(self, exc: BaseException) -> None:
         self.done = True
+        if self.upload is not None:
+            self.upload.abort()  # a producer blocked on a full pipe must not hang
         fut = self.future
         if fut.done():
             return

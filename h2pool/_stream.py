@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ._errors import ReadTimeout
 
@@ -174,3 +174,144 @@ class BodyPipe:
             self._owner.post_cancel(self.stream_id, unread)
         elif unread:
             self._owner.post_consumed(self.stream_id, unread)
+
+
+class UploadPipe:
+    """A bounded buffer between a body producer and the I/O thread.
+
+    The producer (the caller's thread for ``request()``, a short-lived pump thread for
+    ``submit()``) pulls from the user's file or iterable and ``put``s chunks here; it
+    blocks while ``capacity`` bytes are buffered, so memory stays bounded however large
+    the body. The I/O thread ``take``s what the flow-control window allows. User code
+    never runs on the I/O thread.
+    """
+
+    __slots__ = (
+        "_chunks",
+        "_cond",
+        "_eof",
+        "_error",
+        "_resume",
+        "_size",
+        "aborted",
+        "capacity",
+        "declared_length",
+        "produced",
+        "taken",
+        "waiting",
+    )
+
+    def __init__(self, capacity: int, declared_length: int | None) -> None:
+        # _cond's lock guards every attribute below; never held across I/O or user code.
+        self._cond = threading.Condition(threading.Lock())
+        self._chunks: deque[bytes] = deque()
+        self._size = 0
+        self._eof = False
+        self._error: BaseException | None = None
+        self.aborted = False
+        self.capacity = capacity
+        self.declared_length = declared_length
+        self.produced = 0
+        self.taken = 0  # bytes the I/O thread has taken: > 0 means not replayable
+        # Set by the I/O thread when it found the pipe empty; the producer then posts
+        # ``_resume`` to the I/O thread on its next put (once, not per chunk).
+        self.waiting = False
+        self._resume: Any = None
+
+    # -- producer side ---------------------------------------------------------------------
+    def put(self, data: bytes) -> bool:
+        """Queue a chunk, blocking while the pipe is full; False once the request is over."""
+        resume = None
+        with self._cond:
+            while self._size >= self.capacity and not self.aborted:
+                self._cond.wait()
+            if self.aborted:
+                return False
+            self._chunks.append(data)
+            self._size += len(data)
+            self.produced += len(data)
+            if self.waiting:
+                self.waiting = False
+                resume = self._resume
+        if resume is not None:
+            resume()
+        return True
+
+    def finish(self, error: BaseException | None = None) -> None:
+        """The producer is done (``error``: the user's source raised)."""
+        resume = None
+        with self._cond:
+            if error is not None:
+                self._error = error
+            self._eof = True
+            if self.waiting:
+                self.waiting = False
+                resume = self._resume
+        if resume is not None:
+            resume()
+
+    # -- I/O thread side -------------------------------------------------------------------
+    def bind(self, resume: Any) -> None:
+        with self._cond:
+            self._resume = resume
+
+    def take(self, limit: int) -> tuple[bytes, bool, BaseException | None]:
+        """Up to ``limit`` bytes without blocking: (data, at end, producer error)."""
+        with self._cond:
+            if self._error is not None:
+                return b"", True, self._error
+            parts = []
+            got = 0
+            while self._chunks and got < limit:
+                chunk = self._chunks.popleft()
+                if got + len(chunk) > limit:
+                    self._chunks.appendleft(chunk[limit - got :])
+                    chunk = chunk[: limit - got]
+                parts.append(chunk)
+                got += len(chunk)
+            self._size -= got
+            self.taken += got
+            end = self._eof and not self._chunks
+            if not got and not end:
+                self.waiting = True
+            if got:
+                self._cond.notify()
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        return data, end, None
+
+    def abort(self) -> None:
+        """The request is over (done, failed, cancelled): release a blocked producer."""
+        with self._cond:
+            self.aborted = True
+            self._chunks.clear()
+            self._size = 0
+            self._cond.notify_all()
+
+
+def pump_body(source: Any, pipe: UploadPipe, chunk_size: int = 64 * 1024) -> None:
+    """Read the user's body source into ``pipe``; runs on a caller or pump thread."""
+    try:
+        read = getattr(source, "read", None)
+        if callable(read):
+            while True:
+                chunk = read(chunk_size)
+                if not chunk:
+                    break
+                if isinstance(chunk, str):
+                    chunk = chunk.encode("utf-8")
+                if not pipe.put(bytes(chunk)):
+                    return
+        else:
+            for chunk in source:
+                if isinstance(chunk, str):
+                    chunk = chunk.encode("utf-8")
+                elif not isinstance(chunk, (bytes, bytearray, memoryview)):
+                    raise TypeError(f"body iterable yielded {type(chunk).__name__}, not bytes")
+                if chunk and not pipe.put(bytes(chunk)):
+                    return
+    except BaseException as exc:
+        pipe.finish(exc)
+        if not isinstance(exc, Exception):
+            raise
+        return
+    pipe.finish()
