@@ -451,6 +451,7 @@ def h2_ceiling(authority: str, fast: bool, budget_s: float, batch: int = 100) ->
 
         t = pc()
         got = 0
+        status = b""
         for ev in client.receive_data(out):
             if isinstance(ev, ResponseReceived):
                 status = ev.headers[0][1]
