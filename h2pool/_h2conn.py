@@ -149,6 +149,7 @@ class H2Conn:
         self._generated = 0  # bytes taken from h2
         self._unflushed: list[H2Stream] = []  # streams started since the last flush
         self._senders: deque[H2Stream] = deque()  # streams with body left to send
+        self._pump_pending = False
         self._events = selectors.EVENT_READ
         self._reading = True
         self.idle_since = loop.now
@@ -248,7 +249,10 @@ class H2Conn:
                 pos = st.body_pos
                 n = min(window, h2c.max_outbound_frame_size, len(body) - pos)
                 end = pos + n >= len(body)
-                h2c.send_data(st.id, body[pos : pos + n].tobytes(), end_stream=end)
+                try:
+                    h2c.send_data(st.id, body[pos : pos + n].tobytes(), end_stream=end)
+                except h2x.StreamClosedError:
+                    continue  # reset by the peer; its StreamReset event settles it
                 budget -= n
                 st.last_activity = self.loop.now
                 progressed = True
@@ -288,7 +292,10 @@ class H2Conn:
             return 0
         if not data and not end:
             return 0  # the producer will post _resume_upload when it has more
-        self.h2.send_data(st.id, data, end_stream=end)
+        try:
+            self.h2.send_data(st.id, data, end_stream=end)
+        except h2x.StreamClosedError:
+            return 0  # reset by the peer; its StreamReset event settles it
         st.last_activity = self.loop.now
         if end:
             st.upload = None
@@ -364,6 +371,9 @@ class H2Conn:
                 handler(self, event)
             if self.closed:
                 return
+        if self._pump_pending:
+            self._pump_pending = False
+            self._pump_bodies()
         self.loop.mark_dirty(self)
 
     def flush(self) -> None:
@@ -529,12 +539,14 @@ class H2Conn:
             self._peer_max_streams = _UNLIMITED_STREAMS
         self.max_streams = self._compute_max_streams()
         if SettingCodes.INITIAL_WINDOW_SIZE in changed and self._senders:
-            self._pump_bodies()
+            self._pump_pending = True
         self.origin.on_slot_free(self)
 
     def _on_window_update(self, event: ev.WindowUpdated) -> None:
+        # Pump after the whole batch of events: a later event of this batch may be the
+        # RST_STREAM that h2 has already applied, and sending on that stream would fail.
         if self._senders:
-            self._pump_bodies()
+            self._pump_pending = True
 
     def _on_goaway(self, event: ev.ConnectionTerminated) -> None:
         self.draining = True
