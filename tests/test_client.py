@@ -381,11 +381,21 @@ def test_post_str_body_is_utf8(nghttpd_echo, make_client):
     assert r.content == text.encode("utf-8")
 
 
-@pytest.mark.parametrize("method", ["put", "patch"])
-def test_put_patch_echo(nghttpd_echo, make_client, method):
+def test_put_echo(nghttpd_echo, make_client):
     client = make_client()
-    r = getattr(client, method)(nghttpd_echo.https_url + "/", body=b"payload-" + method.encode())
+    r = client.put(nghttpd_echo.https_url + "/", body=b"payload-put")
+    assert r.content == b"payload-put"
+
+
+@pytest.mark.parametrize("method", ["post", "put", "patch"])
+def test_body_methods_reach_peer(h2peer, make_client, method):
+    # nghttpd echoes only POST and PUT; the peer echoes any method.
+    peer = h2peer(routes={"/up": "echo"})
+    client = make_client(http2_prior_knowledge=True)
+    r = getattr(client, method)(peer.h2c_url + "/up", body=b"payload-" + method.encode())
     assert r.content == b"payload-" + method.encode()
+    (req,) = peer.wait_requests(1)
+    assert req.method == method.upper()
 
 
 def test_post_to_nginx(nginx, make_client):

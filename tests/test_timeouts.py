@@ -206,8 +206,14 @@ def test_write_timeout_when_window_stays_shut(h2peer, make_client):
     client = make_client(
         http2_prior_knowledge=True, timeout=h2pool.Timeout(connect=5, read=10, write=1.0, pool=5)
     )
+    # Before the SETTINGS are acknowledged the client may send 64 KiB on the
+    # RFC default window (which this strict peer would call a flow-control
+    # error), so warm up first.
+    assert client.get(peer.h2c_url + "/warm").content == HELLO
+    assert peer.wait_for(lambda p: len(p.settings_acks) >= 1)
     upload = client.submit("PUT", peer.h2c_url + "/up", body=b"u" * (1 << 20))
-    peer.wait_requests(1)
+    peer.wait_requests(2)
     assert client.get(peer.h2c_url + "/fast").content == HELLO
     assert_timeout(upload.exception(timeout=5), h2pool.WriteTimeout)
     assert len(peer.connections) == 1
+    assert peer.requests_for("/up")[0].body == b""  # not one byte got through
