@@ -69,6 +69,15 @@ class Origin(Protocol):
     def retry(self, req: Request, cause: H2PoolError) -> None: ...
 
 
+class BodyLengthMismatch:
+    """Our event for a response body that disagrees with its Content-Length."""
+
+    def __init__(self, stream_id: int, flow: int, message: str) -> None:
+        self.stream_id = stream_id
+        self.flow = flow
+        self.message = message
+
+
 class _H2(H2Connection):  # type: ignore[misc]
     """h2 moves to CLOSED on receiving GOAWAY and then rejects every frame, but RFC 9113
     §6.8 lets streams up to last_stream_id complete. Keep the connection open for them
@@ -76,6 +85,21 @@ class _H2(H2Connection):  # type: ignore[misc]
     queued earlier in the same read)."""
 
     preserved = b""
+
+    # h2 raises InvalidBodyLengthError out of receive_data, which would make a bad
+    # Content-Length fatal to every stream of the connection (and lose the other
+    # events of the read). It concerns one stream: turn it into an event for that one.
+    def _receive_data_frame(self, frame: Any) -> Any:
+        try:
+            return super()._receive_data_frame(frame)
+        except h2x.InvalidBodyLengthError as exc:
+            return [], [BodyLengthMismatch(frame.stream_id, frame.flow_controlled_length, str(exc))]
+
+    def _receive_headers_frame(self, frame: Any) -> Any:
+        try:
+            return super()._receive_headers_frame(frame)
+        except h2x.InvalidBodyLengthError as exc:
+            return [], [BodyLengthMismatch(frame.stream_id, 0, str(exc))]
 
     def _receive_goaway_frame(self, frame: Any) -> Any:
         self.preserved += self.data_to_send()
@@ -221,6 +245,11 @@ class H2Conn:
     def _pump_bodies(self) -> None:
         """Send DATA round-robin, one frame per stream per round, within the flow-control
         windows, so one large upload cannot starve small requests on this connection."""
+        if not self._settings_seen:
+            # Until the server's SETTINGS arrive we do not know its stream windows; a
+            # server announcing a window below 65535 would see an overflow (RFC 9113
+            # §6.9.2 allows it, strict servers reject it). HEADERS go out at once.
+            return
         senders = self._senders
         h2c = self.h2
         budget = _OUT_CAP - (len(self._out) - self._out_pos)
@@ -527,6 +556,18 @@ class H2Conn:
             name = str(code)
         self._fail_stream(st, StreamReset(f"stream reset by the server: {name}", code), send_rst=False)
 
+    def _on_body_length(self, event: BodyLengthMismatch) -> None:
+        if event.flow:
+            self.h2.acknowledge_received_data(event.flow, event.stream_id)
+        st = self.streams.get(event.stream_id)
+        if st is not None:
+            exc = ProtocolError(f"response body from {self.label} {event.message}")
+            try:
+                self.h2.reset_stream(st.id, ErrorCodes.PROTOCOL_ERROR)
+            except h2x.H2Error:
+                pass
+            self._fail_stream(st, exc, send_rst=False)
+
     def _on_settings(self, event: ev.RemoteSettingsChanged) -> None:
         changed = event.changed_settings
         first = not self._settings_seen
@@ -538,7 +579,7 @@ class H2Conn:
             # No limit announced: RFC 9113 says unlimited; like Go, assume a sane 1000.
             self._peer_max_streams = _UNLIMITED_STREAMS
         self.max_streams = self._compute_max_streams()
-        if SettingCodes.INITIAL_WINDOW_SIZE in changed and self._senders:
+        if (first or SettingCodes.INITIAL_WINDOW_SIZE in changed) and self._senders:
             self._pump_pending = True
         self.origin.on_slot_free(self)
 
@@ -772,4 +813,5 @@ _HANDLERS: dict[type, Any] = {
     ev.RemoteSettingsChanged: H2Conn._on_settings,
     ev.WindowUpdated: H2Conn._on_window_update,
     ev.ConnectionTerminated: H2Conn._on_goaway,
+    BodyLengthMismatch: H2Conn._on_body_length,
 }
