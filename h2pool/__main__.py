@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     status = 0
     with Client(verify=verify, timeout=Timeout(args.timeout), http2_prior_knowledge=args.h2c) as c:
         futures = [c.submit(method, u, headers=headers, body=body) for u in args.urls]
-        for url, fut in zip(args.urls, futures):
+        for url, fut in zip(args.urls, futures, strict=False):
             try:
                 r = fut.result()
             except H2PoolError as exc:

@@ -48,7 +48,7 @@ class InsecureRequestWarning(UserWarning):
 def _body_length(source: Any) -> int | None:
     """The bytes left in a file-like body, when the file can tell (for Content-Length)."""
     try:
-        return os.fstat(source.fileno()).st_size - source.tell()
+        return int(os.fstat(source.fileno()).st_size - source.tell())
     except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
         pass
     try:

@@ -43,12 +43,12 @@ class Timeout:
         pool: float | None = ...,  # type: ignore[assignment]
     ) -> None:
         base: dict[str, float | None]
-        if default is ...:
+        if default is ...:  # type: ignore[comparison-overlap]
             base = {"connect": 10.0, "read": 30.0, "write": 30.0, "pool": 30.0}
         else:
             base = dict.fromkeys(("connect", "read", "write", "pool"), default)
         for name, value in (("connect", connect), ("read", read), ("write", write), ("pool", pool)):
-            if value is not ...:
+            if value is not ...:  # type: ignore[comparison-overlap]
                 base[name] = value
         for name, value in base.items():
             _check_timeout(name, value)
@@ -59,7 +59,7 @@ class Timeout:
         """Accept a :class:`Timeout`, a number (all phases) or ``None`` (no timeouts)."""
         if isinstance(value, Timeout):
             return value
-        if value is None or isinstance(value, (int, float)) and not isinstance(value, bool):
+        if value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)):
             return cls(value)
         raise TypeError(f"timeout must be a Timeout, a number or None, not {type(value).__name__}")
 

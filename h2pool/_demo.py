@@ -8,6 +8,7 @@ demo (and docs examples), not for production.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import selectors
 import socket
 import sys
@@ -108,10 +109,8 @@ class DemoServer:
         out = conn.data_to_send()
         if out:
             sock.setblocking(True)
-            try:
+            with contextlib.suppress(OSError):
                 sock.sendall(out)
-            except OSError:
-                pass
             sock.setblocking(False)
 
 
@@ -123,9 +122,10 @@ def run_demo(argv: list[str]) -> int:
     done = threading.Event()
     ok = [0] * args.threads
     errors: list[BaseException] = []
-    with DemoServer() as server, Client(
-        http2_prior_knowledge=True, limits=Limits(max_connections_per_origin=2)
-    ) as client:
+    with (
+        DemoServer() as server,
+        Client(http2_prior_knowledge=True, limits=Limits(max_connections_per_origin=2)) as client,
+    ):
         url = server.url + "/"
         print(f"h2pool demo: local HTTP/2 server at {url}; {args.threads} threads share one Client")
 

@@ -8,6 +8,7 @@ costs a timer, not a thread, and ``Timeout.connect`` covers all three steps.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import selectors
 import socket
@@ -79,7 +80,9 @@ class Dialer:
             self._loop.call_soon_threadsafe(self._on_resolved, [], exc)
 
     # -- I/O thread from here -------------------------------------------------------------
-    def _on_resolved(self, addrs: list[tuple[int, tuple[object, ...]]], exc: OSError | None) -> None:
+    def _on_resolved(
+        self, addrs: list[tuple[int, tuple[object, ...]]], exc: OSError | None
+    ) -> None:
         if self._done:
             return
         if exc is not None or not addrs:
@@ -164,14 +167,20 @@ class Dialer:
             self._finish(None, TLSError(f"TLS handshake with {self.host} failed: {exc}"), exc)
             return
         except OSError as exc:
-            self._finish(None, ConnectError(f"connection to {self.host} lost during TLS: {exc}"), exc)
+            self._finish(
+                None, ConnectError(f"connection to {self.host} lost during TLS: {exc}"), exc
+            )
             return
         self._finish((sock, sock.selected_alpn_protocol()), None, None)
 
     def _on_timeout(self, seconds: float) -> None:
         self._timer = None
         if not self._done:
-            self._finish(None, ConnectTimeout(f"connecting to {self.host}:{self.port} took over {seconds} s"), None)
+            self._finish(
+                None,
+                ConnectTimeout(f"connecting to {self.host}:{self.port} took over {seconds} s"),
+                None,
+            )
 
     def cancel(self, exc: H2PoolError) -> None:
         """Abandon the attempt (client closing); reports ``exc`` unless already done."""
@@ -180,10 +189,8 @@ class Dialer:
 
     def _unwatch(self) -> None:
         if self._registered and self._sock is not None:
-            try:
+            with contextlib.suppress(KeyError, ValueError):
                 self._loop.selector.unregister(self._sock)
-            except (KeyError, ValueError):
-                pass
         self._registered = False
 
     def _drop_socket(self) -> None:

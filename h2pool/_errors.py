@@ -77,7 +77,7 @@ class TLSError(ConnectError):
     """The TLS handshake failed: untrusted certificate, wrong hostname, old protocol."""
 
 
-class TimeoutError(H2PoolError, builtins.TimeoutError):  # noqa: A001 - the contract's name
+class TimeoutError(H2PoolError, builtins.TimeoutError):
     """Base of the timeouts; also a builtin :class:`TimeoutError`."""
 
 

@@ -6,6 +6,7 @@ streamed-response readers call to hand work *to* the I/O thread.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import selectors
 import socket
@@ -78,7 +79,7 @@ class BodyLengthMismatch:
         self.message = message
 
 
-class _H2(H2Connection):  # type: ignore[misc]
+class _H2(H2Connection):
     """h2 moves to CLOSED on receiving GOAWAY and then rejects every frame, but RFC 9113
     §6.8 lets streams up to last_stream_id complete. Keep the connection open for them
     (the owner takes no new streams), and keep output h2 would discard (a SETTINGS ACK
@@ -554,7 +555,9 @@ class H2Conn:
             name = ErrorCodes(code).name
         except ValueError:
             name = str(code)
-        self._fail_stream(st, StreamReset(f"stream reset by the server: {name}", code), send_rst=False)
+        self._fail_stream(
+            st, StreamReset(f"stream reset by the server: {name}", code), send_rst=False
+        )
 
     def _on_body_length(self, event: BodyLengthMismatch) -> None:
         if event.flow:
@@ -562,10 +565,8 @@ class H2Conn:
         st = self.streams.get(event.stream_id)
         if st is not None:
             exc = ProtocolError(f"response body from {self.label} {event.message}")
-            try:
+            with contextlib.suppress(h2x.H2Error):
                 self.h2.reset_stream(st.id, ErrorCodes.PROTOCOL_ERROR)
-            except h2x.H2Error:
-                pass
             self._fail_stream(st, exc, send_rst=False)
 
     def _on_settings(self, event: ev.RemoteSettingsChanged) -> None:
@@ -617,10 +618,8 @@ class H2Conn:
         if st.body is not None or st.upload is not None:
             # The server sent its whole response before reading all of the body: stop
             # uploading and say so without error (RFC 9113 §8.1).
-            try:
+            with contextlib.suppress(h2x.H2Error):
                 self.h2.reset_stream(st.id, ErrorCodes.NO_ERROR)
-            except h2x.H2Error:
-                pass
         self._drop_stream(st)
         trailers = Headers._from_raw(st.trailers) if st.trailers is not None else None
         if st.pipe is not None:
@@ -669,10 +668,8 @@ class H2Conn:
         """Fail one stream; the connection and its other streams carry on."""
         self._drop_stream(st)
         if send_rst:
-            try:
+            with contextlib.suppress(h2x.H2Error):
                 self.h2.reset_stream(st.id, ErrorCodes.CANCEL)
-            except h2x.H2Error:
-                pass
             self.loop.mark_dirty(self)
         if st.pipe is not None:
             st.pipe.feed_error(exc)
@@ -784,24 +781,18 @@ class H2Conn:
         """Send GOAWAY and close. Streams still open fail with :class:`ClientClosed`."""
         if self.closed:
             return
-        try:
+        with contextlib.suppress(h2x.H2Error):
             self.h2.close_connection(error_code=error_code)
-        except h2x.H2Error:
-            pass
         self.flush()
         self._shutdown(ClientClosed(f"connection to {self.label} closed"), retry_unsent=False)
 
     def _close_socket(self) -> None:
         self.closed = True
         self.draining = True
-        try:
+        with contextlib.suppress(KeyError, ValueError):
             self.loop.selector.unregister(self.sock)
-        except (KeyError, ValueError):
-            pass
-        try:
+        with contextlib.suppress(OSError):
             self.sock.close()
-        except OSError:
-            pass
 
 
 _HANDLERS: dict[type, Any] = {

@@ -47,7 +47,7 @@ class Timer:
         self.args = args
 
     def cancel(self) -> None:
-        if self.callback is not None:  # type: ignore[comparison-overlap]
+        if self.callback is not None:
             self._loop._timers.discard(self.key)
             self._loop._timer_map.pop(self.key, None)
             self.callback = None  # type: ignore[assignment]

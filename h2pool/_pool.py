@@ -9,13 +9,14 @@ more).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import ssl
 from collections import deque
 from typing import Any
 
 from ._config import Limits
-from ._dial import DialResult, Dialer
+from ._dial import Dialer, DialResult
 from ._errors import (
     ClientClosed,
     ConnectError,
@@ -92,7 +93,9 @@ class OriginPool:
         self.dialers.append(dialer)
         dialer.start()
 
-    def _on_dialed(self, dialer: Dialer, result: DialResult | None, error: H2PoolError | None) -> None:
+    def _on_dialed(
+        self, dialer: Dialer, result: DialResult | None, error: H2PoolError | None
+    ) -> None:
         self.dialers.remove(dialer)
         if result is not None:
             sock, alpn = result
@@ -163,7 +166,9 @@ class OriginPool:
                 req.upload.abort()
             req.fail(cause)
             return
-        log.debug("retrying %s %s (attempt %d): %s", req.method, req.url.url, req.attempts + 1, cause)
+        log.debug(
+            "retrying %s %s (attempt %d): %s", req.method, req.url.url, req.attempts + 1, cause
+        )
         self.submit(req)
 
     # -- timeouts, cancellation ------------------------------------------------------------------
@@ -191,10 +196,8 @@ class OriginPool:
             if req.upload is not None:
                 req.upload.abort()
             self._unqueue(req)
-            try:
+            with contextlib.suppress(ValueError):
                 self.queue.remove(req)
-            except ValueError:
-                pass
 
     # -- closing ------------------------------------------------------------------------------
     def begin_close(self) -> None:
@@ -343,12 +346,8 @@ class Pool:
                         st.pipe.feed_error(exc)
                     st.req.fail(exc)
                 conn.streams.clear()
-                try:
+                with contextlib.suppress(OSError):
                     conn.sock.close()
-                except OSError:
-                    pass
             for dialer in origin.dialers:
-                try:
+                with contextlib.suppress(Exception):
                     dialer.cancel(ClientClosed("the I/O thread stopped"))
-                except Exception:
-                    pass

@@ -13,8 +13,8 @@ from ._urls import URL
 
 if TYPE_CHECKING:
     from ._loop import Timer
-    from ._stream import UploadPipe
     from ._response import Response
+    from ._stream import UploadPipe
 
 __all__ = ["Request", "ResponseFuture"]
 

@@ -60,7 +60,7 @@ class Response:
         self._pipe = pipe
         self._consumed = content is not None
         if pipe is not None:
-            self._finalizer: weakref.finalize | None = weakref.finalize(self, pipe.close)
+            self._finalizer: weakref.finalize[Any, Any] | None = weakref.finalize(self, pipe.close)
         else:
             self._finalizer = None
 
@@ -178,7 +178,9 @@ class Response:
         """Raise :class:`HTTPStatusError` for a 4xx or 5xx status; return self otherwise."""
         if 400 <= self.status < 600:
             kind = "Client error" if self.status < 500 else "Server error"
-            raise HTTPStatusError(f"{kind} '{self.status} {self.reason}' for url '{self.url}'", self)
+            raise HTTPStatusError(
+                f"{kind} '{self.status} {self.reason}' for url '{self.url}'", self
+            )
         return self
 
     @property
