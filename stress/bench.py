@@ -147,6 +147,7 @@ def worker_load(spec: dict[str, Any]) -> dict[str, Any]:
 
     lats: list[list[float]] = [[] for _ in range(n)]
     errs = [0] * n
+    warm_errs = [0] * n
     err_kinds: Counter[str] = Counter()
     protos: Counter[str] = Counter()
     lock = threading.Lock()
@@ -169,8 +170,10 @@ def worker_load(spec: dict[str, Any]) -> dict[str, Any]:
                 t1 = pc()
                 if t_meas <= t1 <= t_end:
                     errs[i] += 1
-                    with lock:
-                        err_kinds[_err_key(e)] += 1
+                else:
+                    warm_errs[i] += 1  # during warm-up or after the window
+                with lock:
+                    err_kinds[_err_key(e)] += 1
                 if t1 - t0 < 0.001:
                     time.sleep(0.001)  # don't spin on an instantly failing client
                 continue
@@ -206,6 +209,7 @@ def worker_load(spec: dict[str, Any]) -> dict[str, Any]:
         "requests": count,
         "rps": count / duration,
         "errors": sum(errs),
+        "errors_outside_window": sum(warm_errs),
         "error_kinds": dict(err_kinds.most_common(5)),
         "stuck_threads": stuck,
         "close_hung": closer.is_alive(),
@@ -488,6 +492,8 @@ def small_row(threads: int, name: str, r: dict[str, Any]) -> str:
     return (f"{threads:>7}  {name:<9} {r['rps']:>9.0f} {_f(r.get('p50_ms')):>8} "
             f"{_f(r.get('p99_ms')):>8} {_f(r.get('p999_ms')):>8} {_f(r.get('mean_ms')):>8} "
             f"{r.get('errors', 0):>6} {('-' if conns is None else conns):>5}  {protos}"
+            + (f"  (+{r['errors_outside_window']} errors outside the window)"
+               if r.get("errors_outside_window") else "")
             + (f"  stuck={r['stuck_threads']}" if r.get("stuck_threads") else "")
             + ("  close() hung" if r.get("close_hung") else ""))
 
@@ -588,6 +594,9 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
+    # even if started with SIGINT ignored (e.g. `cmd &` from a script), Ctrl-C/kill -INT
+    # must reach the cleanup below
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     ok, where = h2pool_available()
     print(f"h2pool: {'available at ' + where if ok else 'not available (' + where + ')'}")
