@@ -114,8 +114,9 @@ class Client:
         self._limits = limits
         self._http1 = http1
         self._h2c = http2_prior_knowledge
-        # HTTP/1.1 over TLS is not spoken yet, so ALPN offers h2 only.
-        self._ssl_context = make_ssl_context(verify, cert, ["h2"])
+        # ALPN: h2 first; http/1.1 only when the fallback is allowed. A failed TLS or
+        # ALPN negotiation never falls back to cleartext.
+        self._ssl_context = make_ssl_context(verify, cert, ["h2", "http/1.1"] if http1 else ["h2"])
         defaults: list[tuple[bytes, bytes]] = [
             (b"user-agent", f"h2pool/{__version__}".encode()),
             (b"accept", b"*/*"),
@@ -142,7 +143,9 @@ class Client:
                 raise ClientClosed("the client is closed")
             if self._loop is None:
                 loop = IOLoop()
-                pool = Pool(loop, self._limits, self._ssl_context)
+                pool = Pool(
+                    loop, self._limits, self._ssl_context, http1=self._http1, h2c=self._h2c
+                )
                 loop.on_death = self._on_loop_death
                 self._pool = pool
                 self._loop = loop
@@ -268,11 +271,11 @@ class Client:
     def _submit(self, req: Request, pump_thread: bool) -> ResponseFuture:
         fut = req.future
         url = req.url.url
-        if req.url.scheme == "http" and not self._h2c:
+        if req.url.scheme == "http" and not self._h2c and not self._http1:
             fut.set_exception(
                 ConnectError(
-                    f"{url}: cleartext HTTP/1.1 is not available yet; create the Client with "
-                    "http2_prior_knowledge=True to speak HTTP/2 over TCP (h2c)"
+                    f"{url}: http:// needs HTTP/1.1 (http1=True) or cleartext HTTP/2 "
+                    "(http2_prior_knowledge=True)"
                 )
             )
             return fut

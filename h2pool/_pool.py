@@ -44,6 +44,9 @@ class OriginPool:
         self.queue: deque[Request] = deque()
         self.dialers: list[Dialer] = []
         self.connections_opened = 0
+        # Set once a connection negotiated HTTP/1.1: later dials expect one request per
+        # connection. A server that starts offering h2 is picked up on the next dial.
+        self.http1 = False
 
     # -- assignment --------------------------------------------------------------------------
     def submit(self, req: Request) -> None:
@@ -84,7 +87,8 @@ class OriginPool:
             return
         # One dial serves many waiters (a connection carries ~100 streams); dial more in
         # parallel only when the queue is larger than the dials in flight can absorb.
-        if self.dialers and len(self.queue) <= 100 * len(self.dialers):
+        per_conn = 1 if self.http1 else 100
+        if self.dialers and len(self.queue) <= per_conn * len(self.dialers):
             return
         pool = self.pool
         ctx = pool.ssl_context if self.scheme == "https" else None
@@ -99,20 +103,28 @@ class OriginPool:
         self.dialers.remove(dialer)
         if result is not None:
             sock, alpn = result
-            if self.scheme == "https" and alpn != "h2":
-                sock.close()
-                error = ConnectError(
-                    f"{self.label} did not negotiate HTTP/2 over TLS "
-                    f"(ALPN selected {alpn or 'nothing'}); HTTP/1.1 fallback is not available"
-                )
-            elif self.pool.closing:
+            conn: Any = None
+            if self.pool.closing:
                 sock.close()
                 error = ClientClosed("the client closed while connecting")
-            else:
+            elif alpn == "h2" or (self.scheme == "http" and self.pool.h2c):
                 conn = H2Conn(self.pool.loop, self, sock, self.pool.limits, self.label)
+                self.http1 = False
+            elif self.pool.http1 and alpn in ("http/1.1", None):
+                from ._h1conn import H1Conn
+
+                conn = H1Conn(self.pool.loop, self, sock, self.pool.limits, self.label)
+                self.http1 = True  # remembered: dial for one request per connection
+            else:
+                sock.close()
+                error = ConnectError(
+                    f"{self.label} did not negotiate HTTP/2 (ALPN selected "
+                    f"{alpn or 'nothing'}) and HTTP/1.1 is disabled (http1=False)"
+                )
+            if conn is not None:
                 self.conns.append(conn)
                 self.connections_opened += 1
-                log.debug("connected to %s (%s)", self.label, "TLS h2" if alpn else "h2c")
+                log.debug("connected to %s (%s)", self.label, conn.http_version)
                 self.on_slot_free(conn)
                 return
         assert error is not None
@@ -224,8 +236,18 @@ class OriginPool:
 class Pool:
     """All origins of one Client. I/O thread only."""
 
-    def __init__(self, loop: IOLoop, limits: Limits, ssl_context: ssl.SSLContext | None) -> None:
+    def __init__(
+        self,
+        loop: IOLoop,
+        limits: Limits,
+        ssl_context: ssl.SSLContext | None,
+        *,
+        http1: bool = True,
+        h2c: bool = False,
+    ) -> None:
         self.loop = loop
+        self.http1 = http1
+        self.h2c = h2c
         self.limits = limits
         self.ssl_context = ssl_context
         self.origins: dict[OriginKey, OriginPool] = {}
