@@ -144,7 +144,12 @@ class Client:
             if self._loop is None:
                 loop = IOLoop()
                 pool = Pool(
-                    loop, self._limits, self._ssl_context, http1=self._http1, h2c=self._h2c
+                    loop,
+                    self._limits,
+                    self._ssl_context,
+                    http1=self._http1,
+                    h2c=self._h2c,
+                    stall_timeout=self._timeout.write,
                 )
                 loop.on_death = self._on_loop_death
                 self._pool = pool

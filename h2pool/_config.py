@@ -73,6 +73,13 @@ class Limits:
     per-stream receive window, which is also the most a slow reader of a streamed
     response can have buffered; ``connection_window`` is shared by all streams of a
     connection and is large so that several fast downloads do not throttle each other.
+
+    ``strict_max_streams`` never opens another connection because the existing ones are
+    saturated: requests queue instead. ``ping_interval``: when a connection with open
+    streams has received nothing for this long, a PING checks that it is alive; no ACK
+    within ``ping_timeout`` closes it (its requests fail with ``ConnectionLost``, or are
+    retried if never sent). ``None`` disables the health check. ``max_header_list_size``
+    is advertised to servers and enforced on 1xx, final and trailer headers.
     """
 
     max_connections_per_origin: int = 8
@@ -81,6 +88,9 @@ class Limits:
     stream_window: int = 2 * 1024 * 1024
     connection_window: int = 32 * 1024 * 1024
     max_header_list_size: int = 64 * 1024
+    strict_max_streams: bool = False
+    ping_interval: float | None = 15.0
+    ping_timeout: float = 10.0
 
     def __post_init__(self) -> None:
         if self.max_connections_per_origin < 1:
@@ -91,5 +101,9 @@ class Limits:
             raise ValueError("stream_window must be in [65535, 2**31-1]")
         if not 65535 <= self.connection_window <= 2**31 - 1:
             raise ValueError("connection_window must be in [65535, 2**31-1]")
+        if self.ping_interval is not None and self.ping_interval <= 0:
+            raise ValueError("ping_interval must be positive or None")
+        if self.ping_timeout <= 0:
+            raise ValueError("ping_timeout must be positive")
         if self.keepalive_expiry is not None and self.keepalive_expiry <= 0:
             raise ValueError("keepalive_expiry must be positive or None")

@@ -178,9 +178,22 @@ class H2Conn:
         self._events = selectors.EVENT_READ
         self._reading = True
         self.idle_since = loop.now
+        self.last_read = loop.now
+        self._last_write_progress = loop.now
         self.bytes_sent = 0
         self.bytes_received = 0
         self.requests_started = 0
+        self.responses_completed = 0
+        self.resets_sent = 0
+        self.goaway_received = False
+        # Streams we reset still count against the peer's limit until it has surely
+        # processed the RST_STREAM: the ACK of a PING sent after it (Go f35fec92). Else
+        # a client cancelling fast can exceed MAX_CONCURRENT_STREAMS on the server.
+        self._pending_resets = 0
+        self._ping_sent_at: float | None = None
+        self._ping_payload = 0
+        self._tick: Timer | None = None
+        self.stall_timeout: float | None = getattr(origin, "stall_timeout", None)
         self.h2 = _H2(config=_CONFIG)
         self.h2.local_settings = Settings(
             client=True,
@@ -208,7 +221,21 @@ class H2Conn:
     def free_slots(self) -> int:
         if self.closed or self.draining:
             return 0
-        return self.max_streams - len(self.streams)
+        return self.max_streams - len(self.streams) - self._pending_resets
+
+    def describe(self) -> dict[str, Any]:
+        """Per-connection state for ``Client.stats()`` (like Go's ClientConnState)."""
+        return {
+            "http_version": self.http_version,
+            "active_streams": len(self.streams),
+            "resetting_streams": self._pending_resets,
+            "max_streams": self.max_streams,
+            "goaway_received": self.goaway_received,
+            "idle_since": None if self.streams else self.idle_since,
+            "requests": self.requests_started,
+            "bytes_sent": self.bytes_sent,
+            "bytes_received": self.bytes_received,
+        }
 
     # -- starting a request ----------------------------------------------------------------
     def start(self, req: Request) -> None:
@@ -219,6 +246,8 @@ class H2Conn:
         self.streams[sid] = st
         req.conn = self
         self.requests_started += 1
+        if self._tick is None:
+            self._arm_tick()
         body = req.body
         upload = st.upload
         h2c.send_headers(sid, req.headers, end_stream=not body and upload is None)
@@ -376,6 +405,7 @@ class H2Conn:
         if chunks:
             data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
             self.bytes_received += len(data)
+            self.last_read = self.loop.now
             self._receive(data)
         if self.closed:
             return
@@ -437,6 +467,8 @@ class H2Conn:
             self._out_pos = pos
             self._lost(ConnectionLost(f"connection to {self.label} failed: {exc}"), exc)
             return
+        if pos != self._out_pos:
+            self._last_write_progress = self.loop.now
         self._written += pos - self._out_pos
         self.bytes_sent += pos - self._out_pos
         if pos >= len(out):
@@ -455,6 +487,8 @@ class H2Conn:
         if want != self._events:
             self._events = want
             self.loop.selector.modify(self.sock, want or selectors.EVENT_READ, self._on_io)
+        if pending and self._tick is None:
+            self._arm_tick()
         if not pending and self._senders:
             self._pump_bodies()
             self.loop.mark_dirty(self)
@@ -592,6 +626,7 @@ class H2Conn:
 
     def _on_goaway(self, event: ev.ConnectionTerminated) -> None:
         self.draining = True
+        self.goaway_received = True
         preserved = self.h2.preserved
         if preserved:
             self.h2.preserved = b""
@@ -600,8 +635,19 @@ class H2Conn:
         last = event.last_stream_id if event.last_stream_id is not None else 2**31
         code = int(event.error_code) if event.error_code is not None else 0
         log.info("GOAWAY from %s: error_code=%s last_stream_id=%s", self.label, code, last)
+        exc: H2PoolError
+        # An error GOAWAY on a connection that never completed a response is the server
+        # refusing us, not a restart: retrying would loop (Go ec05fdcd).
+        fresh_error = code != 0 and self.responses_completed == 0
         for st in [s for s in self.streams.values() if s.id > last]:
             # RFC 9113 §6.8: streams above last_stream_id were not processed.
+            if fresh_error:
+                self._fail_stream(
+                    st,
+                    ProtocolError(f"{self.label} refused the connection: GOAWAY error {code}"),
+                    send_rst=False,
+                )
+                continue
             self._drop_stream(st, retrying=True)
             self.origin.retry(st.req, ConnectionLost(f"GOAWAY from {self.label}"))
         if code != 0:
@@ -615,6 +661,7 @@ class H2Conn:
     # -- completing streams ----------------------------------------------------------------
     def _complete(self, st: H2Stream) -> None:
         req = st.req
+        self.responses_completed += 1
         if st.body is not None or st.upload is not None:
             # The server sent its whole response before reading all of the body: stop
             # uploading and say so without error (RFC 9113 §8.1).
@@ -699,6 +746,68 @@ class H2Conn:
             st.timer = self.loop.call_at(due, self._on_write_timer, st)
             return
         self._fail_stream(st, WriteTimeout(f"request body made no progress for {write} s"))
+
+    # -- health: PING, write stalls -----------------------------------------------------------
+    def _arm_tick(self) -> None:
+        """One lazily re-armed timer per connection covers the PING health check and the
+        write-stall check; it sleeps to the nearest of their deadlines."""
+        due = self._next_tick_due()
+        if due is not None:
+            self._tick = self.loop.call_at(due, self._on_tick)
+
+    def _next_tick_due(self) -> float | None:
+        due: float | None = None
+        interval = self.limits.ping_interval
+        if self._ping_sent_at is not None:
+            due = self._ping_sent_at + self.limits.ping_timeout
+        elif interval is not None and (self.streams or self._pending_resets):
+            due = self.last_read + interval
+        stall = self.stall_timeout
+        if stall is not None and len(self._out) > self._out_pos:
+            d = self._last_write_progress + stall
+            due = d if due is None else min(due, d)
+        return due
+
+    def _on_tick(self) -> None:
+        self._tick = None
+        if self.closed:
+            return
+        now = self.loop.now
+        ping_timeout = self.limits.ping_timeout
+        if self._ping_sent_at is not None and now >= self._ping_sent_at + ping_timeout:
+            msg = f"{self.label} did not answer a PING within {ping_timeout} s"
+            self._lost(ConnectionLost(msg), None)
+            return
+        stall = self.stall_timeout
+        unsent = len(self._out) > self._out_pos
+        if stall is not None and unsent and now >= self._last_write_progress + stall:
+            self._lost(ConnectionLost(f"writes to {self.label} stalled for {stall} s"), None)
+            return
+        interval = self.limits.ping_interval
+        if (
+            interval is not None
+            and self._ping_sent_at is None
+            and self.streams
+            and now >= self.last_read + interval
+        ):
+            self._send_ping()
+        self._arm_tick()
+
+    def _send_ping(self) -> None:
+        if self._ping_sent_at is not None or self.closed:
+            return
+        self._ping_payload += 1
+        self.h2.ping(self._ping_payload.to_bytes(8, "big"))
+        self._ping_sent_at = self.loop.now
+        self.loop.mark_dirty(self)
+        if self._tick is None:
+            self._arm_tick()
+
+    def _on_ping_ack(self, event: ev.PingAckReceived) -> None:
+        self._ping_sent_at = None
+        if self._pending_resets:
+            self._pending_resets = 0
+            self.origin.on_slot_free(self)
 
     # -- from the pool and from readers ------------------------------------------------------
     def cancel(self, req: Request) -> None:
@@ -789,6 +898,9 @@ class H2Conn:
     def _close_socket(self) -> None:
         self.closed = True
         self.draining = True
+        if self._tick is not None:
+            self._tick.cancel()
+            self._tick = None
         with contextlib.suppress(KeyError, ValueError):
             self.loop.selector.unregister(self.sock)
         with contextlib.suppress(OSError):
@@ -804,5 +916,6 @@ _HANDLERS: dict[type, Any] = {
     ev.RemoteSettingsChanged: H2Conn._on_settings,
     ev.WindowUpdated: H2Conn._on_window_update,
     ev.ConnectionTerminated: H2Conn._on_goaway,
+    ev.PingAckReceived: H2Conn._on_ping_ack,
     BodyLengthMismatch: H2Conn._on_body_length,
 }

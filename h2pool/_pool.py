@@ -9,6 +9,7 @@ more).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import ssl
@@ -47,6 +48,8 @@ class OriginPool:
         # Set once a connection negotiated HTTP/1.1: later dials expect one request per
         # connection. A server that starts offering h2 is picked up on the next dial.
         self.http1 = False
+        # Connections whose socket writes make no progress this long are closed.
+        self.stall_timeout = pool.stall_timeout
 
     # -- assignment --------------------------------------------------------------------------
     def submit(self, req: Request) -> None:
@@ -81,10 +84,12 @@ class OriginPool:
     def _maybe_dial(self) -> None:
         if self.pool.closing:
             return
-        limit = self.pool.limits.max_connections_per_origin
+        limits = self.pool.limits
         live = sum(1 for c in self.conns if not c.draining)
-        if live + len(self.dialers) >= limit:
+        if live + len(self.dialers) >= limits.max_connections_per_origin:
             return
+        if limits.strict_max_streams and live and not self.http1:
+            return  # strict: saturation queues, it never opens another connection
         # One dial serves many waiters (a connection carries ~100 streams); dial more in
         # parallel only when the queue is larger than the dials in flight can absorb.
         per_conn = 1 if self.http1 else 100
@@ -102,7 +107,22 @@ class OriginPool:
     ) -> None:
         self.dialers.remove(dialer)
         if result is not None:
-            sock, alpn = result
+            try:
+                self._adopt(*result)
+                return
+            except H2PoolError as exc:
+                error = exc
+            except Exception as exc:  # a bug while setting up: fail the waiters, not the loop
+                log.error("setting up a connection to %s failed", self.label, exc_info=True)
+                error = ConnectError(f"setting up the connection to {self.label} failed: {exc!r}")
+                error.__cause__ = exc
+        assert error is not None
+        self._dial_failed(error)
+
+    def _adopt(self, sock: Any, alpn: str | None) -> None:
+        """Wrap a dialled socket in the connection class its protocol needs."""
+        error: H2PoolError | None = None
+        try:
             conn: Any = None
             if self.pool.closing:
                 sock.close()
@@ -121,13 +141,19 @@ class OriginPool:
                     f"{self.label} did not negotiate HTTP/2 (ALPN selected "
                     f"{alpn or 'nothing'}) and HTTP/1.1 is disabled (http1=False)"
                 )
-            if conn is not None:
-                self.conns.append(conn)
-                self.connections_opened += 1
-                log.debug("connected to %s (%s)", self.label, conn.http_version)
-                self.on_slot_free(conn)
-                return
-        assert error is not None
+        except BaseException:
+            sock.close()
+            raise
+        if conn is None:
+            assert error is not None
+            raise error
+        self.conns.append(conn)
+        self.connections_opened += 1
+        self.pool.counters["connections_opened"] += 1
+        log.debug("connected to %s (%s)", self.label, conn.http_version)
+        self.on_slot_free(conn)
+
+    def _dial_failed(self, error: H2PoolError) -> None:
         log.info("connecting to %s failed: %s", self.label, error)
         # Waiters fail only when nothing else can serve them.
         if not any(not c.draining for c in self.conns) and not self.dialers:
@@ -140,6 +166,8 @@ class OriginPool:
 
     # -- callbacks from connections ------------------------------------------------------------
     def on_slot_free(self, conn: H2Conn) -> None:
+        if not conn.streams and self.pool._keepalive_timer is None:
+            self.pool._arm_keepalive()
         queue = self.queue
         while queue:
             if conn.free_slots <= 0:
@@ -156,8 +184,11 @@ class OriginPool:
     def on_conn_closed(self, conn: H2Conn) -> None:
         if conn in self.conns:
             self.conns.remove(conn)
-            self.pool._closed_sent += conn.bytes_sent
-            self.pool._closed_received += conn.bytes_received
+            counters = self.pool.counters
+            counters["bytes_sent"] += conn.bytes_sent
+            counters["bytes_received"] += conn.bytes_received
+            counters["connections_closed"] += 1
+            counters["resets_sent"] += getattr(conn, "resets_sent", 0)
         if self.queue:
             self._maybe_dial()
         self.pool.on_conn_closed(self, conn)
@@ -244,8 +275,11 @@ class Pool:
         *,
         http1: bool = True,
         h2c: bool = False,
+        stall_timeout: float | None = 30.0,
     ) -> None:
         self.loop = loop
+        self.stall_timeout = stall_timeout
+        self.counters: collections.Counter[str] = collections.Counter()
         self.http1 = http1
         self.h2c = h2c
         self.limits = limits
@@ -276,56 +310,68 @@ class Pool:
             self._finish_close()
 
     # -- idle connections ------------------------------------------------------------------------
-    def _arm_keepalive(self) -> None:
+    def _arm_keepalive(self, at: float | None = None) -> None:
         expiry = self.limits.keepalive_expiry
-        if expiry is not None and self._keepalive_timer is None:
-            self._keepalive_timer = self.loop.call_later(expiry, self._on_keepalive)
+        if expiry is not None and self._keepalive_timer is None and not self.closing:
+            when = self.loop.now + expiry if at is None else at
+            self._keepalive_timer = self.loop.call_at(when, self._on_keepalive)
 
     def _on_keepalive(self) -> None:
-        """One timer per pool, not per connection: close connections idle past the expiry."""
+        """One timer per pool: close connections idle past the expiry, then sleep until
+        the next idle connection's expiry (or until one becomes idle)."""
         self._keepalive_timer = None
         expiry = self.limits.keepalive_expiry
         assert expiry is not None
         now = self.loop.now
-        any_left = False
+        next_due: float | None = None
         for origin in list(self.origins.values()):
             for conn in list(origin.conns):
                 if conn.streams:
-                    any_left = True
-                elif now - conn.idle_since >= expiry:
+                    continue
+                due = conn.idle_since + expiry
+                if due <= now:
                     log.debug("closing idle connection to %s", origin.label)
                     conn.close()
                 else:
-                    any_left = True
-        if any_left:
-            self._keepalive_timer = self.loop.call_later(expiry / 2, self._on_keepalive)
+                    next_due = due if next_due is None else min(next_due, due)
+        if next_due is not None:
+            self._arm_keepalive(next_due)
 
     # -- stats ----------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
-        origins = {}
-        streams = queued = sent = received = opened = 0
+        origins: dict[str, int] = {}
+        per_origin: dict[str, Any] = {}
+        streams = queued = sent = received = 0
         for (scheme, host, port), o in self.origins.items():
-            if o.conns or o.queue:
-                origins[f"{scheme}://{host}:{port}"] = len(o.conns)
+            name = f"{scheme}://{host}:{port}"
+            if o.conns or o.queue or o.dialers:
+                origins[name] = len(o.conns)
+                per_origin[name] = {
+                    "connections": [c.describe() for c in o.conns],
+                    "queued": len(o.queue),
+                    "dialing": len(o.dialers),
+                    "connections_opened": o.connections_opened,
+                }
             streams += sum(len(c.streams) for c in o.conns)
             queued += len(o.queue)
-            opened += o.connections_opened
-        for o in self.origins.values():
             for c in o.conns:
                 sent += c.bytes_sent
                 received += c.bytes_received
+        counters = self.counters
         return {
             "connections": sum(origins.values()),
             "origins": origins,
             "open_streams": streams,
             "queued": queued,
-            "connections_opened": opened,
-            "bytes_sent": sent + self._closed_sent,
-            "bytes_received": received + self._closed_received,
+            "bytes_sent": sent + counters["bytes_sent"],
+            "bytes_received": received + counters["bytes_received"],
+            "connections_opened": counters["connections_opened"],
+            "connections_closed": counters["connections_closed"],
+            "retries": counters["retries"],
+            "resets_sent": counters["resets_sent"]
+            + sum(getattr(c, "resets_sent", 0) for o in self.origins.values() for c in o.conns),
+            "per_origin": per_origin,
         }
-
-    _closed_sent = 0
-    _closed_received = 0
 
     # -- closing -------------------------------------------------------------------------------
     def close(self, timeout: float | None) -> None:
