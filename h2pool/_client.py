@@ -13,6 +13,7 @@ import os
 import re
 import threading
 import warnings
+import weakref
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future
 from typing import IO, Any, Union
@@ -132,8 +133,22 @@ class Client:
         self._pool: Pool | None = None
         self._closed = False
         self._broken: BaseException | None = None
+        _live_clients.add(self)
 
     # -- plumbing ------------------------------------------------------------------------
+    def _after_fork_in_child(self) -> None:
+        """The child of a fork has no I/O thread, only copies of the parent's sockets.
+
+        Close those copies (the parent's connections are unaffected: no FIN is sent while
+        the parent holds them) and start afresh on the next request.
+        """
+        self._lock = threading.Lock()
+        loop, pool = self._loop, self._pool
+        self._loop = None
+        self._pool = None
+        if loop is not None:
+            loop.abandon_after_fork(pool)
+
     def _ensure_loop(self) -> tuple[IOLoop, Pool]:
         loop, pool = self._loop, self._pool
         if loop is not None and pool is not None:
@@ -417,6 +432,20 @@ class Client:
         state = "closed" if self._closed else "open"
         return f"<h2pool.Client {state}>"
 
+
+# -- fork safety ------------------------------------------------------------------------
+_live_clients: weakref.WeakSet[Client] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    global _default_lock
+    _default_lock = threading.Lock()
+    for client in list(_live_clients):
+        client._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 # -- the process-wide default client ------------------------------------------------------
 _default: Client | None = None

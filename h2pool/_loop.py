@@ -142,6 +142,21 @@ class IOLoop:
     def stop(self) -> None:
         self._stopping = True
 
+    def abandon_after_fork(self, owner: Any) -> None:
+        """In a forked child: close our copies of every file descriptor, touch no
+        protocol state (the parent still uses those connections), run nothing."""
+        self._stopping = True
+        self._commands.clear()
+        for key in list(self.selector.get_map().values()):
+            try:
+                key.fileobj.close()  # type: ignore[union-attr]
+            except (OSError, AttributeError):
+                pass
+        try:
+            self._close_resources()
+        except OSError:
+            pass
+
     # -- the loop -----------------------------------------------------------------------
     def _on_wake(self, mask: int) -> None:
         with self._wake_lock:
