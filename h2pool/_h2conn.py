@@ -20,6 +20,7 @@ from h2.config import H2Configuration
 from h2.connection import ConnectionState, H2Connection
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes, Settings
+from hyperframe.frame import RstStreamFrame
 
 from ._config import Limits
 from ._errors import (
@@ -86,6 +87,34 @@ class _H2(H2Connection):
     queued earlier in the same read)."""
 
     preserved = b""
+
+    def _receive_frame(self, frame: Any) -> Any:
+        """h2's own ``_receive_frame`` minus its trace log, whose eager ``repr(frame)``
+        hex-dumps every DATA payload: measured at 24% of the I/O thread's time on a
+        100 MiB download. The logic is otherwise h2 4.x's, unchanged."""
+        try:
+            frames, events = self._frame_dispatch_table[frame.__class__](frame)
+        except h2x.StreamClosedError as e:
+            if self._stream_is_closed_by_reset(e.stream_id):
+                f = RstStreamFrame(e.stream_id)
+                f.error_code = e.error_code
+                self._prepare_for_sending([f])
+                events = e._events
+            else:
+                raise
+        except h2x.StreamIDTooLowError as e:
+            if self._stream_is_closed_by_reset(e.stream_id):
+                f = RstStreamFrame(e.stream_id)
+                f.error_code = ErrorCodes.STREAM_CLOSED
+                self._prepare_for_sending([f])
+                events = []
+            elif self._stream_is_closed_by_end(e.stream_id):
+                raise h2x.StreamClosedError(e.stream_id) from e
+            else:
+                raise
+        else:
+            self._prepare_for_sending(frames)
+        return events
 
     # h2 raises InvalidBodyLengthError out of receive_data, which would make a bad
     # Content-Length fatal to every stream of the connection (and lose the other

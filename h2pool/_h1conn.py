@@ -1,0 +1,673 @@
+"""One HTTP/1.1 connection: a socket, an ``h11`` state machine and at most one request.
+
+The sibling of :class:`~h2pool._h2conn.H2Conn` for origins whose ALPN did not pick h2
+(or ``http://`` without prior knowledge). It offers the pool the same interface, so
+queueing, timeouts, retries and ``stats()`` work unchanged; the pool dials one
+connection per concurrent request instead of multiplexing.
+
+Everything here runs on the I/O thread, except ``post_consumed``/``post_cancel``,
+which streamed-response readers call and which only post work to the I/O thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import selectors
+import socket
+import ssl
+from typing import TYPE_CHECKING, Any, Protocol
+
+import h11
+
+from ._config import Limits
+from ._errors import (
+    ClientClosed,
+    ConnectionLost,
+    H2PoolError,
+    InvalidHeader,
+    ProtocolError,
+    ReadTimeout,
+    RequestBodyError,
+    WriteTimeout,
+)
+from ._headers import Headers
+from ._response import Response
+from ._stream import BodyPipe, UploadPipe
+
+if TYPE_CHECKING:
+    from ._loop import IOLoop, Timer
+    from ._request import Request
+
+log = logging.getLogger("h2pool")
+
+_RECV_SIZE = 256 * 1024
+_READS_PER_TURN = 64
+# Request-body bytes generated ahead of the socket: enough to keep the kernel's send
+# buffer full, small enough that a 1 GiB body is never copied whole.
+_OUT_CAP = 1024 * 1024
+_BODY_CHUNK = 256 * 1024
+# RFC 9110 §9.2.2: a request with an idempotent method may be retried automatically
+# when the connection fails before any response byte (the keep-alive race, D12).
+_IDEMPOTENT = frozenset(["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"])
+
+
+class Origin(Protocol):
+    """What a connection needs from its pool entry (all calls on the I/O thread)."""
+
+    def on_slot_free(self, conn: Any) -> None: ...
+    def on_conn_closed(self, conn: Any) -> None: ...
+    def retry(self, req: Request, cause: H2PoolError) -> None: ...
+
+
+class H1Stream:
+    """The one request in flight on an :class:`H1Conn`; owned by the I/O thread."""
+
+    __slots__ = (
+        "body",
+        "body_pos",
+        "chunks",
+        "got_bytes",
+        "headers",
+        "id",
+        "last_activity",
+        "pipe",
+        "req",
+        "status",
+        "timer",
+        "unconsumed",
+        "upload",
+        "wire_start",
+    )
+
+    def __init__(self, sid: int, req: Request, now: float) -> None:
+        self.id = sid
+        self.req = req
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] | None = None
+        self.chunks: list[bytes] = []
+        self.pipe: BodyPipe | None = None
+        self.body: memoryview | None = None
+        self.body_pos = 0
+        self.upload: UploadPipe | None = req.upload
+        self.last_activity = now
+        self.timer: Timer | None = None
+        self.got_bytes = False  # any byte of the response arrived
+        self.unconsumed = 0  # bytes fed to the pipe and not yet reported read
+        self.wire_start = 0  # offset of the request's first byte in our output
+
+
+class H1Conn:
+    """An HTTP/1.1 connection carrying one request at a time. I/O thread only."""
+
+    http_version = "HTTP/1.1"
+
+    def __init__(
+        self,
+        loop: IOLoop,
+        origin: Origin,
+        sock: socket.socket,
+        limits: Limits,
+        label: str,
+    ) -> None:
+        self.loop = loop
+        self.origin = origin
+        self.sock = sock
+        self.label = label
+        self.limits = limits
+        self.streams: dict[int, H1Stream] = {}
+        self.closed = False
+        self.draining = False  # no new requests (client closing, or Connection: close)
+        self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=limits.max_header_list_size)
+        self._ids = itertools.count(1)
+        self._out = bytearray()
+        self._out_pos = 0
+        self._written = 0  # bytes handed to the kernel
+        self._generated = 0  # bytes put into _out
+        self._events = selectors.EVENT_READ
+        self._reading = True  # False while a slow reader has a full stream window
+        self._eof = False
+        self.idle_since = loop.now
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self.requests_started = 0
+        loop.selector.register(sock, self._events, self._on_io)
+
+    def __repr__(self) -> str:
+        return f"<H1Conn {self.label} busy={bool(self.streams)} closed={self.closed}>"
+
+    @property
+    def free_slots(self) -> int:
+        if self.closed or self.draining or self.streams:
+            return 0
+        return 1 if self.h11.our_state is h11.IDLE and self.h11.their_state is h11.IDLE else 0
+
+    # -- starting a request ----------------------------------------------------------------
+    def start(self, req: Request) -> None:
+        """Send ``req``'s head and start its body. The caller checked ``free_slots``."""
+        st = H1Stream(next(self._ids), req, self.loop.now)
+        self.streams[st.id] = st
+        req.conn = self
+        self.requests_started += 1
+        st.wire_start = self._generated
+        try:
+            head = self.h11.send(
+                h11.Request(
+                    method=req.method.encode("ascii"),
+                    target=req.url.target,
+                    headers=self._h1_headers(req),
+                )
+            )
+        except h11.LocalProtocolError as exc:
+            # Our validation let through something h11 refuses; h11 is now in ERROR, so
+            # this connection cannot carry anything else.
+            err = InvalidHeader(f"request cannot be sent as HTTP/1.1: {exc}")
+            err.__cause__ = exc
+            self._fail_stream(st, err)
+            return
+        self._emit(head or b"")
+        if req.body:
+            st.body = memoryview(req.body)
+        upload = st.upload
+        if upload is not None:
+            loop = self.loop
+            upload.bind(lambda: loop.call_soon_threadsafe(self._resume_upload, st))
+        if st.body is not None or upload is not None:
+            if req.timeout.write is not None:
+                st.timer = self.loop.call_later(req.timeout.write, self._on_write_timer, st)
+            self._pump_body()
+        else:
+            self._emit(self.h11.send(h11.EndOfMessage()) or b"")
+            self._arm_read_timer(st)
+        self.loop.mark_dirty(self)
+
+    @staticmethod
+    def _h1_headers(req: Request) -> list[tuple[bytes, bytes]]:
+        """HTTP/2-shaped header list → HTTP/1.1: ``:authority`` becomes ``Host`` (first,
+        RFC 9112 §3.2), other pseudo-headers go into the request line."""
+        host = req.url.authority
+        out: list[tuple[bytes, bytes]] = []
+        for name, value in req.headers:
+            if name[:1] == b":":
+                if name == b":authority":
+                    host = value
+                continue
+            out.append((name, value))
+        out.insert(0, (b"host", host))
+        upload = req.upload
+        if upload is not None and upload.declared_length is None:
+            # RFC 9112 §6.1: a body of unknown length is sent chunked.
+            out.append((b"transfer-encoding", b"chunked"))
+        return out
+
+    def _emit(self, data: bytes) -> None:
+        if data:
+            self._out += data
+            self._generated += len(data)
+
+    def _arm_read_timer(self, st: H1Stream) -> None:
+        read = st.req.timeout.read
+        if read is not None and self.streams.get(st.id) is st:
+            st.last_activity = self.loop.now
+            if st.timer is not None:
+                st.timer.cancel()
+            st.timer = self.loop.call_later(read, self._on_read_timer, st)
+
+    def _pump_body(self) -> None:
+        """Generate request-body bytes while less than ``_OUT_CAP`` waits for the socket."""
+        st = self._current()
+        if st is None or self.closed:
+            return
+        h = self.h11
+        while st.body is not None or st.upload is not None:
+            budget = _OUT_CAP - (len(self._out) - self._out_pos)
+            if budget <= 0:
+                return
+            limit = min(budget, _BODY_CHUNK)
+            body = st.body
+            if body is not None:
+                pos = st.body_pos
+                n = min(limit, len(body) - pos)
+                self._emit(h.send(h11.Data(data=body[pos : pos + n].tobytes())) or b"")
+                st.body_pos = pos + n
+                if st.body_pos >= len(body):
+                    st.body = None
+                    self._end_body(st)
+                continue
+            upload = st.upload
+            assert upload is not None
+            data, end, error = upload.take(limit)
+            if error is not None:
+                err = RequestBodyError(f"reading the request body failed: {error!r}")
+                err.__cause__ = error
+                self._fail_stream(st, err)
+                return
+            declared = upload.declared_length
+            if declared is not None and (
+                upload.taken > declared or (end and upload.taken != declared)
+            ):
+                longer = "longer" if upload.taken > declared else "shorter"
+                msg = f"request body is {longer} than its Content-Length {declared}"
+                self._fail_stream(st, RequestBodyError(msg))
+                return
+            if data:
+                st.last_activity = self.loop.now
+                self._emit(h.send(h11.Data(data=data)) or b"")
+            if end:
+                st.upload = None
+                self._end_body(st)
+            elif not data:
+                return  # the producer posts _resume_upload when it has more
+
+    def _end_body(self, st: H1Stream) -> None:
+        if self.h11.our_state is h11.SEND_BODY:
+            self._emit(self.h11.send(h11.EndOfMessage()) or b"")
+        if st.timer is not None:
+            st.timer.cancel()
+            st.timer = None
+        if st.pipe is None:  # a delivered streamed response is timed by its reader
+            self._arm_read_timer(st)
+
+    def _resume_upload(self, st: H1Stream) -> None:
+        if self.streams.get(st.id) is st and st.upload is not None:
+            self._pump_body()
+            self.loop.mark_dirty(self)
+
+    def _current(self) -> H1Stream | None:
+        for st in self.streams.values():
+            return st
+        return None
+
+    # -- socket I/O ------------------------------------------------------------------------
+    def _on_io(self, mask: int) -> None:
+        if mask & selectors.EVENT_WRITE:
+            self._write()
+        if mask & selectors.EVENT_READ and not self.closed and self._reading:
+            self._on_readable()
+
+    def _on_readable(self) -> None:
+        sock = self.sock
+        for _ in range(_READS_PER_TURN):
+            try:
+                data = sock.recv(_RECV_SIZE)
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self._on_socket_error(exc)
+                return
+            if not data:
+                self._on_eof()
+                return
+            self.bytes_received += len(data)
+            st = self._current()
+            if st is not None:
+                st.got_bytes = True
+                st.last_activity = self.loop.now
+            self.h11.receive_data(data)
+            self._process_events()
+            if self.closed or not self._reading:
+                return
+        # Data may remain inside the TLS layer, where select() cannot see it.
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            self.loop.call_soon_threadsafe(self._on_readable_again)
+
+    def _on_readable_again(self) -> None:
+        if not self.closed and self._reading:
+            self._on_readable()
+
+    def _on_eof(self) -> None:
+        self._eof = True
+        self.h11.receive_data(b"")
+        self._process_events()
+        if not self.closed:
+            # Nothing more can come: an idle connection just ends, a request in flight
+            # was cut (h11 reports that as an error, handled above, in most states).
+            self._lost(ConnectionLost(f"connection to {self.label} closed by the server"), None)
+
+    def _on_socket_error(self, exc: OSError) -> None:
+        self._lost(ConnectionLost(f"connection to {self.label} failed: {exc}"), exc)
+
+    def flush(self) -> None:
+        """Write pending output (called by the loop at the end of a turn)."""
+        if self.closed:
+            return
+        if len(self._out) > self._out_pos and not (self._events & selectors.EVENT_WRITE):
+            self._write()
+
+    def _write(self) -> None:
+        out = self._out
+        pos = self._out_pos
+        sock = self.sock
+        error: OSError | None = None
+        while True:
+            try:
+                while pos < len(out):
+                    with memoryview(out) as view:
+                        n = sock.send(view[pos:])
+                    pos += n
+            except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                pass
+            except OSError as exc:
+                error = exc
+            progressed = pos - self._out_pos
+            self._written += progressed
+            self.bytes_sent += progressed
+            self._out_pos = pos
+            if progressed:
+                st = self._current()
+                if st is not None and (st.body is not None or st.upload is not None):
+                    st.last_activity = self.loop.now
+            if pos >= len(out):
+                out.clear()
+                pos = self._out_pos = 0
+            elif pos > _OUT_CAP:
+                del out[:pos]
+                pos = self._out_pos = 0
+            if error is not None or pos < len(out):
+                break
+            # Everything went out: generate more of the request body, if any.
+            before = len(out)
+            self._pump_body()
+            if self.closed or len(out) == before:
+                break
+        if self.closed:
+            return
+        if error is not None:
+            self._on_write_error(error)
+            return
+        self._set_events(
+            (selectors.EVENT_WRITE if len(out) > pos else 0)
+            | (selectors.EVENT_READ if self._reading else 0)
+        )
+
+    def _on_write_error(self, exc: OSError) -> None:
+        # A server may answer early (413, 401) and close before reading the whole body;
+        # its response may already wait in our receive buffer. Read it before giving up.
+        self._out.clear()
+        self._out_pos = 0
+        st = self._current()
+        if st is not None:
+            st.body = None
+            if st.upload is not None:
+                st.upload.abort()
+                st.upload = None
+        self._on_readable()
+        if not self.closed:
+            self._lost(ConnectionLost(f"connection to {self.label} failed: {exc}"), exc)
+
+    def _set_events(self, want: int) -> None:
+        if want == self._events:
+            return
+        selector = self.loop.selector
+        if self._events == 0:
+            selector.register(self.sock, want, self._on_io)
+        elif want == 0:
+            selector.unregister(self.sock)
+        else:
+            selector.modify(self.sock, want, self._on_io)
+        self._events = want
+
+    # -- h11 events --------------------------------------------------------------------------
+    def _process_events(self) -> None:
+        h = self.h11
+        while not self.closed:
+            try:
+                event = h.next_event()
+            except h11.RemoteProtocolError as exc:
+                self._on_remote_error(exc)
+                return
+            if event is h11.NEED_DATA or event is h11.PAUSED:
+                return
+            kind = type(event)
+            if kind is h11.Data:
+                self._on_data(event)  # type: ignore[arg-type]
+            elif kind is h11.Response:
+                self._on_response(event)  # type: ignore[arg-type]
+            elif kind is h11.EndOfMessage:
+                self._on_end(event)  # type: ignore[arg-type]
+            elif kind is h11.ConnectionClosed:
+                self._on_closed_by_peer()
+                return
+            # InformationalResponse (100 Continue, 103): nothing to do.
+
+    def _on_response(self, event: h11.Response) -> None:
+        st = self._current()
+        if st is None:
+            return
+        st.status = event.status_code
+        st.headers = list(event.headers)
+        req = st.req
+        if req.stream:
+            pipe = BodyPipe(self, st.id, self.limits.stream_window, req.timeout.read)
+            st.pipe = pipe
+            resp = Response(
+                st.status,
+                Headers._from_raw(st.headers),
+                url=req.url.url,
+                http_version="HTTP/1.1",
+                pipe=pipe,
+                method=req.method,
+            )
+            # From here the reader's own waits enforce the read timeout; a reader that
+            # pauses must not be blamed on the server.
+            if st.timer is not None and st.body is None and st.upload is None:
+                st.timer.cancel()
+                st.timer = None
+            if not req.resolve(resp):
+                pipe.close()
+
+    def _on_data(self, event: h11.Data) -> None:
+        st = self._current()
+        if st is None:
+            return
+        data = bytes(event.data)
+        pipe = st.pipe
+        if pipe is None:
+            st.chunks.append(data)
+            return
+        if pipe.feed(data):
+            st.unconsumed += len(data)
+            if st.unconsumed >= self.limits.stream_window and self._reading:
+                # A slow reader: stop reading the socket so TCP pushes back on the server
+                # and memory stays bounded by about one stream window.
+                self._reading = False
+                self._set_events(self._events & ~selectors.EVENT_READ)
+
+    def _on_end(self, event: h11.EndOfMessage) -> None:
+        st = self._current()
+        if st is None:
+            return
+        req = st.req
+        self._drop_stream(st)
+        trailers = Headers._from_raw(list(event.headers)) if event.headers else None
+        if st.pipe is not None:
+            st.pipe.feed_eof(trailers)
+        else:
+            chunks = st.chunks
+            content = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            assert st.headers is not None
+            req.resolve(
+                Response(
+                    st.status,
+                    Headers._from_raw(st.headers),
+                    url=req.url.url,
+                    http_version="HTTP/1.1",
+                    content=content,
+                    trailers=trailers,
+                    method=req.method,
+                )
+            )
+        self._next_cycle()
+
+    def _next_cycle(self) -> None:
+        """The response is complete: reuse the connection if both sides allow it."""
+        if not self._reading:
+            self._reading = True
+            self._set_events(self._events | selectors.EVENT_READ)
+            self.loop.call_soon_threadsafe(self._on_readable_again)
+        h = self.h11
+        self.idle_since = self.loop.now
+        if h.our_state is h11.DONE and h.their_state is h11.DONE and not self.draining:
+            try:
+                h.start_next_cycle()
+            except h11.LocalProtocolError:
+                pass
+            else:
+                self.origin.on_slot_free(self)
+                return
+        # Connection: close, a body we had not finished sending (an early response), a
+        # response delimited by EOF, or the client is closing.
+        self._shutdown(ClientClosed(f"connection to {self.label} closed"), retry=False)
+
+    def _on_closed_by_peer(self) -> None:
+        if self.streams:
+            self._lost(ConnectionLost(f"connection to {self.label} closed by the server"), None)
+        else:
+            self._shutdown(ClientClosed(f"connection to {self.label} closed"), retry=False)
+
+    def _on_remote_error(self, exc: h11.RemoteProtocolError) -> None:
+        if self._eof:
+            # The server closed in the middle of a response (truncated body) or before
+            # answering at all (the keep-alive race): a lost connection, not bad syntax.
+            self._lost(ConnectionLost(f"connection to {self.label} closed by the server"), exc)
+            return
+        log.warning("protocol error on %s: %s", self.label, exc)
+        err = ProtocolError(f"HTTP/1.1 protocol error from {self.label}: {exc}")
+        err.__cause__ = exc
+        self._shutdown(err, retry=False)
+
+    # -- completing and failing ----------------------------------------------------------------
+    def _drop_stream(self, st: H1Stream) -> None:
+        self.streams.pop(st.id, None)
+        if st.timer is not None:
+            st.timer.cancel()
+            st.timer = None
+        st.body = None
+        if st.upload is not None:
+            st.upload.abort()  # releases a producer blocked on a full pipe
+            st.upload = None
+        if st.req.conn is self:
+            st.req.conn = None
+
+    def _fail_stream(self, st: H1Stream, exc: H2PoolError) -> None:
+        """HTTP/1.1 cannot abandon one request and keep the connection: the request
+        fails and the connection closes."""
+        self._shutdown(exc, retry=False)
+
+    def _on_read_timer(self, st: H1Stream) -> None:
+        st.timer = None
+        if self.streams.get(st.id) is not st:
+            return
+        read = st.req.timeout.read
+        assert read is not None
+        due = st.last_activity + read
+        if due > self.loop.now:
+            st.timer = self.loop.call_at(due, self._on_read_timer, st)
+            return
+        self._fail_stream(st, ReadTimeout(f"no response data from {self.label} for {read} s"))
+
+    def _on_write_timer(self, st: H1Stream) -> None:
+        st.timer = None
+        if self.streams.get(st.id) is not st or (st.body is None and st.upload is None):
+            return
+        write = st.req.timeout.write
+        assert write is not None
+        due = st.last_activity + write
+        if due > self.loop.now:
+            st.timer = self.loop.call_at(due, self._on_write_timer, st)
+            return
+        self._fail_stream(st, WriteTimeout(f"request body made no progress for {write} s"))
+
+    # -- from the pool and from readers ------------------------------------------------------
+    def cancel(self, req: Request) -> None:
+        """The caller cancelled. HTTP/1.1 has no RST_STREAM: close the connection."""
+        st = self._current()
+        if st is not None and st.req is req:
+            self._fail_stream(st, ClientClosed("request cancelled"))
+
+    def post_consumed(self, stream_id: int, nbytes: int) -> None:
+        """Reader thread: ``nbytes`` of a streamed body were consumed."""
+        self.loop.call_soon_threadsafe(self._ack, stream_id, nbytes)
+
+    def post_cancel(self, stream_id: int, unread: int) -> None:
+        """Reader thread: the reader went away before the end of the body."""
+        self.loop.call_soon_threadsafe(self._reader_gone, stream_id)
+
+    def _ack(self, stream_id: int, nbytes: int) -> None:
+        st = self.streams.get(stream_id)
+        if st is None or self.closed:
+            return
+        st.unconsumed -= nbytes
+        if not self._reading and st.unconsumed < self.limits.stream_window // 2:
+            self._reading = True
+            self._set_events(self._events | selectors.EVENT_READ)
+            # Bytes may already wait inside the TLS layer, invisible to select().
+            self._on_readable_again()
+
+    def _reader_gone(self, stream_id: int) -> None:
+        st = self.streams.get(stream_id)
+        if st is not None and not self.closed:
+            # The rest of the body would have to be read and thrown away to reuse the
+            # connection; closing costs one handshake and bounds the waste.
+            self._fail_stream(st, ClientClosed("response closed before its end"))
+
+    # -- connection end --------------------------------------------------------------------
+    def _lost(self, err: H2PoolError, cause: BaseException | None) -> None:
+        if cause is not None:
+            err.__cause__ = cause
+        log.info("connection %s lost: %s", self.label, err)
+        self._shutdown(err, retry=True)
+
+    def fail_internal(self, exc: BaseException) -> None:
+        """A bug in our own handling: fail this connection's request, keep the loop."""
+        err = ProtocolError(f"internal error on connection {self.label}: {exc!r}")
+        err.__cause__ = exc
+        self._shutdown(err, retry=False)
+
+    def _may_retry(self, st: H1Stream) -> bool:
+        """Go's ``shouldRetryRequest``: a request is retried when no byte of it reached
+        the kernel, or when a *reused* connection died before any response byte (the
+        server closed an idle keep-alive connection as we sent) and it is idempotent."""
+        if st.got_bytes or st.status:
+            return False
+        if self._written <= st.wire_start:
+            return True
+        return self.requests_started > 1 and st.req.method in _IDEMPOTENT
+
+    def _shutdown(self, err: H2PoolError, retry: bool) -> None:
+        if self.closed:
+            return
+        streams = list(self.streams.values())
+        self.streams.clear()
+        self._close_socket()
+        for st in streams:
+            if st.timer is not None:
+                st.timer.cancel()
+                st.timer = None
+            req = st.req
+            req.conn = None
+            if retry and self._may_retry(st):
+                st.upload = None  # the pool decides whether a streamed body can replay
+                self.origin.retry(req, err)
+                continue
+            if st.upload is not None:
+                st.upload.abort()
+            if st.pipe is not None:
+                st.pipe.feed_error(err)
+            req.fail(err)
+        self.origin.on_conn_closed(self)
+
+    def close(self, error_code: int = 0) -> None:
+        """Close now; a request still in flight fails with :class:`ClientClosed`."""
+        self._shutdown(ClientClosed(f"connection to {self.label} closed"), retry=False)
+
+    def _close_socket(self) -> None:
+        self.closed = True
+        self.draining = True
+        self._out.clear()
+        self._out_pos = 0
+        with contextlib.suppress(KeyError, ValueError):
+            self.loop.selector.unregister(self.sock)
+        with contextlib.suppress(OSError):
+            self.sock.close()
