@@ -6,6 +6,7 @@ No TLS or ALPN failure may fall back to cleartext, and none may leak a bare
 
 from __future__ import annotations
 
+import hashlib
 import ssl
 
 import pytest
@@ -98,13 +99,13 @@ def test_alpn_without_h2_and_http1_disabled(nginx, make_client):
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.xfail(reason="HTTP/1.1 fallback is a later feature", strict=False)
 def test_alpn_without_h2_falls_back_to_http1(nginx, make_client, content):
     client = make_client(http1=True, timeout=FAST)
     r = client.get(nginx.http1_tls_url + "/1m")
     assert r.status == 200
     assert r.http_version == "HTTP/1.1"
     assert len(r.content) == content.size["/1m"]
+    assert hashlib.sha256(r.content).hexdigest() == content.sha256["/1m"]
 
 
 @pytest.mark.timeout(30)
