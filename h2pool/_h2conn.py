@@ -195,6 +195,7 @@ class H2Conn:
         self.closed = False
         self.draining = False  # GOAWAY received or sent: no new streams
         self._settings_seen = False
+        self._preface_seen = False
         self._peer_max_streams = _DEFAULT_MAX_STREAMS
         self.max_streams = self._compute_max_streams()
         self._out = bytearray()
@@ -448,6 +449,12 @@ class H2Conn:
             self._on_readable()
 
     def _receive(self, data: bytes) -> None:
+        if not self._preface_seen:
+            # RFC 9113 §3.4: the server's first frame must be SETTINGS.
+            if len(data) >= 4 and data[3] != 0x4:
+                self._protocol_error(h2x.ProtocolError("server preface is not a SETTINGS frame"))
+                return
+            self._preface_seen = len(data) >= 4
         try:
             events = self.h2.receive_data(data)
         except h2x.ProtocolError as exc:
@@ -576,7 +583,10 @@ class H2Conn:
                 self.h2.acknowledge_received_data(flow, sid)
             return
         data = event.data
-        st.last_activity = self.loop.now
+        if data:
+            # Empty DATA frames are not progress: a peer dribbling them (CVE-2019-9518)
+            # must still hit the read timeout.
+            st.last_activity = self.loop.now
         pipe = st.pipe
         if pipe is None:
             st.chunks.append(data)
@@ -634,6 +644,11 @@ class H2Conn:
 
     def _on_settings(self, event: ev.RemoteSettingsChanged) -> None:
         changed = event.changed_settings
+        push = changed.get(SettingCodes.ENABLE_PUSH)
+        if push is not None and push.new_value != 0:
+            # RFC 9113 §6.5.2: a server must not send SETTINGS_ENABLE_PUSH=1.
+            self._protocol_error(h2x.ProtocolError("server sent SETTINGS_ENABLE_PUSH=1"))
+            return
         first = not self._settings_seen
         self._settings_seen = True
         mcs = changed.get(SettingCodes.MAX_CONCURRENT_STREAMS)
@@ -763,6 +778,13 @@ class H2Conn:
             st.timer = self.loop.call_at(due, self._on_read_timer, st)
             return
         self._fail_stream(st, ReadTimeout(f"no response data from {self.label} for {read} s"))
+        if not self.closed:
+            if not self._settings_seen:
+                # Never a SETTINGS frame: this is not a working HTTP/2 server; do not
+                # pool the connection for the next request.
+                self._lost(ConnectionLost(f"{self.label} never sent its SETTINGS"), None)
+            else:
+                self._send_ping()  # a stalled stream may mean a dead connection
 
     def _on_write_timer(self, st: H2Stream) -> None:
         st.timer = None
@@ -875,7 +897,12 @@ class H2Conn:
         log.warning("protocol error on %s: %s", self.label, exc)
         err = ProtocolError(f"HTTP/2 protocol error from {self.label}: {exc}")
         err.__cause__ = exc
-        # h2 queued a GOAWAY; try to get it out before closing.
+        # h2 queued a GOAWAY for errors it detected; send one for ours too.
+        if self.h2.state_machine.state != ConnectionState.CLOSED:
+            try:
+                self.h2.close_connection(error_code=ErrorCodes.PROTOCOL_ERROR)
+            except h2x.H2Error:
+                pass
         self.flush()
         self._shutdown(err, retry_unsent=False)
 
