@@ -143,6 +143,20 @@ class H1Conn:
             return 0
         return 1 if self.h11.our_state is h11.IDLE and self.h11.their_state is h11.IDLE else 0
 
+    def describe(self) -> dict[str, Any]:
+        """Per-connection state for ``Client.stats()``, shaped like ``H2Conn.describe``."""
+        return {
+            "http_version": self.http_version,
+            "active_streams": len(self.streams),
+            "resetting_streams": 0,
+            "max_streams": 1,
+            "goaway_received": False,
+            "idle_since": None if self.streams else self.idle_since,
+            "requests": self.requests_started,
+            "bytes_sent": self.bytes_sent,
+            "bytes_received": self.bytes_received,
+        }
+
     # -- starting a request ----------------------------------------------------------------
     def start(self, req: Request) -> None:
         """Send ``req``'s head and start its body. The caller checked ``free_slots``."""

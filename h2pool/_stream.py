@@ -119,8 +119,9 @@ class BodyPipe:
                 if self._eof:
                     break
                 if self._error is not None:
-                    if parts:
+                    if parts and (want > 0 or partial):
                         break  # deliver what we have; the error comes on the next read
+                    # read() of the whole rest must not pass a truncated body as complete.
                     raise self._error
                 if self._closed:
                     break

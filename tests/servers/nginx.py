@@ -30,6 +30,10 @@ _LOCATIONS = """
             return 200 "echo\\n";
         }
         location = /204 { return 204; }
+        location = /ka1 {
+            keepalive_timeout 1s;
+            return 200 "short keep-alive\\n";
+        }
         location = /404 { return 404; }
         location = /500 { return 500; }
         location = /discard {
