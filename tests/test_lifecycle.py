@@ -274,3 +274,68 @@ def test_peer_max_concurrent_streams_never_exceeded(h2peer, make_client):
     assert [f.result(timeout=30).content for f in futs] == [HELLO] * 60
     assert not peer.errors  # h2 on the peer raises if the client opens a 4th stream
     assert len(peer.connections) == 1
+
+
+# -- transparent retries (API.md: "provably did not process") ----------------------
+
+
+@pytest.mark.timeout(30)
+def test_goaway_below_in_flight_streams_retries_the_rest(h2peer, make_client):
+    held: list[int] = []
+
+    def first_conn_holds(conn, stream_id, request):
+        if conn.index == 0:
+            held.append(stream_id)
+        else:
+            conn.respond(stream_id, 200, request.path.encode())
+
+    peer = h2peer(default=first_conn_holds)
+    client = make_client(http2_prior_knowledge=True, timeout=10.0)
+    futs = [client.submit("GET", peer.h2c_url + f"/{i}") for i in range(5)]
+    peer.wait_requests(5)
+    conn = peer.connections[0]
+    with conn.lock:  # the handler runs under this lock: all five are held now
+        sids = sorted(held)
+    assert len(sids) == 5
+    # GOAWAY promising only the two lowest streams, then answer those two.
+    conn.raw_goaway(last_stream_id=sids[1])
+    for sid in sids[:2]:
+        conn.respond(sid, 200, HELLO)
+    results = [f.result(timeout=10).content for f in futs]
+    first = {r.stream_id: r.path for r in peer.requests if r.conn_index == 0}
+    answered = {first[sid] for sid in sids[:2]}
+    for i, body in enumerate(results):
+        assert body == (HELLO if f"/{i}" in answered else f"/{i}".encode())
+    # The three unprocessed requests ran once more, on a new connection.
+    retried = sorted(r.path for r in peer.requests if r.conn_index != 0)
+    assert retried == sorted(first[sid] for sid in sids[2:])
+    assert len(peer.requests) == 8
+
+
+@pytest.mark.timeout(30)
+def test_refused_stream_is_retried(h2peer, make_client):
+    seen: list[int] = []
+
+    def refuse_once(conn, stream_id, request):
+        seen.append(stream_id)
+        if len(seen) == 1:
+            conn.reset(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+        else:
+            conn.respond(stream_id, 200, HELLO)
+
+    peer = h2peer(default=refuse_once)
+    client = make_client(http2_prior_knowledge=True, timeout=10.0)
+    assert client.post(peer.h2c_url + "/once", body=b"not processed").content == HELLO
+    assert [r.path for r in peer.requests] == ["/once", "/once"]
+
+
+@pytest.mark.timeout(30)
+def test_processed_request_then_connection_drop_is_not_resent(h2peer, make_client):
+    peer = h2peer(routes={"/charge": "close"})
+    client = make_client(http2_prior_knowledge=True, timeout=10.0)
+    with pytest.raises(h2pool.ConnectionLost):
+        client.post(peer.h2c_url + "/charge", body=b"pay 10")
+    assert len(peer.requests_for("/charge")) == 1  # never sent twice
+    # The client recovers on a new connection.
+    assert client.get(peer.h2c_url + "/fast").content == HELLO
+    assert len(peer.connections) == 2

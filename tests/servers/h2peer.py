@@ -62,6 +62,7 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+import hyperframe.frame
 
 HELLO = b"Hello, world!"
 
@@ -200,6 +201,26 @@ class PeerConnection:
         with self.lock:
             self.h2.close_connection(error_code=error_code, last_stream_id=last_stream_id)
             self._flush_locked()
+
+    def raw_goaway(
+        self, last_stream_id: int, error_code: int = h2.errors.ErrorCodes.NO_ERROR
+    ) -> None:
+        """Write a GOAWAY frame without telling h2.
+
+        h2 closes its own state machine when it sends GOAWAY, after which it
+        refuses to answer the streams the GOAWAY promised to finish; a raw
+        frame lets the peer keep serving them, as nginx does.
+        """
+        frame = hyperframe.frame.GoAwayFrame(0)
+        frame.last_stream_id = last_stream_id
+        frame.error_code = error_code
+        with self.lock:
+            self._flush_locked()
+            if not self.write_closed:
+                try:
+                    self.sock.sendall(frame.serialize())
+                except OSError:
+                    self.write_closed = True
 
     def ping(self, opaque: bytes = b"h2peer!!") -> None:
         with self.lock:
