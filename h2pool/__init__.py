@@ -43,6 +43,7 @@ from ._errors import (
 )
 from ._headers import Headers
 from ._response import Response
+from .compat import HTTP20Connection, HTTPConnection
 
 __all__ = [
     "Client",
@@ -51,6 +52,8 @@ __all__ = [
     "ConnectTimeout",
     "ConnectionLost",
     "H2PoolError",
+    "HTTP20Connection",
+    "HTTPConnection",
     "HTTPStatusError",
     "Headers",
     "InsecureRequestWarning",

@@ -1,0 +1,696 @@
+"""An :mod:`http.client` drop-in backed by h2pool: :class:`HTTP20Connection` and
+:class:`HTTPConnection`.
+
+Runs in caller threads. A connection object opens no socket of its own: every object
+with the same TLS configuration shares one lazily created :class:`~h2pool.Client`
+(one I/O thread, pooled connections per origin), so thousands of these objects across
+threads cost a handful of sockets and one thread. An engine is closed when the last
+connection object and the last unfinished response using it are closed.
+
+>>> conn = HTTP20Connection("example.org")           # doctest: +SKIP
+>>> sid = conn.request("GET", "/")                   # the stream id
+>>> resp = conn.getresponse(sid)
+>>> resp.status, resp.version, resp.read()[:15]
+(200, 20, b'<!doctype html>')
+
+Differences from :mod:`http.client`, all deliberate:
+
+* ``request()`` returns an id, and several requests may be outstanding before their
+  ``getresponse(id)`` calls, in any order (HTTP/2 multiplexing).
+* ``secure`` defaults to TLS when the port is 443 or omitted, for both classes;
+  ``HTTPConnection("host", 80)`` (or any other port, or ``secure=False``) speaks
+  cleartext HTTP/1.1. ``HTTP20Connection(..., secure=False)`` speaks cleartext HTTP/2
+  with prior knowledge (h2c).
+* ``HTTP20Connection`` insists on HTTP/2 (a server without h2 is a
+  :class:`~h2pool.ConnectError`); ``HTTPConnection`` falls back to HTTP/1.1 over the
+  same TLS connection.
+* ``timeout``: a number sets every h2pool phase (connect, read, write, pool), a
+  :class:`~h2pool.Timeout` is used as is, ``None`` means h2pool's defaults.
+* Network failures raise h2pool's errors (:class:`~h2pool.H2PoolError`); timeouts are
+  also the builtin :class:`TimeoutError`, like :mod:`socket` timeouts.
+* ``send()`` takes body bytes, never pre-encoded chunk framing: the engine frames the
+  body itself (DATA frames, or chunked encoding on HTTP/1.1).
+"""
+
+from __future__ import annotations
+
+import atexit
+import http.client
+import io
+import itertools
+import queue
+import ssl
+import threading
+import weakref
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import Future
+from typing import Any, Union
+from urllib.parse import urlsplit
+
+from ._client import Client
+from ._config import Timeout
+from ._errors import InvalidURL
+from ._response import Response
+
+__all__ = ["HTTP20Connection", "HTTP20Response", "HTTPConnection"]
+
+_HeaderArg = Union[Mapping[Any, Any], Iterable[tuple[Any, Any]]]
+
+# -- shared engines ----------------------------------------------------------------------
+
+_EngineKey = tuple[bool, bool, int]
+
+
+class _Engine:
+    """One shared Client and the number of compat objects using it."""
+
+    __slots__ = ("client", "context", "users")
+
+    def __init__(self, client: Client, context: ssl.SSLContext | None) -> None:
+        self.client = client
+        self.context = context  # keeps id(context) in the key valid while we live
+        self.users = 0
+
+
+_engines: dict[_EngineKey, _Engine] = {}
+_engines_lock = threading.Lock()  # guards _engines and every users count; no I/O held
+
+
+def _acquire(secure: bool, http1: bool, context: ssl.SSLContext | None) -> _Engine:
+    key = (secure, http1, id(context) if context is not None else 0)
+    with _engines_lock:
+        engine = _engines.get(key)
+        if engine is None:
+            client = Client(
+                verify=context if context is not None else True,
+                http1=http1,
+                # Cleartext: HTTP20Connection speaks h2c, HTTPConnection HTTP/1.1.
+                http2_prior_knowledge=not secure and not http1,
+            )
+            engine = _engines[key] = _Engine(client, context)
+        engine.users += 1
+        return engine
+
+
+def _release(engine: _Engine) -> None:
+    with _engines_lock:
+        engine.users -= 1
+        if engine.users > 0:
+            return
+        for key, value in list(_engines.items()):
+            if value is engine:
+                del _engines[key]
+    engine.client.close()
+
+
+def close_engines() -> None:
+    """Close every shared engine now (also done at interpreter exit)."""
+    with _engines_lock:
+        engines = list(_engines.values())
+        _engines.clear()
+    for engine in engines:
+        engine.client.close(1.0)
+
+
+atexit.register(close_engines)
+
+
+class _Lease:
+    """Holds one use of an engine; released once, explicitly or when garbage collected."""
+
+    def __init__(self, owner: object, engine: _Engine) -> None:
+        self.engine = engine
+        self._finalizer = weakref.finalize(owner, _release, engine)
+
+    def release(self) -> None:
+        self._finalizer()
+
+
+# -- responses ---------------------------------------------------------------------------
+
+
+def _message(resp: Response) -> http.client.HTTPMessage:
+    msg = http.client.HTTPMessage()
+    for name, value in resp.headers.items():
+        msg[name] = value  # Message.__setitem__ appends: repeated fields are kept
+    return msg
+
+
+class HTTP20Response(io.BufferedIOBase):
+    """A response shaped like :class:`http.client.HTTPResponse`.
+
+    ``status``, ``reason``, ``version`` (20 for HTTP/2, 11 for HTTP/1.1), ``headers``
+    and ``msg`` (an :class:`http.client.HTTPMessage`), ``getheader``, ``getheaders``,
+    ``read(amt)``, ``readinto``, ``read1``, ``peek``, ``readline`` and line iteration,
+    ``isclosed()`` (true once the body is consumed) and ``closed`` (true after
+    ``close()``). The body streams: memory stays bounded however large it is.
+    """
+
+    def __init__(self, resp: Response, stream_id: int, engine: _Engine | None = None) -> None:
+        super().__init__()
+        self._resp = resp
+        # One use of the shared engine (taken by getresponse), given back at the end of
+        # the body, on close(), or when this object is garbage collected.
+        self._lease = _Lease(self, engine) if engine is not None else None
+        self.stream_id = stream_id
+        self.status = resp.status
+        self.code = resp.status
+        self.reason = resp.reason
+        self.version = 20 if resp.http_version == "HTTP/2" else 11
+        self.msg = self.headers = _message(resp)
+        self.url = resp.url
+        self.will_close = False
+        self.chunked = False
+        self.debuglevel = 0
+        self._buffer = b""  # filled by peek()
+        self._done = False
+        bodiless = resp.method == "HEAD" or resp.status in (204, 304) or 100 <= resp.status < 200
+        length = resp.headers.get("content-length")
+        self.length: int | None = None
+        if length is not None and length.isdigit() and not bodiless:
+            self.length = int(length)
+        if bodiless or self.length == 0:
+            self._finish()
+
+    # -- state ------------------------------------------------------------------------------
+    def _finish(self) -> None:
+        """The body is consumed: release the stream and our hold on the engine."""
+        if not self._done:
+            self._done = True
+            self._buffer = b""
+            self._resp.close()
+            if self._lease is not None:
+                self._lease.release()
+
+    def isclosed(self) -> bool:
+        """True once the body has been read to its end (or the response closed)."""
+        return self._done
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._finish()
+
+    def readable(self) -> bool:
+        return True
+
+    @property
+    def trailers(self) -> list[tuple[str, str]]:
+        """Trailer fields, once the body has been read to its end."""
+        return self._resp.trailers.items()
+
+    # -- headers ----------------------------------------------------------------------------
+    def getheader(self, name: str, default: Any = None) -> Any:
+        """The value of ``name`` (repeated fields joined by ``", "``), or ``default``."""
+        values = self.msg.get_all(name)
+        if values is None:
+            return default
+        return ", ".join(values)
+
+    def getheaders(self) -> list[tuple[str, str]]:
+        return list(self.msg.items())
+
+    def info(self) -> http.client.HTTPMessage:
+        return self.msg
+
+    def geturl(self) -> str:
+        return self.url
+
+    def getcode(self) -> int:
+        return self.status
+
+    # -- body -------------------------------------------------------------------------------
+    def _account(self, data: bytes) -> bytes:
+        if self.length is not None:
+            self.length = max(0, self.length - len(data))
+            if self.length == 0:
+                self._finish()
+        return data
+
+    def read(self, amt: int | None = None) -> bytes:
+        """``amt`` bytes (fewer only at the end), or the whole rest; ``b""`` at the end.
+
+        Raises :class:`~h2pool.ReadTimeout`, :class:`~h2pool.ConnectionLost` and the like
+        if the stream fails; a truncated body is never returned as complete.
+        """
+        if self._done:
+            return b""
+        buffered = self._buffer
+        if amt is None or amt < 0:
+            self._buffer = b""
+            data = buffered + self._resp.read()
+            self._finish()
+            return data
+        if amt == 0:
+            return b""
+        if buffered:
+            data, self._buffer = buffered[:amt], buffered[amt:]
+            if len(data) < amt and not self._buffer:
+                more = self._resp.read(amt - len(data))
+                data += more
+                if not more:
+                    self._finish()
+                    return data
+            return self._account(data)
+        data = self._resp.read(amt)
+        if not data:
+            self._finish()
+            return data
+        return self._account(data)
+
+    def read1(self, n: int = -1) -> bytes:
+        """Up to ``n`` bytes of what has arrived, waiting only if nothing has."""
+        if self._done:
+            return b""
+        if self._buffer:
+            size = len(self._buffer) if n < 0 else n
+            data, self._buffer = self._buffer[:size], self._buffer[size:]
+            return self._account(data)
+        data = self._read_partial(n if n > 0 else 1 << 20)
+        if not data:
+            self._finish()
+            return data
+        return self._account(data)
+
+    def _read_partial(self, n: int) -> bytes:
+        pipe = self._resp._pipe
+        if pipe is None or self._resp.is_closed:
+            return self._resp.read(n)
+        return pipe.read(n, partial=True)
+
+    def peek(self, n: int = 0) -> bytes:
+        """What the next read would return first, without consuming it."""
+        if self._done:
+            return b""
+        if not self._buffer:
+            self._buffer = self._read_partial(max(n, 8192))
+        return self._buffer
+
+    def readinto(self, b: Any) -> int:
+        view = memoryview(b).cast("B")
+        data = self.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+    def readinto1(self, b: Any) -> int:
+        view = memoryview(b).cast("B")
+        data = self.read1(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+    def __repr__(self) -> str:
+        return (
+            f"<h2pool.compat.HTTP20Response [{self.status} {self.reason}] version={self.version}>"
+        )
+
+
+# -- connections -------------------------------------------------------------------------
+
+
+class _BodyFeed:
+    """A body fed by ``send()`` calls and consumed by the engine's pump thread.
+
+    The queue is bounded, so a caller sending faster than the network blocks in
+    ``send()`` instead of buffering the whole body.
+    """
+
+    _END = object()
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=16)
+        self.ended = False
+        self.dead = False  # the consumer is gone; later data is dropped
+
+    def put(self, data: bytes) -> None:
+        if data and not self.dead:
+            self._queue.put(data)
+
+    def end(self) -> None:
+        if not self.ended and not self.dead:
+            self.ended = True
+            self._queue.put(self._END)
+
+    def __iter__(self) -> Iterator[bytes]:
+        # Runs on the engine's body-pump thread. When the pump stops early (the request
+        # failed or the server answered before the end), this generator is closed: say
+        # so and empty the queue, so a send() blocked on a full queue returns.
+        try:
+            while True:
+                item = self._queue.get()
+                if item is self._END:
+                    return
+                yield item
+        finally:
+            self.dead = True
+            try:
+                while True:
+                    self._queue.get_nowait()
+            except queue.Empty:
+                pass
+
+
+class _Pending:
+    """A request being built with putrequest/putheader/endheaders/send."""
+
+    def __init__(self, method: str, url: str) -> None:
+        self.method = method
+        self.url = url
+        self.headers: list[tuple[str, bytes]] = []
+        self.ended = False  # endheaders() was called
+        self.sid = 0
+        self.declared: int | None = None
+        self.sent = 0
+        self.chunks: list[bytes] = []  # buffered body (no length declared)
+        self.feed: _BodyFeed | None = None  # streamed body (declared length, chunked)
+
+
+def _encode_body(body: Any) -> Any:
+    if isinstance(body, str):
+        # http.client sends str bodies as ISO-8859-1.
+        return body.encode("iso-8859-1")
+    return body
+
+
+def _header_value(value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode("latin-1")
+    return str(value).encode("ascii")
+
+
+class HTTP20Connection:
+    """An HTTP/2 connection object with the :class:`http.client.HTTPSConnection` API.
+
+    ``host`` may carry the port (``"example.org:8443"``). ``secure`` defaults to TLS
+    when the port is 443 or omitted. ``ssl_context`` (or ``context``, as in
+    :mod:`http.client`) decides trust; the default verifies against certifi's roots.
+    ``client`` shares an existing :class:`~h2pool.Client` instead of the engine for
+    that TLS configuration.
+    """
+
+    default_port = 443
+    response_class = HTTP20Response
+    _http1 = False
+
+    def __init__(
+        self,
+        host: str,
+        port: int | None = None,
+        *,
+        secure: bool | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        timeout: Timeout | float | None = None,
+        context: ssl.SSLContext | None = None,
+        source_address: tuple[str, int] | None = None,
+        client: Client | None = None,
+    ) -> None:
+        if source_address is not None:
+            raise NotImplementedError("h2pool does not bind a source address")
+        host, port = self._split_host(host, port)
+        self.host = host
+        if secure is None:
+            secure = port is None or port == 443 or (ssl_context or context) is not None
+        self.secure = secure
+        self.port = port if port is not None else (self.default_port if secure else 80)
+        self.ssl_context = ssl_context or context
+        self.timeout = None if timeout is None else Timeout.coerce(timeout)
+        self.debuglevel = 0
+        self.sock = None  # http.client compatibility: there is no socket of our own
+        scheme = "https" if secure else "http"
+        host_part = f"[{host}]" if ":" in host else host
+        default = 443 if secure else 80
+        self._base = (
+            f"{scheme}://{host_part}"
+            if self.port == default
+            else f"{scheme}://{host_part}:{self.port}"
+        )
+        self._lock = threading.Lock()  # guards the request table below; never held across I/O
+        self._ids = itertools.count(1, 2)  # odd, like client-initiated HTTP/2 streams
+        self._outstanding: OrderedDict[int, Future[Response]] = OrderedDict()
+        self._pending: _Pending | None = None
+        self._own_client = client
+        self._lease: _Lease | None = None
+
+    @staticmethod
+    def _split_host(host: str, port: int | None) -> tuple[str, int | None]:
+        """``"host:port"`` and ``"[v6]:port"`` as :mod:`http.client` accepts them."""
+        if port is None:
+            i = host.rfind(":")
+            j = host.rfind("]")
+            if i > j:
+                try:
+                    port = int(host[i + 1 :]) if host[i + 1 :] else None
+                except ValueError as exc:
+                    raise http.client.InvalidURL(f"nonnumeric port: '{host[i + 1 :]}'") from exc
+                host = host[:i]
+        if host and host[0] == "[" and host[-1] == "]":
+            host = host[1:-1]
+        return host, port
+
+    # -- engine ------------------------------------------------------------------------------
+    def _client(self) -> Client:
+        if self._own_client is not None:
+            return self._own_client
+        lease = self._lease
+        if lease is None:
+            engine = _acquire(self.secure, self._http1, self.ssl_context if self.secure else None)
+            lease = self._lease = _Lease(self, engine)
+        return lease.engine.client
+
+    def _response_engine(self) -> _Engine | None:
+        """Count one more user of our engine, for a response that may outlive us."""
+        if self._own_client is not None or self._lease is None:
+            return None
+        engine = self._lease.engine
+        with _engines_lock:
+            engine.users += 1
+        return engine
+
+    # -- the http.client API ------------------------------------------------------------------
+    def set_debuglevel(self, level: int) -> None:
+        self.debuglevel = level
+
+    def set_tunnel(self, *args: Any, **kwargs: Any) -> None:
+        raise NotImplementedError("h2pool does not support proxy tunnels")
+
+    def connect(self) -> None:
+        """Kept for compatibility: connections are opened by the engine on demand."""
+        self._client()
+
+    def _target(self, url: str) -> str:
+        if url.startswith(("http://", "https://")):
+            parts = urlsplit(url)
+            target = parts.path or "/"
+            if parts.query:
+                target += "?" + parts.query
+            return target
+        if not url.startswith("/") and url != "*":
+            raise InvalidURL(f"request target must start with '/': {url!r}")
+        return url
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        body: Any = None,
+        headers: _HeaderArg | None = None,
+        *,
+        encode_chunked: bool = False,
+    ) -> int:
+        """Send a request; returns its stream id for :meth:`getresponse`.
+
+        ``body``: bytes, str (sent as ISO-8859-1, like :mod:`http.client`), a file
+        object or an iterable of bytes. Never blocks on the network.
+        """
+        with self._lock:
+            if self._pending is not None and not self._pending.ended:
+                raise http.client.CannotSendRequest("a request is being built with putrequest()")
+            self._flush_pending_locked()
+            sid = next(self._ids)
+        fut = self._submit(method, url, headers or {}, _encode_body(body))
+        with self._lock:
+            self._outstanding[sid] = fut
+        return sid
+
+    def _submit(self, method: str, url: str, headers: _HeaderArg, body: Any) -> Future[Response]:
+        return self._client().submit(
+            method,
+            self._base + self._target(url),
+            headers=headers,
+            body=body,
+            timeout=self.timeout,
+            stream=True,
+        )
+
+    def putrequest(
+        self, method: str, url: str, skip_host: bool = False, skip_accept_encoding: bool = False
+    ) -> None:
+        """Start a request; continue with :meth:`putheader` and :meth:`endheaders`."""
+        with self._lock:
+            if self._pending is not None and not self._pending.ended:
+                raise http.client.CannotSendRequest("the previous request was not finished")
+            self._flush_pending_locked()
+            self._pending = _Pending(method, url)
+
+    def putheader(self, header: str | bytes, *values: Any) -> None:
+        with self._lock:
+            pending = self._pending
+            if pending is None or pending.ended:
+                raise http.client.CannotSendHeader()
+            name = header.decode("ascii") if isinstance(header, bytes) else header
+            pending.headers.append((name, b", ".join(_header_value(v) for v in values)))
+
+    def endheaders(self, message_body: Any = None, *, encode_chunked: bool = False) -> None:
+        """Finish the headers. The body is ``message_body`` plus what :meth:`send` adds:
+        with a declared Content-Length (or Transfer-Encoding) it streams as it comes;
+        otherwise it is collected and sent when :meth:`getresponse` is called."""
+        with self._lock:
+            pending = self._pending
+            if pending is None or pending.ended:
+                raise http.client.CannotSendHeader()
+            pending.ended = True
+            pending.sid = next(self._ids)
+            body = _encode_body(message_body)
+            declared = None
+            chunked = encode_chunked
+            for name, value in pending.headers:
+                lname = name.lower()
+                if lname == "content-length" and value.strip().isdigit():
+                    declared = int(value)
+                elif lname == "transfer-encoding" and b"chunked" in value.lower():
+                    chunked = True
+            pending.declared = declared
+            if isinstance(body, (bytes, bytearray, memoryview)):
+                pending.chunks.append(bytes(body))
+                pending.sent = len(body)
+            elif body is not None:
+                # A file or an iterable: it is the whole body.
+                self._start_pending_locked(body)
+                return
+            if declared is not None and pending.sent >= declared:
+                self._start_pending_locked(b"".join(pending.chunks))
+            elif declared is not None or chunked:
+                feed = pending.feed = _BodyFeed()
+                for chunk in pending.chunks:
+                    feed.put(chunk)
+                pending.chunks = []
+                self._start_pending_locked(feed)
+
+    def _start_pending_locked(self, body: Any) -> None:
+        pending = self._pending
+        assert pending is not None
+        headers = [
+            (n, v)
+            for n, v in pending.headers
+            if n.lower() != "transfer-encoding"
+            and not (body is None and n.lower() == "content-length")
+        ]
+        fut = self._submit(pending.method, pending.url, headers, body)
+        self._outstanding[pending.sid] = fut
+        if pending.feed is None:
+            self._pending = None
+
+    def _flush_pending_locked(self) -> None:
+        """Send a built request whose body was being collected or streamed by send()."""
+        pending = self._pending
+        if pending is None or not pending.ended:
+            return
+        if pending.feed is not None:
+            pending.feed.end()
+            self._pending = None
+            return
+        if pending.sid not in self._outstanding:
+            self._start_pending_locked(b"".join(pending.chunks) if pending.chunks else None)
+        self._pending = None
+
+    def send(self, data: bytes | str | Any) -> None:
+        """Send (part of) the body of the request started with :meth:`putrequest`."""
+        with self._lock:
+            pending = self._pending
+            if pending is None:
+                raise http.client.CannotSendRequest("no request is being built")
+        if hasattr(data, "read"):
+            while True:
+                chunk = data.read(65536)
+                if not chunk:
+                    break
+                self._send_bytes(pending, _encode_body(chunk))
+            return
+        if isinstance(data, (bytes, bytearray, memoryview, str)):
+            self._send_bytes(pending, _encode_body(data))
+            return
+        for chunk in data:
+            self._send_bytes(pending, _encode_body(chunk))
+
+    def _send_bytes(self, pending: _Pending, data: bytes) -> None:
+        if not pending.ended:
+            # http.client lets send() follow putrequest() directly; treat it as the body.
+            self.endheaders()
+        data = bytes(data)
+        pending.sent += len(data)
+        feed = pending.feed
+        if feed is None:
+            pending.chunks.append(data)
+            return
+        feed.put(data)  # blocks while the engine is behind: bounded memory
+        if pending.declared is not None and pending.sent >= pending.declared:
+            with self._lock:
+                feed.end()
+                if self._pending is pending:
+                    self._pending = None
+
+    def getresponse(self, stream_id: int | None = None) -> HTTP20Response:
+        """The response to ``stream_id`` (default: the oldest outstanding request).
+
+        Blocks until its headers arrive. Raises :class:`http.client.ResponseNotReady`
+        when there is no such request.
+        """
+        with self._lock:
+            if self._pending is not None and not self._pending.ended:
+                raise http.client.ResponseNotReady("Request-started")
+            self._flush_pending_locked()
+            if stream_id is None:
+                if not self._outstanding:
+                    raise http.client.ResponseNotReady("Idle")
+                stream_id = next(iter(self._outstanding))
+            fut = self._outstanding.pop(stream_id, None)
+            if fut is None:
+                raise http.client.ResponseNotReady(f"no request with stream id {stream_id}")
+        resp = fut.result()
+        return self.response_class(resp, stream_id, self._response_engine())
+
+    def close(self) -> None:
+        """Forget outstanding requests (their streams are reset) and release the engine.
+
+        Responses already returned stay readable, as with :mod:`http.client`.
+        """
+        with self._lock:
+            pending, self._pending = self._pending, None
+            outstanding = list(self._outstanding.values())
+            self._outstanding.clear()
+        if pending is not None and pending.feed is not None:
+            pending.feed.end()
+        for fut in outstanding:
+            fut.cancel()
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            lease.release()
+
+    def __enter__(self) -> HTTP20Connection:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<h2pool.compat.{type(self).__name__} {self._base}>"
+
+
+class HTTPConnection(HTTP20Connection):
+    """Like :class:`HTTP20Connection`, but speaks HTTP/1.1 when the server does not offer
+    h2 (ALPN), and HTTP/1.1 on cleartext ports (``HTTPConnection("host", 80)``)."""
+
+    _http1 = True

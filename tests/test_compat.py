@@ -1,0 +1,469 @@
+"""The http.client drop-in against real servers, on both classes.
+
+Behaviour ported from CPython's ``Lib/test/test_httplib.py`` where it applies to a
+client talking to a real server: response surface (status, reason, version, headers),
+``read(amt)``/``readinto``/``read1``/``peek``/``readline`` semantics, ``isclosed()`` vs
+``closed``, HEAD and bodiless answers, host:port parsing, and the misuse errors
+(``ResponseNotReady``, ``CannotSendRequest``, ``CannotSendHeader``).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import hashlib
+import http.client
+import io
+import ssl
+import threading
+
+import pytest
+from servers.h1server import H1Server, pattern
+from servers.h2peer import server_tls_context
+
+import h2pool
+from h2pool import compat
+
+HELLO = b"Hello, world!"
+LINES = b"first line\nsecond\n\nlast without newline"
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture(autouse=True)
+def _close_engines():
+    yield
+    compat.close_engines()  # before the leak check looks at threads
+
+
+def _ctx(ca_path: str) -> ssl.SSLContext:
+    # One context per class: the engine sets ALPN on the context it is given.
+    return ssl.create_default_context(cafile=ca_path)
+
+
+@pytest.fixture(params=["HTTP20Connection-h2", "HTTPConnection-h2", "HTTPConnection-h1"])
+def conn(request, nginx, ca_path):
+    """A connection object to nginx: (object, expected version)."""
+    cls_name, proto = request.param.split("-")
+    cls = getattr(h2pool, cls_name)
+    port = nginx.https_port if proto == "h2" else nginx.http1_tls_port
+    c = cls("localhost", port, ssl_context=_ctx(ca_path), timeout=10)
+    yield c, 20 if proto == "h2" else 11
+    c.close()
+
+
+@pytest.fixture
+def h1echo(pki):
+    server = H1Server(_server_ctx(pki)).start()
+    yield server
+    server.stop()
+
+
+def _server_ctx(pki):
+    ctx = server_tls_context(pki.ca)
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
+@pytest.fixture(params=["HTTP20Connection-nghttpd", "HTTPConnection-nghttpd", "HTTPConnection-h1"])
+def echo_conn(request, ca_path, h1echo):
+    """A connection object to a server that echoes POST bodies: (object, path)."""
+    cls_name, server = request.param.split("-")
+    cls = getattr(h2pool, cls_name)
+    if server == "nghttpd":
+        echo = request.getfixturevalue("nghttpd_echo")
+        c = cls("localhost", echo.https_port, ssl_context=_ctx(ca_path), timeout=10)
+        yield c, "/13b"  # nghttpd echoes the body of a POST to an existing file
+    else:
+        c = cls("localhost", h1echo.port, ssl_context=_ctx(ca_path), timeout=10)
+        yield c, "/echo"
+    c.close()
+
+
+# -- the response surface --------------------------------------------------------------------
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("path", ["/13b", "/1m"])
+def test_get_body_and_surface(conn, content, path):
+    c, version = conn
+    sid = c.request("GET", path)
+    assert isinstance(sid, int)
+    resp = c.getresponse()
+    assert isinstance(resp, io.BufferedIOBase)
+    assert resp.status == 200
+    assert resp.reason == "OK"
+    assert resp.version == version
+    assert isinstance(resp.msg, http.client.HTTPMessage)
+    assert resp.headers is resp.msg
+    assert resp.getheader("Content-Length") == str(content.size[path])
+    assert resp.length == content.size[path]
+    assert not resp.isclosed()
+    body = resp.read()
+    assert sha256(body) == content.sha256[path]
+    assert resp.isclosed()
+    assert not resp.closed  # http.client: closed only after close()
+    assert resp.read() == b""
+    resp.close()
+    assert resp.closed
+
+
+@pytest.mark.timeout(30)
+def test_partial_reads(conn, content):
+    c, _ = conn
+    c.request("GET", "/13b")
+    resp = c.getresponse()
+    assert resp.read(0) == b""
+    assert resp.read(2) == b"He"
+    assert resp.length == 11
+    assert resp.read(5) == b"llo, "
+    assert not resp.isclosed()
+    assert resp.read(100) == b"world!"  # fewer only at the end
+    assert resp.isclosed()  # Content-Length reached
+    assert resp.read(2) == b""
+    resp.close()
+
+
+@pytest.mark.timeout(30)
+def test_readinto(conn, content):
+    c, _ = conn
+    c.request("GET", "/1m")
+    resp = c.getresponse()
+    out = bytearray()
+    buf = bytearray(100_000)
+    view = memoryview(buf)
+    while True:
+        n = resp.readinto(view)
+        if not n:
+            break
+        out += view[:n]
+    assert bytes(out) == content.data["/1m"]
+    assert resp.isclosed()
+    c.request("GET", "/13b")
+    resp = c.getresponse()
+    small = bytearray(5)
+    assert resp.readinto(small) == 5
+    assert bytes(small) == b"Hello"
+    big = bytearray(100)
+    assert resp.readinto(big) == 8
+    assert bytes(big[:8]) == b", world!"
+    assert resp.readinto(big) == 0
+
+
+@pytest.mark.timeout(30)
+def test_read1_and_peek(conn, content):
+    c, _ = conn
+    c.request("GET", "/1m")
+    resp = c.getresponse()
+    peeked = resp.peek(10)
+    assert len(peeked) >= 1
+    assert content.data["/1m"].startswith(peeked)
+    got = bytearray()
+    first = resp.read1(7)
+    assert 1 <= len(first) <= 7
+    got += first
+    while chunk := resp.read1(65536):
+        assert len(chunk) <= 65536
+        got += chunk
+    assert bytes(got) == content.data["/1m"]
+
+
+@pytest.mark.timeout(30)
+def test_head_has_no_body(conn, content):
+    c, _ = conn
+    c.request("HEAD", "/1m")
+    resp = c.getresponse()
+    assert resp.status == 200
+    assert resp.getheader("content-length") == str(content.size["/1m"])
+    assert resp.isclosed()  # nothing to read
+    assert resp.read() == b""
+    assert not resp.closed
+    resp.close()
+    assert resp.closed
+
+
+@pytest.mark.timeout(30)
+def test_204_and_404(conn):
+    c, _ = conn
+    c.request("GET", "/204")
+    resp = c.getresponse()
+    assert (resp.status, resp.reason) == (204, "No Content")
+    assert resp.read() == b""
+    assert resp.isclosed()
+    c.request("GET", "/404")
+    resp = c.getresponse()
+    assert (resp.status, resp.reason) == (404, "Not Found")
+    assert b"404" in resp.read()
+
+
+@pytest.mark.timeout(30)
+def test_headers(conn):
+    c, _ = conn
+    c.request("GET", "/echo-headers", headers={"X-Test": "drop-in", "User-Agent": "ua/1"})
+    resp = c.getresponse()
+    assert resp.getheader("x-echo-test") == "drop-in"
+    assert resp.getheader("X-ECHO-UA") == "ua/1"
+    assert resp.getheader("x-missing") is None
+    assert resp.getheader("x-missing", "dflt") == "dflt"
+    assert resp.getheader("x-missing", ["a", "b"]) == ["a", "b"]
+    pairs = resp.getheaders()
+    assert all(isinstance(p, tuple) and len(p) == 2 for p in pairs)
+    assert ("x-echo-method", "GET") in [(n.lower(), v) for n, v in pairs]
+    assert resp.info() is resp.msg
+    assert resp.getcode() == 200
+    assert resp.read() == b"echo\n"
+
+
+@pytest.mark.timeout(30)
+def test_multiplexed_requests_any_order(conn, content):
+    c, version = conn
+    paths = ["/13b", "/1m", "/index.html", "/data.json"] * 3
+    ids = [c.request("GET", p) for p in paths]
+    assert len(set(ids)) == len(ids)
+    for sid, path in reversed(list(zip(ids, paths, strict=True))):
+        resp = c.getresponse(sid)
+        assert resp.stream_id == sid
+        assert resp.version == version
+        assert sha256(resp.read()) == content.sha256[path]
+    with pytest.raises(http.client.ResponseNotReady):
+        c.getresponse()
+
+
+@pytest.mark.timeout(30)
+def test_getresponse_default_is_oldest(conn, content):
+    c, _ = conn
+    c.request("GET", "/index.html")
+    c.request("GET", "/13b")
+    assert c.getresponse().read() == content.data["/index.html"]
+    assert c.getresponse().read() == HELLO
+
+
+@pytest.mark.timeout(30)
+def test_putrequest_api(conn):
+    c, _ = conn
+    c.putrequest("GET", "/echo-headers")
+    c.putheader("X-Test", "put")
+    c.putheader("User-Agent", "a", "b")
+    c.endheaders()
+    resp = c.getresponse()
+    assert resp.getheader("x-echo-test") == "put"
+    assert resp.getheader("x-echo-ua") == "a, b"
+
+
+@pytest.mark.timeout(30)
+def test_misuse_errors(conn):
+    c, _ = conn
+    with pytest.raises(http.client.ResponseNotReady):
+        c.getresponse()
+    with pytest.raises(http.client.CannotSendHeader):
+        c.putheader("X", "y")
+    with pytest.raises(http.client.CannotSendHeader):
+        c.endheaders()
+    c.putrequest("GET", "/13b")
+    with pytest.raises(http.client.CannotSendRequest):
+        c.putrequest("GET", "/13b")
+    with pytest.raises(http.client.CannotSendRequest):
+        c.request("GET", "/13b")
+    with pytest.raises(http.client.ResponseNotReady):
+        c.getresponse()  # headers not finished
+    c.endheaders()
+    with pytest.raises(http.client.CannotSendHeader):
+        c.putheader("X", "late")
+    assert c.getresponse().read() == HELLO
+    with pytest.raises(http.client.ResponseNotReady):
+        c.getresponse(999)
+
+
+@pytest.mark.timeout(30)
+def test_close_keeps_returned_responses_and_cancels_others(conn, content):
+    c, _ = conn
+    c.request("GET", "/1m")
+    resp = c.getresponse()
+    c.request("GET", "/13b")  # never collected
+    c.close()
+    assert sha256(resp.read()) == content.sha256["/1m"]
+    with pytest.raises(http.client.ResponseNotReady):
+        c.getresponse()
+    # Usable again after close(), like http.client (which reconnects).
+    c.request("GET", "/13b")
+    assert c.getresponse().read() == HELLO
+
+
+@pytest.mark.timeout(30)
+def test_line_reading(echo_conn):
+    c, path = echo_conn
+    c.request("POST", path, body=LINES)
+    resp = c.getresponse()
+    assert resp.readline() == b"first line\n"
+    assert list(resp) == [b"second\n", b"\n", b"last without newline"]
+    assert resp.readline() == b""
+
+
+# -- request bodies --------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(30)
+def test_bodies(echo_conn):
+    c, path = echo_conn
+    blob = pattern(300_000)
+    cases = [
+        (blob, blob),
+        ("caf\xe9", b"caf\xe9"),  # str bodies are ISO-8859-1, like http.client
+        (io.BytesIO(blob), blob),
+        (iter([blob[:1000], blob[1000:]]), blob),
+    ]
+    for body, expected in cases:
+        c.request("POST", path, body=body)
+        resp = c.getresponse()
+        assert resp.status == 200
+        assert resp.read() == expected
+
+
+@pytest.mark.timeout(30)
+def test_send_with_content_length_streams(echo_conn):
+    c, path = echo_conn
+    blob = pattern(2_000_000)
+    c.putrequest("POST", path)
+    c.putheader("Content-Length", len(blob))
+    c.endheaders(blob[:1000])
+    for i in range(1000, len(blob), 100_000):
+        c.send(blob[i : i + 100_000])
+    resp = c.getresponse()
+    assert sha256(resp.read()) == sha256(blob)
+
+
+@pytest.mark.timeout(30)
+def test_send_without_length_is_collected(echo_conn):
+    c, path = echo_conn
+    c.putrequest("POST", path)
+    c.endheaders()
+    c.send(b"abc")
+    c.send(io.BytesIO(b"def"))
+    resp = c.getresponse()
+    assert resp.read() == b"abcdef"
+
+
+@pytest.mark.timeout(30)
+def test_send_chunked(echo_conn):
+    c, path = echo_conn
+    c.putrequest("POST", path)
+    c.putheader("Transfer-Encoding", "chunked")
+    c.endheaders()
+    for part in (b"x" * 70_000, b"y" * 5, b"z"):
+        c.send(part)
+    resp = c.getresponse()
+    assert resp.read() == b"x" * 70_000 + b"y" * 5 + b"z"
+
+
+# -- construction, engines, errors -------------------------------------------------------------
+
+
+def test_host_port_parsing():
+    cases = [
+        ("example.org", None, "example.org", 443, True),
+        ("example.org:8443", None, "example.org", 8443, False),
+        ("example.org", 443, "example.org", 443, True),
+        ("example.org", 80, "example.org", 80, False),
+        ("[::1]:8080", None, "::1", 8080, False),
+        ("[::1]", None, "::1", 443, True),
+        ("example.org:", None, "example.org", 443, True),
+    ]
+    for cls in (h2pool.HTTP20Connection, h2pool.HTTPConnection):
+        for host, port, want_host, want_port, want_secure in cases:
+            c = cls(host, port)
+            assert (c.host, c.port, c.secure) == (want_host, want_port, want_secure), host
+    with pytest.raises(http.client.InvalidURL):
+        h2pool.HTTPConnection("example.org:http")
+    assert h2pool.HTTPConnection("example.org", 8080, secure=True).secure
+    assert h2pool.HTTP20Connection("example.org", secure=False).port == 80
+
+
+@pytest.mark.timeout(30)
+def test_http20_refuses_http1_server(nginx, ca_path):
+    c = h2pool.HTTP20Connection("localhost", nginx.http1_tls_port, ssl_context=_ctx(ca_path))
+    c.request("GET", "/13b")
+    with pytest.raises(h2pool.ConnectError):
+        c.getresponse()
+    c.close()
+
+
+@pytest.mark.timeout(30)
+def test_cleartext(nginx, pki):
+    h1 = H1Server(None).start()
+    try:
+        c = h2pool.HTTPConnection("127.0.0.1", h1.port)
+        assert not c.secure
+        c.request("GET", "/hello")
+        resp = c.getresponse()
+        assert (resp.version, resp.read()) == (11, HELLO)
+        c.close()
+    finally:
+        h1.stop()
+    c = h2pool.HTTP20Connection("127.0.0.1", nginx.h2c_port, secure=False)
+    c.request("GET", "/13b")
+    resp = c.getresponse()
+    assert (resp.version, resp.read()) == (20, HELLO)
+    c.close()
+
+
+@pytest.mark.timeout(30)
+def test_timeout_maps_to_read_timeout(ca_path, pki):
+    server = H1Server(_server_ctx(pki)).start()
+    try:
+        c = h2pool.HTTPConnection("localhost", server.port, ssl_context=_ctx(ca_path), timeout=0.5)
+        c.request("GET", "/stall")
+        with pytest.raises(TimeoutError) as info:
+            c.getresponse()
+        assert isinstance(info.value, h2pool.ReadTimeout)
+        c.close()
+    finally:
+        server.stop()
+
+
+@pytest.mark.timeout(60)
+def test_many_objects_share_one_engine(nginx, ca_path, content):
+    ctx = _ctx(ca_path)
+    barrier = threading.Barrier(32)
+
+    def worker() -> int:
+        conns = [h2pool.HTTP20Connection("localhost", nginx.https_port, ssl_context=ctx)]
+        conns += [h2pool.HTTP20Connection("localhost", nginx.https_port, ssl_context=ctx)]
+        barrier.wait(10)
+        ok = 0
+        for c in conns:
+            for _ in range(5):
+                c.request("GET", "/1m")
+                if sha256(c.getresponse().read()) == content.sha256["/1m"]:
+                    ok += 1
+        engines.update(id(c._lease.engine.client) for c in conns)
+        barrier.wait(10)  # every object is alive here: one engine serves them all
+        live.append(len(compat._engines))
+        for c in conns:
+            c.close()
+        return ok
+
+    engines: set[int] = set()
+    live: list[int] = []
+    with cf.ThreadPoolExecutor(32) as pool:
+        results = [f.result(timeout=60) for f in [pool.submit(worker) for _ in range(32)]]
+    assert results == [10] * 32
+    assert len(engines) == 1
+    assert set(live) == {1}
+    # The last object closed: the engine and its thread are gone.
+    assert not compat._engines
+
+
+@pytest.mark.timeout(30)
+def test_set_debuglevel_connect_and_repr(nginx, ca_path):
+    c = h2pool.HTTPConnection("localhost", nginx.https_port, ssl_context=_ctx(ca_path))
+    c.set_debuglevel(1)
+    c.connect()
+    assert "localhost" in repr(c)
+    with pytest.raises(NotImplementedError):
+        c.set_tunnel("proxy.example", 3128)
+    c.request("GET", "/13b")
+    resp = c.getresponse()
+    assert "200" in repr(resp)
+    assert resp.read() == HELLO
+    c.close()
