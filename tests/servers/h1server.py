@@ -16,6 +16,9 @@ and ``h11.Connection``. Behaviour is chosen per request path::
 ``/close-after``    200 with hello, then close without ``Connection: close``
 ``/eof-body``       200 without Content-Length, body delimited by closing
 ``/trailers``       chunked 200 with a trailer ``x-checksum: abc``
+``/gzip``, ``/deflate``  ``pattern(100_000)`` with that Content-Encoding
+``/cookie``         200 setting cookies ``a=1`` and ``b=2``
+``/redirect``       302 to ``/hello``
 ``/early``          413 without reading the request body, then close
 ``/truncated``      Content-Length 100, 10 bytes, close
 ``/malformed``      a status line that is not HTTP
@@ -29,10 +32,12 @@ Recorded for assertions: ``requests`` (``(conn_index, method, path, headers, bod
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
 import socket
 import ssl
 import threading
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -233,6 +238,16 @@ class H1Server:
                     ("x-request-cl", seen.headers.get("content-length", "")),
                 ],
             )
+        elif path in ("/gzip", "/deflate"):
+            if path == "/gzip":
+                blob = gzip.compress(pattern(100_000))
+            else:
+                blob = zlib.compress(pattern(100_000))
+            simple(200, blob, [("content-encoding", path[1:])])
+        elif path == "/cookie":
+            simple(200, HELLO, [("set-cookie", "a=1; Path=/"), ("set-cookie", "b=2; Path=/")])
+        elif path == "/redirect":
+            simple(302, b"", [("location", "/hello")])
         elif path == "/close-after":
             simple(200, HELLO)
             return False
