@@ -133,6 +133,7 @@ class Client:
         self._pool: Pool | None = None
         self._closed = False
         self._broken: BaseException | None = None
+        self._pid = os.getpid()
         _live_clients.add(self)
 
     # -- plumbing ------------------------------------------------------------------------
@@ -152,7 +153,12 @@ class Client:
     def _ensure_loop(self) -> tuple[IOLoop, Pool]:
         loop, pool = self._loop, self._pool
         if loop is not None and pool is not None:
-            return loop, pool
+            if self._pid == os.getpid():
+                return loop, pool
+            self._after_fork_in_child()  # a fork the at-fork hook did not see
+        return self._start_loop()
+
+    def _start_loop(self) -> tuple[IOLoop, Pool]:
         with self._lock:
             if self._closed:
                 raise ClientClosed("the client is closed")
@@ -169,6 +175,7 @@ class Client:
                 loop.on_death = self._on_loop_death
                 self._pool = pool
                 self._loop = loop
+                self._pid = os.getpid()
                 loop.start()
             assert self._loop is not None and self._pool is not None
             return self._loop, self._pool
@@ -441,7 +448,10 @@ def _after_fork_in_child() -> None:
     global _default_lock
     _default_lock = threading.Lock()
     for client in list(_live_clients):
-        client._after_fork_in_child()
+        try:
+            client._after_fork_in_child()
+        except Exception:  # one broken client must not leave the others pointing at
+            pass  # the parent's (absent) I/O thread
 
 
 if hasattr(os, "register_at_fork"):

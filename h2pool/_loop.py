@@ -147,7 +147,8 @@ class IOLoop:
         protocol state (the parent still uses those connections), run nothing."""
         self._stopping = True
         self._commands.clear()
-        for key in list(self.selector.get_map().values()):
+        fd_map = self.selector.get_map()
+        for key in list(fd_map.values()) if fd_map is not None else []:
             try:
                 key.fileobj.close()  # type: ignore[union-attr]
             except (OSError, AttributeError):
