@@ -237,6 +237,9 @@ def make_ssl_context(
     """
     if isinstance(verify, ssl.SSLContext):
         ctx = verify
+        # A caller's context may be shared by several clients: give it one ALPN list
+        # whatever their ``http1`` settings; the pool refuses http/1.1 when disabled.
+        alpn = ["h2", "http/1.1"]
     else:
         import certifi
 
