@@ -51,6 +51,7 @@ _READS_PER_TURN = 64  # then yield to other connections; level-triggered select 
 _OUT_CAP = 1024 * 1024
 _DEFAULT_MAX_STREAMS = 100  # assumed until the peer's first SETTINGS (RFC 9113 §6.5.2)
 _UNLIMITED_STREAMS = 1000  # when the peer's SETTINGS set no limit (Go does the same)
+_NO_DEADLINE, _READ, _WRITE = 0, 1, 2
 
 _CONFIG = H2Configuration(
     client_side=True,
@@ -145,13 +146,13 @@ class H2Stream:
         "body",
         "body_pos",
         "chunks",
+        "deadline_kind",
         "headers",
         "id",
         "last_activity",
         "pipe",
         "req",
         "status",
-        "timer",
         "trailers",
         "upload",
         "wire_offset",
@@ -169,7 +170,9 @@ class H2Stream:
         self.body_pos = 0
         self.upload: UploadPipe | None = req.upload
         self.last_activity = now
-        self.timer: Timer | None = None
+        # Which timeout runs now: _NO_DEADLINE, _READ or _WRITE. The connection's single
+        # tick timer enforces it lazily from last_activity: no timer operation per stream.
+        self.deadline_kind = _NO_DEADLINE
         self.wire_offset = -1  # first byte of the batch holding our HEADERS; -1: not flushed
 
 
@@ -271,6 +274,9 @@ class H2Conn:
     def start(self, req: Request) -> None:
         """Open a stream for ``req``. The caller checked ``free_slots``."""
         h2c = self.h2
+        if not self.streams:
+            # The read-idle clock of the PING health check starts with the first stream.
+            self.last_read = self.loop.now
         sid = h2c.get_next_available_stream_id()
         st = H2Stream(sid, req, self.loop.now)
         self.streams[sid] = st
@@ -290,17 +296,22 @@ class H2Conn:
                 st.body = memoryview(body)
             self._senders.append(st)
             self._pump_bodies()
-            if req.timeout.write is not None:
-                st.timer = self.loop.call_later(req.timeout.write, self._on_write_timer, st)
+            write = req.timeout.write
+            if write is not None:
+                st.deadline_kind = _WRITE
+                self._ensure_tick(self.loop.now + write)
         else:
             self._arm_read_timer(st)
         self.loop.mark_dirty(self)
 
     def _arm_read_timer(self, st: H2Stream) -> None:
         read = st.req.timeout.read
-        if read is not None:
-            st.last_activity = self.loop.now
-            st.timer = self.loop.call_later(read, self._on_read_timer, st)
+        st.last_activity = self.loop.now
+        if read is None:
+            st.deadline_kind = _NO_DEADLINE
+        else:
+            st.deadline_kind = _READ
+            self._ensure_tick(self.loop.now + read)
 
     def _pump_bodies(self) -> None:
         """Send DATA round-robin, one frame per stream per round, within the flow-control
@@ -347,9 +358,6 @@ class H2Conn:
                 progressed = True
                 if end:
                     st.body = None
-                    if st.timer is not None:
-                        st.timer.cancel()
-                        st.timer = None
                     self._arm_read_timer(st)
                 else:
                     st.body_pos = pos + n
@@ -388,9 +396,6 @@ class H2Conn:
         st.last_activity = self.loop.now
         if end:
             st.upload = None
-            if st.timer is not None:
-                st.timer.cancel()
-                st.timer = None
             self._arm_read_timer(st)
         else:
             self._senders.append(st)
@@ -566,9 +571,8 @@ class H2Conn:
                 pipe.feed_eof(None)
             # Once the headers are delivered, the reader's own waits enforce the read
             # timeout; a reader that pauses must not be blamed on the server.
-            if st.timer is not None and st.body is None:
-                st.timer.cancel()
-                st.timer = None
+            if st.deadline_kind == _READ:
+                st.deadline_kind = _NO_DEADLINE
             if not req.resolve(resp):
                 pipe.close()
         if event.stream_ended is not None:
@@ -736,9 +740,7 @@ class H2Conn:
 
     def _drop_stream(self, st: H2Stream, retrying: bool = False) -> None:
         self.streams.pop(st.id, None)
-        if st.timer is not None:
-            st.timer.cancel()
-            st.timer = None
+        st.deadline_kind = _NO_DEADLINE
         st.body = None
         if st.upload is not None:
             if not retrying:
@@ -767,43 +769,58 @@ class H2Conn:
         st.req.fail(exc)
         self._after_stream_closed()
 
-    def _on_read_timer(self, st: H2Stream) -> None:
-        st.timer = None
-        if self.streams.get(st.id) is not st:
-            return
-        read = st.req.timeout.read
-        assert read is not None
-        due = st.last_activity + read
-        if due > self.loop.now:
-            st.timer = self.loop.call_at(due, self._on_read_timer, st)
-            return
-        self._fail_stream(st, ReadTimeout(f"no response data from {self.label} for {read} s"))
-        if not self.closed:
+    def _stream_due(self, st: H2Stream) -> float | None:
+        kind = st.deadline_kind
+        if kind == _READ:
+            t = st.req.timeout.read
+        elif kind == _WRITE:
+            t = st.req.timeout.write
+        else:
+            return None
+        return None if t is None else st.last_activity + t
+
+    def _expire_streams(self, now: float) -> None:
+        """Fail streams whose read or write timeout passed without progress."""
+        expired = []
+        for st in self.streams.values():
+            due = self._stream_due(st)
+            if due is not None and due <= now:
+                expired.append(st)
+        for st in expired:
+            if self.streams.get(st.id) is not st:
+                continue
+            if st.deadline_kind == _WRITE:
+                write = st.req.timeout.write
+                self._fail_stream(st, WriteTimeout(f"request body made no progress for {write} s"))
+                continue
+            read = st.req.timeout.read
+            self._fail_stream(st, ReadTimeout(f"no response data from {self.label} for {read} s"))
+            if self.closed:
+                return
             if not self._settings_seen:
                 # Never a SETTINGS frame: this is not a working HTTP/2 server; do not
                 # pool the connection for the next request.
                 self._lost(ConnectionLost(f"{self.label} never sent its SETTINGS"), None)
-            else:
-                self._send_ping()  # a stalled stream may mean a dead connection
-
-    def _on_write_timer(self, st: H2Stream) -> None:
-        st.timer = None
-        if self.streams.get(st.id) is not st or (st.body is None and st.upload is None):
-            return
-        write = st.req.timeout.write
-        assert write is not None
-        due = st.last_activity + write
-        if due > self.loop.now:
-            st.timer = self.loop.call_at(due, self._on_write_timer, st)
-            return
-        self._fail_stream(st, WriteTimeout(f"request body made no progress for {write} s"))
+                return
+            self._send_ping()  # a stalled stream may mean a dead connection
 
     # -- health: PING, write stalls -----------------------------------------------------------
     def _arm_tick(self) -> None:
-        """One lazily re-armed timer per connection covers the PING health check and the
-        write-stall check; it sleeps to the nearest of their deadlines."""
+        """One lazily re-armed timer per connection covers the streams' read and write
+        timeouts, the PING health check and the write-stall check; it sleeps until the
+        nearest of their deadlines. Progress only moves ``last_activity``; the tick
+        re-computes when it fires, so a request costs no timer operation (measured: the
+        per-stream SortedList insert and removal were ~4% of the I/O thread)."""
         due = self._next_tick_due()
         if due is not None:
+            self._tick = self.loop.call_at(due, self._on_tick)
+
+    def _ensure_tick(self, due: float) -> None:
+        tick = self._tick
+        if tick is None:
+            self._tick = self.loop.call_at(due, self._on_tick)
+        elif due < tick.when:
+            tick.cancel()
             self._tick = self.loop.call_at(due, self._on_tick)
 
     def _next_tick_due(self) -> float | None:
@@ -817,6 +834,10 @@ class H2Conn:
         if stall is not None and len(self._out) > self._out_pos:
             d = self._last_write_progress + stall
             due = d if due is None else min(due, d)
+        for st in self.streams.values():
+            d2 = self._stream_due(st)
+            if d2 is not None and (due is None or d2 < due):
+                due = d2
         return due
 
     def _on_tick(self) -> None:
@@ -824,6 +845,9 @@ class H2Conn:
         if self.closed:
             return
         now = self.loop.now
+        self._expire_streams(now)
+        if self.closed:
+            return
         ping_timeout = self.limits.ping_timeout
         if self._ping_sent_at is not None and now >= self._ping_sent_at + ping_timeout:
             msg = f"{self.label} did not answer a PING within {ping_timeout} s"
@@ -925,9 +949,7 @@ class H2Conn:
         self.streams.clear()
         self._close_socket()
         for st in streams:
-            if st.timer is not None:
-                st.timer.cancel()
-                st.timer = None
+            st.deadline_kind = _NO_DEADLINE
             req = st.req
             req.conn = None
             unsent = st.wire_offset < 0 or self._written <= st.wire_offset
