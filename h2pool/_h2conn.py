@@ -88,6 +88,19 @@ class _H2(H2Connection):
     queued earlier in the same read)."""
 
     preserved = b""
+    _gc_at = 64
+
+    @property
+    def open_outbound_streams(self) -> int:
+        """h2 counts open streams (and forgets closed ones) by scanning every stream on
+        each new stream: ~4% of the I/O thread at 64 streams in flight. H2Conn enforces
+        MAX_CONCURRENT_STREAMS itself, counting more strictly than h2 (reset streams
+        too), so scan only when enough streams have accumulated to need forgetting."""
+        if len(self.streams) < self._gc_at:
+            return 0
+        n: int = self._open_streams(1)  # client-initiated streams are odd
+        self._gc_at = max(64, 2 * len(self.streams))
+        return n
 
     def _receive_frame(self, frame: Any) -> Any:
         """h2's own ``_receive_frame`` minus its trace log, whose eager ``repr(frame)``

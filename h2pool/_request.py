@@ -39,6 +39,10 @@ class ResponseFuture(Future["Response"]):
         return True
 
 
+_RESOLVED: ResponseFuture = ResponseFuture()
+_RESOLVED.set_result(None)  # type: ignore[arg-type]  # a done placeholder, result unused
+
+
 class Request:
     """One request. Fields after ``future`` are written only by the I/O thread."""
 
@@ -93,6 +97,10 @@ class Request:
             fut.set_result(response)
         except Exception:  # InvalidStateError: cancelled in a race
             return False
+        # The I/O thread keeps this Request while a streamed body arrives; it must not
+        # keep the Response (the future's result) alive with it, or a Response the
+        # caller drops is never collected and its stream never reset.
+        self.future = _RESOLVED
         return True
 
     def fail(self, exc: BaseException) -> None:
