@@ -21,8 +21,10 @@ import trustme
 from servers.certs import PKI, make_pki
 from servers.content import Content, make_content
 from servers.h2peer import H2Peer, server_tls_context
+from servers.hashpeer import HashPeer
 from servers.nghttpd import NghttpdServer, start_nghttpd
 from servers.nginx import NginxServer, start_nginx
+from servers.sparse import SparseFiles
 
 LEAK_GRACE = 2.0  # seconds the engine gets to join threads and close fds after a test
 
@@ -80,6 +82,20 @@ def content(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Content]:
     shutil.rmtree(root, ignore_errors=True)  # 100 MiB: don't keep it in pytest's basetemp
 
 
+@pytest.fixture(scope="session")
+def bigfiles(content: Content) -> Iterator[SparseFiles]:
+    """Generated sparse files in the docroot (served by nginx and nghttpd): ``/256m``, ``/1g``.
+
+    ``bigfiles.sha256[path]``, ``bigfiles.size[path]``. Zeros with a marker every
+    64 KiB, so a dropped, repeated or reordered frame changes the hash.
+    """
+    files = SparseFiles(content.root)
+    files.add("256m", 256 << 20)
+    files.add("1g", 1 << 30)
+    yield files
+    files.remove()
+
+
 # -- real servers -------------------------------------------------------------
 
 
@@ -124,6 +140,23 @@ def nghttpd_echo(
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def nghttpd_trailer(
+    tmp_path_factory: pytest.TempPathFactory, pki: PKI, content: Content
+) -> Iterator[NghttpdServer]:
+    """nghttpd adding the trailer ``x-checksum: abc`` to every response with a body."""
+    if shutil.which("nghttpd") is None:
+        pytest.skip("nghttpd is not installed")
+    server = start_nghttpd(
+        tmp_path_factory.mktemp("nghttpd-trailer"),
+        content.root,
+        pki.server,
+        ("--trailer=x-checksum: abc",),
+    )
+    yield server
+    server.stop()
+
+
 # -- the scripted peer --------------------------------------------------------
 
 
@@ -139,6 +172,26 @@ def h2peer(pki: PKI) -> Iterator[Callable[..., H2Peer]]:
     def make(*args: Any, tls: bool | Any = None, **kwargs: Any) -> H2Peer:
         context = server_tls_context(pki.ca) if tls is True else (tls or None)
         peer = H2Peer(*args, tls=context, **kwargs).start()
+        peers.append(peer)
+        return peer
+
+    yield make
+    for peer in peers:
+        peer.stop()
+
+
+@pytest.fixture
+def hashpeer(pki: PKI) -> Iterator[Callable[..., HashPeer]]:
+    """Like ``h2peer``, for a :class:`HashPeer`: request bodies are hashed, not kept.
+
+    ``hashpeer(routes=..., early_routes={path: handler}, tls=True)``; unrouted paths
+    answer with JSON ``{"sha256", "length", "content_length"}`` of what was received.
+    """
+    peers: list[HashPeer] = []
+
+    def make(*args: Any, tls: bool | Any = None, **kwargs: Any) -> HashPeer:
+        context = server_tls_context(pki.ca) if tls is True else (tls or None)
+        peer = HashPeer(*args, tls=context, **kwargs).start()
         peers.append(peer)
         return peer
 

@@ -272,6 +272,7 @@ def test_abandoned_streams_never_starve_the_connection(h2peer, make_client, how)
     client = make_client(
         http2_prior_knowledge=True,
         limits=h2pool.Limits(stream_window=window, connection_window=MIB),
+        timeout=h2pool.Timeout(10.0, read=5.0),  # a starved stream fails fast
     )
     url = peer.h2c_url + "/blob"
     assert client.get(peer.h2c_url + "/13b").content == HELLO
