@@ -40,9 +40,9 @@ client then waits forever for the first byte).
 The peer records what it saw, for assertions: ``requests`` (every request, in
 arrival order), ``resets`` (RST_STREAM frames received), ``goaways`` (GOAWAY
 frames received), ``settings_acks`` (the client applied our SETTINGS),
-``connections`` (accepted connections) and ``errors`` (exceptions in
-handlers or h2). :meth:`H2Peer.wait_for` blocks on a condition
-over these instead of sleeping.
+``connections`` (accepted connections), ``pings`` (conn_index of each PING
+received, ACKs excluded) and ``errors`` (exceptions in handlers or h2).
+:meth:`H2Peer.wait_for` blocks on a condition over these instead of sleeping.
 """
 
 from __future__ import annotations
@@ -349,6 +349,8 @@ class PeerConnection:
         elif isinstance(event, h2.events.SettingsAcknowledged):
             # The client has applied our SETTINGS (it acks only after that).
             self.peer._record_settings_ack(self.index)
+        elif isinstance(event, h2.events.PingReceived):
+            self.peer._record_ping(self.index)
         elif isinstance(event, h2.events.ConnectionTerminated):
             self.peer._record_goaway(
                 GoAway(self.index, int(event.last_stream_id or 0), int(event.error_code or 0))
@@ -414,6 +416,7 @@ class H2Peer:
         self.goaways: list[GoAway] = []
         self.errors: list[BaseException] = []
         self.settings_acks: list[int] = []  # conn_index of each SETTINGS ACK received
+        self.pings: list[int] = []  # conn_index of each PING received (not ACKs)
         self.connections: list[PeerConnection] = []
         self._raw_socks: list[socket.socket] = []  # accepted sockets of "silent" mode
         self._cond = threading.Condition()  # guards the lists above
@@ -523,6 +526,11 @@ class H2Peer:
     def _record_settings_ack(self, index: int) -> None:
         with self._cond:
             self.settings_acks.append(index)
+            self._cond.notify_all()
+
+    def _record_ping(self, index: int) -> None:
+        with self._cond:
+            self.pings.append(index)
             self._cond.notify_all()
 
     def _record_error(self, exc: BaseException) -> None:

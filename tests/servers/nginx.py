@@ -165,3 +165,31 @@ def start_nginx(prefix: Path, docroot: Path, cert: CertPair) -> NginxServer:
         server.stop()
         raise
     return server
+
+
+def restart_nginx(server: NginxServer) -> NginxServer:
+    """Start nginx again with ``server``'s configuration and ports (after it died)."""
+    conf = server.prefix / "nginx.conf"
+    log = server.prefix / "stderr.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [NGINX, "-p", str(server.prefix), "-c", str(conf), "-g", "daemon off;"],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    ports = (
+        server.https_port,
+        server.h2c_port,
+        server.http1_tls_port,
+        server.goaway100_port,
+        server.mcs4_port,
+    )
+    restarted = NginxServer(proc, server.prefix, *ports)
+    try:
+        for port in ports:
+            wait_for_port(port, proc, log=log)
+    except BaseException:
+        restarted.stop()
+        raise
+    return restarted
