@@ -16,11 +16,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import h2.events as ev
 import h2.exceptions as h2x
-from h2.config import H2Configuration
-from h2.connection import ConnectionState, H2Connection
+from h2.connection import ConnectionState
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes, Settings
-from hyperframe.frame import RstStreamFrame
 
 from ._config import Limits
 from ._errors import (
@@ -28,14 +26,14 @@ from ._errors import (
     ConnectionLost,
     H2PoolError,
     ProtocolError,
-    ReadTimeout,
-    RequestBodyError,
     StreamReset,
-    WriteTimeout,
 )
+from ._h2proto import NO_DEADLINE, READ, WRITE, BodyLengthMismatch, H2Stream, new_h2_connection
+from ._h2send import OUT_CAP, BodySender
+from ._h2timers import Deadlines
 from ._headers import Headers
 from ._response import Response
-from ._stream import BodyPipe, UploadPipe
+from ._stream import BodyPipe
 
 if TYPE_CHECKING:
     from ._loop import IOLoop, Timer
@@ -45,23 +43,8 @@ log = logging.getLogger("h2pool")
 
 _RECV_SIZE = 256 * 1024
 _READS_PER_TURN = 64  # then yield to other connections; level-triggered select resumes us
-# Outbound bytes we buffer per connection before we stop generating DATA and stop
-# reading the socket. h2 acknowledges PING and SETTINGS without limit, so a peer that
-# floods them and never reads must hit a wall here (CVE-2019-9512, CVE-2019-9515).
-_OUT_CAP = 1024 * 1024
 _DEFAULT_MAX_STREAMS = 100  # assumed until the peer's first SETTINGS (RFC 9113 §6.5.2)
 _UNLIMITED_STREAMS = 1000  # when the peer's SETTINGS set no limit (Go does the same)
-_NO_DEADLINE, _READ, _WRITE = 0, 1, 2
-
-_CONFIG = H2Configuration(
-    client_side=True,
-    header_encoding=None,
-    # Request headers were validated and lower-cased in the caller's thread.
-    validate_outbound_headers=False,
-    normalize_outbound_headers=False,
-    validate_inbound_headers=True,
-    normalize_inbound_headers=True,
-)
 
 
 class Origin(Protocol):
@@ -69,127 +52,10 @@ class Origin(Protocol):
 
     def on_slot_free(self, conn: H2Conn) -> None: ...
     def on_conn_closed(self, conn: H2Conn) -> None: ...
-    def retry(self, req: Request, cause: H2PoolError) -> None: ...
+    def retry(self, req: Request, cause: H2PoolError, graceful: bool = False) -> None: ...
 
 
-class BodyLengthMismatch:
-    """Our event for a response body that disagrees with its Content-Length."""
-
-    def __init__(self, stream_id: int, flow: int, message: str) -> None:
-        self.stream_id = stream_id
-        self.flow = flow
-        self.message = message
-
-
-class _H2(H2Connection):
-    """h2 moves to CLOSED on receiving GOAWAY and then rejects every frame, but RFC 9113
-    §6.8 lets streams up to last_stream_id complete. Keep the connection open for them
-    (the owner takes no new streams), and keep output h2 would discard (a SETTINGS ACK
-    queued earlier in the same read)."""
-
-    preserved = b""
-    _gc_at = 64
-
-    @property
-    def open_outbound_streams(self) -> int:
-        """h2 counts open streams (and forgets closed ones) by scanning every stream on
-        each new stream: ~4% of the I/O thread at 64 streams in flight. H2Conn enforces
-        MAX_CONCURRENT_STREAMS itself, counting more strictly than h2 (reset streams
-        too), so scan only when enough streams have accumulated to need forgetting."""
-        if len(self.streams) < self._gc_at:
-            return 0
-        n: int = self._open_streams(1)  # client-initiated streams are odd
-        self._gc_at = max(64, 2 * len(self.streams))
-        return n
-
-    def _receive_frame(self, frame: Any) -> Any:
-        """h2's own ``_receive_frame`` minus its trace log, whose eager ``repr(frame)``
-        hex-dumps every DATA payload: measured at 24% of the I/O thread's time on a
-        100 MiB download. The logic is otherwise h2 4.x's, unchanged."""
-        try:
-            frames, events = self._frame_dispatch_table[frame.__class__](frame)
-        except h2x.StreamClosedError as e:
-            if self._stream_is_closed_by_reset(e.stream_id):
-                f = RstStreamFrame(e.stream_id)
-                f.error_code = e.error_code
-                self._prepare_for_sending([f])
-                events = e._events
-            else:
-                raise
-        except h2x.StreamIDTooLowError as e:
-            if self._stream_is_closed_by_reset(e.stream_id):
-                f = RstStreamFrame(e.stream_id)
-                f.error_code = ErrorCodes.STREAM_CLOSED
-                self._prepare_for_sending([f])
-                events = []
-            elif self._stream_is_closed_by_end(e.stream_id):
-                raise h2x.StreamClosedError(e.stream_id) from e
-            else:
-                raise
-        else:
-            self._prepare_for_sending(frames)
-        return events
-
-    # h2 raises InvalidBodyLengthError out of receive_data, which would make a bad
-    # Content-Length fatal to every stream of the connection (and lose the other
-    # events of the read). It concerns one stream: turn it into an event for that one.
-    def _receive_data_frame(self, frame: Any) -> Any:
-        try:
-            return super()._receive_data_frame(frame)
-        except h2x.InvalidBodyLengthError as exc:
-            return [], [BodyLengthMismatch(frame.stream_id, frame.flow_controlled_length, str(exc))]
-
-    def _receive_headers_frame(self, frame: Any) -> Any:
-        try:
-            return super()._receive_headers_frame(frame)
-        except h2x.InvalidBodyLengthError as exc:
-            return [], [BodyLengthMismatch(frame.stream_id, 0, str(exc))]
-
-    def _receive_goaway_frame(self, frame: Any) -> Any:
-        self.preserved += self.data_to_send()
-        result = super()._receive_goaway_frame(frame)
-        self.state_machine.state = ConnectionState.CLIENT_OPEN
-        return result
-
-
-class H2Stream:
-    """Per-stream bookkeeping, owned by the I/O thread."""
-
-    __slots__ = (
-        "body",
-        "body_pos",
-        "chunks",
-        "deadline_kind",
-        "headers",
-        "id",
-        "last_activity",
-        "pipe",
-        "req",
-        "status",
-        "trailers",
-        "upload",
-        "wire_offset",
-    )
-
-    def __init__(self, sid: int, req: Request, now: float) -> None:
-        self.id = sid
-        self.req = req
-        self.status = 0
-        self.headers: list[tuple[bytes, bytes]] | None = None
-        self.trailers: list[tuple[bytes, bytes]] | None = None
-        self.chunks: list[bytes] = []
-        self.pipe: BodyPipe | None = None
-        self.body: memoryview | None = None
-        self.body_pos = 0
-        self.upload: UploadPipe | None = req.upload
-        self.last_activity = now
-        # Which timeout runs now: _NO_DEADLINE, _READ or _WRITE. The connection's single
-        # tick timer enforces it lazily from last_activity: no timer operation per stream.
-        self.deadline_kind = _NO_DEADLINE
-        self.wire_offset = -1  # first byte of the batch holding our HEADERS; -1: not flushed
-
-
-class H2Conn:
+class H2Conn(Deadlines, BodySender):
     """An HTTP/2 connection. All state is owned by the I/O thread."""
 
     http_version = "HTTP/2"
@@ -240,7 +106,7 @@ class H2Conn:
         self._ping_payload = 0
         self._tick: Timer | None = None
         self.stall_timeout: float | None = getattr(origin, "stall_timeout", None)
-        self.h2 = _H2(config=_CONFIG)
+        self.h2 = new_h2_connection()
         self.h2.local_settings = Settings(
             client=True,
             initial_values={
@@ -311,114 +177,11 @@ class H2Conn:
             self._pump_bodies()
             write = req.timeout.write
             if write is not None:
-                st.deadline_kind = _WRITE
+                st.deadline_kind = WRITE
                 self._ensure_tick(self.loop.now + write)
         else:
             self._arm_read_timer(st)
         self.loop.mark_dirty(self)
-
-    def _arm_read_timer(self, st: H2Stream) -> None:
-        read = st.req.timeout.read
-        st.last_activity = self.loop.now
-        if read is None:
-            st.deadline_kind = _NO_DEADLINE
-        else:
-            st.deadline_kind = _READ
-            self._ensure_tick(self.loop.now + read)
-
-    def _pump_bodies(self) -> None:
-        """Send DATA round-robin, one frame per stream per round, within the flow-control
-        windows, so one large upload cannot starve small requests on this connection."""
-        if not self._settings_seen:
-            # Until the server's SETTINGS arrive we do not know its stream windows; a
-            # server announcing a window below 65535 would see an overflow (RFC 9113
-            # §6.9.2 allows it, strict servers reject it). HEADERS go out at once.
-            return
-        senders = self._senders
-        h2c = self.h2
-        budget = _OUT_CAP - (len(self._out) - self._out_pos)
-        while senders and budget > 0:
-            if h2c.outbound_flow_control_window <= 0:
-                return
-            progressed = False
-            for _ in range(len(senders)):
-                st = senders.popleft()
-                if self.streams.get(st.id) is not st:
-                    continue
-                window = h2c.local_flow_control_window(st.id)
-                if window <= 0:
-                    senders.append(st)
-                    continue
-                if st.upload is not None:
-                    sent = self._send_upload(st, min(window, h2c.max_outbound_frame_size, budget))
-                    budget -= sent
-                    progressed = progressed or sent > 0
-                    if h2c.outbound_flow_control_window <= 0 or budget <= 0:
-                        break
-                    continue
-                body = st.body
-                if body is None:
-                    continue
-                pos = st.body_pos
-                n = min(window, h2c.max_outbound_frame_size, len(body) - pos)
-                end = pos + n >= len(body)
-                try:
-                    h2c.send_data(st.id, body[pos : pos + n].tobytes(), end_stream=end)
-                except h2x.StreamClosedError:
-                    continue  # reset by the peer; its StreamReset event settles it
-                budget -= n
-                st.last_activity = self.loop.now
-                progressed = True
-                if end:
-                    st.body = None
-                    self._arm_read_timer(st)
-                else:
-                    st.body_pos = pos + n
-                    senders.append(st)
-                if h2c.outbound_flow_control_window <= 0 or budget <= 0:
-                    break
-            if not progressed:
-                return
-
-    def _send_upload(self, st: H2Stream, limit: int) -> int:
-        """One DATA frame from a streamed body; re-queues the stream if more may follow."""
-        pipe = st.upload
-        assert pipe is not None
-        data, end, error = pipe.take(limit)
-        if error is not None:
-            err = RequestBodyError(f"reading the request body failed: {error!r}")
-            err.__cause__ = error
-            self._fail_stream(st, err)
-            return 0
-        declared = pipe.declared_length
-        if declared is not None and (pipe.taken > declared or (end and pipe.taken != declared)):
-            self._fail_stream(
-                st,
-                RequestBodyError(
-                    f"request body is {'longer' if pipe.taken > declared else 'shorter'} "
-                    f"than its Content-Length {declared}"
-                ),
-            )
-            return 0
-        if not data and not end:
-            return 0  # the producer will post _resume_upload when it has more
-        try:
-            self.h2.send_data(st.id, data, end_stream=end)
-        except h2x.StreamClosedError:
-            return 0  # reset by the peer; its StreamReset event settles it
-        st.last_activity = self.loop.now
-        if end:
-            st.upload = None
-            self._arm_read_timer(st)
-        else:
-            self._senders.append(st)
-        return max(len(data), 1)
-
-    def _resume_upload(self, st: H2Stream) -> None:
-        if self.streams.get(st.id) is st and st.upload is not None and st not in self._senders:
-            self._senders.append(st)
-            self._pump_bodies()
-            self.loop.mark_dirty(self)
 
     # -- socket I/O ------------------------------------------------------------------------
     def _on_io(self, mask: int) -> None:
@@ -528,14 +291,14 @@ class H2Conn:
         if pos >= len(out):
             out.clear()
             pos = 0
-        elif pos > _OUT_CAP:
+        elif pos > OUT_CAP:
             del out[:pos]
             pos = 0
         self._out_pos = pos
         pending = len(out) - pos
         want = selectors.EVENT_WRITE if pending else 0
         # Stop reading while the peer does not drain our output (control-frame floods).
-        self._reading = pending < _OUT_CAP
+        self._reading = pending < OUT_CAP
         if self._reading:
             want |= selectors.EVENT_READ
         if want != self._events:
@@ -584,8 +347,8 @@ class H2Conn:
                 pipe.feed_eof(None)
             # Once the headers are delivered, the reader's own waits enforce the read
             # timeout; a reader that pauses must not be blamed on the server.
-            if st.deadline_kind == _READ:
-                st.deadline_kind = _NO_DEADLINE
+            if st.deadline_kind == READ:
+                st.deadline_kind = NO_DEADLINE
             if not req.resolve(resp):
                 pipe.close()
         if event.stream_ended is not None:
@@ -610,11 +373,16 @@ class H2Conn:
             if flow:
                 self.h2.acknowledge_received_data(flow, sid)
         else:
+            # Connection credit goes back on receipt, stream credit as the reader
+            # consumes: a stream buffers at most its window, and unread streams never
+            # starve their siblings of the shared connection window.
+            if flow:
+                self.h2.ack_connection(flow)
             padding = flow - len(data)
             if not pipe.feed(data):
-                padding = flow  # the reader is gone: give everything back now
+                padding = flow  # the reader is gone: give the stream window back now
             if padding:
-                self.h2.acknowledge_received_data(padding, sid)
+                self.h2.ack_stream(padding, sid)
         if event.stream_ended is not None:
             self._complete(st)
 
@@ -710,7 +478,7 @@ class H2Conn:
                 )
                 continue
             self._drop_stream(st, retrying=True)
-            self.origin.retry(st.req, ConnectionLost(f"GOAWAY from {self.label}"))
+            self.origin.retry(st.req, ConnectionLost(f"GOAWAY from {self.label}"), code == 0)
         if code != 0:
             exc = ProtocolError(f"{self.label} sent GOAWAY with error code {code}")
             for st in list(self.streams.values()):
@@ -753,7 +521,7 @@ class H2Conn:
 
     def _drop_stream(self, st: H2Stream, retrying: bool = False) -> None:
         self.streams.pop(st.id, None)
-        st.deadline_kind = _NO_DEADLINE
+        st.deadline_kind = NO_DEADLINE
         st.body = None
         if st.upload is not None:
             if not retrying:
@@ -774,128 +542,19 @@ class H2Conn:
         """Fail one stream; the connection and its other streams carry on."""
         self._drop_stream(st)
         if send_rst:
-            with contextlib.suppress(h2x.H2Error):
+            try:
                 self.h2.reset_stream(st.id, ErrorCodes.CANCEL)
+            except h2x.H2Error:
+                pass
+            else:
+                self.resets_sent += 1
+                self._pending_resets += 1
+                self._send_ping()
             self.loop.mark_dirty(self)
         if st.pipe is not None:
             st.pipe.feed_error(exc)
         st.req.fail(exc)
         self._after_stream_closed()
-
-    def _stream_due(self, st: H2Stream) -> float | None:
-        kind = st.deadline_kind
-        if kind == _READ:
-            t = st.req.timeout.read
-        elif kind == _WRITE:
-            t = st.req.timeout.write
-        else:
-            return None
-        return None if t is None else st.last_activity + t
-
-    def _expire_streams(self, now: float) -> None:
-        """Fail streams whose read or write timeout passed without progress."""
-        expired = []
-        for st in self.streams.values():
-            due = self._stream_due(st)
-            if due is not None and due <= now:
-                expired.append(st)
-        for st in expired:
-            if self.streams.get(st.id) is not st:
-                continue
-            if st.deadline_kind == _WRITE:
-                write = st.req.timeout.write
-                self._fail_stream(st, WriteTimeout(f"request body made no progress for {write} s"))
-                continue
-            read = st.req.timeout.read
-            self._fail_stream(st, ReadTimeout(f"no response data from {self.label} for {read} s"))
-            if self.closed:
-                return
-            if not self._settings_seen:
-                # Never a SETTINGS frame: this is not a working HTTP/2 server; do not
-                # pool the connection for the next request.
-                self._lost(ConnectionLost(f"{self.label} never sent its SETTINGS"), None)
-                return
-            self._send_ping()  # a stalled stream may mean a dead connection
-
-    # -- health: PING, write stalls -----------------------------------------------------------
-    def _arm_tick(self) -> None:
-        """One lazily re-armed timer per connection covers the streams' read and write
-        timeouts, the PING health check and the write-stall check; it sleeps until the
-        nearest of their deadlines. Progress only moves ``last_activity``; the tick
-        re-computes when it fires, so a request costs no timer operation (measured: the
-        per-stream SortedList insert and removal were ~4% of the I/O thread)."""
-        due = self._next_tick_due()
-        if due is not None:
-            self._tick = self.loop.call_at(due, self._on_tick)
-
-    def _ensure_tick(self, due: float) -> None:
-        tick = self._tick
-        if tick is None:
-            self._tick = self.loop.call_at(due, self._on_tick)
-        elif due < tick.when:
-            tick.cancel()
-            self._tick = self.loop.call_at(due, self._on_tick)
-
-    def _next_tick_due(self) -> float | None:
-        due: float | None = None
-        interval = self.limits.ping_interval
-        if self._ping_sent_at is not None:
-            due = self._ping_sent_at + self.limits.ping_timeout
-        elif interval is not None and (self.streams or self._pending_resets):
-            due = self.last_read + interval
-        stall = self.stall_timeout
-        if stall is not None and len(self._out) > self._out_pos:
-            d = self._last_write_progress + stall
-            due = d if due is None else min(due, d)
-        for st in self.streams.values():
-            d2 = self._stream_due(st)
-            if d2 is not None and (due is None or d2 < due):
-                due = d2
-        return due
-
-    def _on_tick(self) -> None:
-        self._tick = None
-        if self.closed:
-            return
-        now = self.loop.now
-        self._expire_streams(now)
-        if self.closed:
-            return
-        ping_timeout = self.limits.ping_timeout
-        if self._ping_sent_at is not None and now >= self._ping_sent_at + ping_timeout:
-            msg = f"{self.label} did not answer a PING within {ping_timeout} s"
-            self._lost(ConnectionLost(msg), None)
-            return
-        stall = self.stall_timeout
-        unsent = len(self._out) > self._out_pos
-        if stall is not None and unsent and now >= self._last_write_progress + stall:
-            self._lost(ConnectionLost(f"writes to {self.label} stalled for {stall} s"), None)
-            return
-        interval = self.limits.ping_interval
-        if (
-            interval is not None
-            and self._ping_sent_at is None
-            and self.streams
-            and now >= self.last_read + interval
-        ):
-            self._send_ping()
-        self._arm_tick()
-
-    def _send_ping(self) -> None:
-        if self._ping_sent_at is not None or self.closed:
-            return
-        self._ping_payload += 1
-        self.h2.ping(self._ping_payload.to_bytes(8, "big"))
-        self._ping_sent_at = self.loop.now
-        self.loop.mark_dirty(self)
-        if self._tick is None:
-            self._arm_tick()
-
-    def _on_ping_ack(self, event: ev.PingAckReceived) -> None:
-        self._ping_sent_at = None
-        if self._pending_resets:
-            self._pending_resets = 0
-            self.origin.on_slot_free(self)
 
     # -- from the pool and from readers ------------------------------------------------------
     def cancel(self, req: Request) -> None:
@@ -916,7 +575,7 @@ class H2Conn:
 
     def _ack(self, stream_id: int, nbytes: int) -> None:
         if not self.closed:
-            self.h2.acknowledge_received_data(nbytes, stream_id)
+            self.h2.ack_stream(nbytes, stream_id)
             self.loop.mark_dirty(self)
 
     def _reader_gone(self, stream_id: int, unread: int) -> None:
@@ -925,8 +584,7 @@ class H2Conn:
         st = self.streams.get(stream_id)
         if st is not None:
             self._fail_stream(st, ClientClosed("response closed before its end"))
-        if unread:
-            self.h2.acknowledge_received_data(unread, stream_id)
+        # The unread bytes' connection credit went back on receipt; the stream is gone.
         self.loop.mark_dirty(self)
 
     # -- connection end --------------------------------------------------------------------
@@ -962,7 +620,7 @@ class H2Conn:
         self.streams.clear()
         self._close_socket()
         for st in streams:
-            st.deadline_kind = _NO_DEADLINE
+            st.deadline_kind = NO_DEADLINE
             req = st.req
             req.conn = None
             unsent = st.wire_offset < 0 or self._written <= st.wire_offset

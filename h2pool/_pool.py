@@ -26,7 +26,7 @@ from ._errors import (
 )
 from ._h2conn import H2Conn
 from ._loop import IOLoop, Timer
-from ._request import MAX_ATTEMPTS, Request
+from ._request import MAX_ATTEMPTS, MAX_BOUNCES, Request
 
 log = logging.getLogger("h2pool")
 
@@ -193,10 +193,19 @@ class OriginPool:
             self._maybe_dial()
         self.pool.on_conn_closed(self, conn)
 
-    def retry(self, req: Request, cause: H2PoolError) -> None:
-        """Resubmit a request the server provably did not process (RFC 9113 §8.7)."""
+    def retry(self, req: Request, cause: H2PoolError, graceful: bool = False) -> None:
+        """Resubmit a request the server provably did not process (RFC 9113 §8.7).
+
+        ``graceful``: bounced by a NO_ERROR GOAWAY (a server rotating connections, like
+        nginx every ``keepalive_requests``). Under many threads one request can be bounced
+        several times in a row through no fault of the server, so bounces do not count as
+        failed attempts; they have a larger cap of their own.
+        """
         req.conn = None
-        req.attempts += 1
+        if graceful and req.bounces < MAX_BOUNCES:
+            req.bounces += 1
+        else:
+            req.attempts += 1
         if req.done or req.future.done():
             return
         if self.pool.closing:
@@ -212,6 +221,20 @@ class OriginPool:
         log.debug(
             "retrying %s %s (attempt %d): %s", req.method, req.url.url, req.attempts + 1, cause
         )
+        self.pool.counters["retries"] += 1
+        if req.attempts >= 2 and not graceful:
+            # Repeated refusals: back off a little (25, 50, 100, 200 ms) so a struggling
+            # server is not hammered; the pool timeout still bounds the whole wait.
+            self.pool.loop.call_later(0.0125 * 2 ** (req.attempts - 1), self._resubmit, req)
+            return
+        self.submit(req)
+
+    def _resubmit(self, req: Request) -> None:
+        if req.done or req.future.done():
+            return
+        if self.pool.closing:
+            req.fail(ClientClosed("the client closed before the request could be retried"))
+            return
         self.submit(req)
 
     # -- timeouts, cancellation ------------------------------------------------------------------

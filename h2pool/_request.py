@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 __all__ = ["Request", "ResponseFuture"]
 
 MAX_ATTEMPTS = 6  # Go's roundTripViaPool: a few retries of unprocessed requests
+MAX_BOUNCES = 32  # graceful-GOAWAY bounces, counted apart from failed attempts
 
 
 class ResponseFuture(Future["Response"]):
@@ -49,6 +50,7 @@ class Request:
     __slots__ = (
         "attempts",
         "body",
+        "bounces",
         "conn",
         "done",
         "future",
@@ -83,6 +85,7 @@ class Request:
         self.upload: UploadPipe | None = None  # a streamed body (file or iterable)
         self.upload_source: Any = None
         self.attempts = 0
+        self.bounces = 0
         self.conn: Any = None  # the connection carrying it, while it has a stream
         self.pool_timer: Timer | None = None
         self.done = False
