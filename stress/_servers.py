@@ -24,6 +24,8 @@ from pathlib import Path
 
 SMALL_BODY = b"hello, world\n"  # 13 bytes, served as /13b
 BIG_SIZE = 100 * 1024 * 1024  # /100m
+MIB_SIZE = 1024 * 1024  # /1m
+GIB_SIZE = 1024 * 1024 * 1024  # /1g: sparse (all zeros), costs no disk and no time to make
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
 CONF = """\
@@ -61,6 +63,22 @@ http {{
         }}
         location = /100m {{
             root {tmp}/www;
+        }}
+        location = /1m {{
+            root {tmp}/www;
+        }}
+        location = /1g {{
+            root {tmp}/www;
+        }}
+        # Uploads: WebDAV PUT stores the whole body (temp file, then rename) before
+        # answering 201/204, so the client's upload is timed to the last byte. A plain
+        # `return 200` would answer at once and make nginx drop the body unread.
+        location /upload/ {{
+            root {tmp}/up;
+            dav_methods PUT;
+            create_full_put_path on;
+            client_max_body_size 0;
+            client_body_buffer_size 1m;
         }}
     }}
     server {{
@@ -107,6 +125,11 @@ class Nginx:
         return f"https://localhost:{self.port}"
 
     @property
+    def upload_dir(self) -> Path:
+        """Where ``PUT /upload/NAME`` stores NAME."""
+        return self.tmp / "up" / "upload"
+
+    @property
     def base_ip(self) -> str:
         return f"https://127.0.0.1:{self.port}"
 
@@ -130,6 +153,12 @@ class Nginx:
         www = self.tmp / "www"
         www.mkdir(mode=0o755)
         (www / "13b").write_bytes(SMALL_BODY)
+        (www / "1m").write_bytes(os.urandom(MIB_SIZE))
+        with open(www / "1g", "wb") as f:
+            f.truncate(GIB_SIZE)
+        up = self.tmp / "up"
+        up.mkdir()
+        up.chmod(0o777)  # nginx workers may run as an unprivileged user
         chunk = os.urandom(1024 * 1024)  # incompressible; the same MiB repeated
         with open(www / "100m", "wb") as f:
             for _ in range(BIG_SIZE // len(chunk)):
@@ -181,11 +210,20 @@ class Nginx:
                 self._log_pos = f.tell()
         except OSError:
             return []
-        boring = ("while SSL handshaking", "waiting for request", "[notice]",
-                  "keepalive connection", "client closed connection", "Connection reset by peer",
-                  "Broken pipe")
-        return [line for line in data.decode(errors="replace").splitlines()
-                if line.strip() and not any(b in line for b in boring)]
+        boring = (
+            "while SSL handshaking",
+            "waiting for request",
+            "[notice]",
+            "keepalive connection",
+            "client closed connection",
+            "Connection reset by peer",
+            "Broken pipe",
+        )
+        return [
+            line
+            for line in data.decode(errors="replace").splitlines()
+            if line.strip() and not any(b in line for b in boring)
+        ]
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None

@@ -9,7 +9,10 @@ Starts its own nginx (HTTP/2 over TLS, loopback, throw-away CA) and measures:
 1. small GETs (13-byte body) from N threads sharing ONE client object, for
    h2pool, httpx (http2=True) and niquests, with h2load as the physical limit;
 2. the pure-h2 client-side ceiling (in-memory h2 client <-> h2 server);
-3. a single 100 MiB download (h2pool stream/buffered, httpx, niquests, curl).
+3. a single 100 MiB download (h2pool stream/buffered, httpx, niquests, curl);
+4. 16 threads each downloading 1 MiB x 50 through one client (h2pool, httpx);
+5. a 64 MiB upload, from bytes and from an iterator (h2pool, httpx);
+6. peak RSS of a 1 GiB streamed download read by a slow reader (h2pool, httpx).
 
 Every client measurement runs in its own subprocess (``--_worker``) so a client
 that hangs, crashes or leaks threads cannot poison the next one; the parent
@@ -231,7 +234,11 @@ def worker_load(spec: dict[str, Any]) -> dict[str, Any]:
 def worker_download(spec: dict[str, Any]) -> dict[str, Any]:
     """Warm the connection with a small GET, then time full 100 MiB downloads."""
     kind, url, small, ca, runs = (
-        spec["kind"], spec["url"], spec["small_url"], spec["ca"], spec["runs"]
+        spec["kind"],
+        spec["url"],
+        spec["small_url"],
+        spec["ca"],
+        spec["runs"],
     )
     times: list[float] = []
     proto = "?"
@@ -292,15 +299,194 @@ def worker_download(spec: dict[str, Any]) -> dict[str, Any]:
     else:
         raise ValueError(kind)
     best = min(times)
-    return {"kind": kind, "protocol": proto, "times_s": times, "best_s": best,
-            "mb_s": BIG_SIZE / best / 1e6}
+    return {
+        "kind": kind,
+        "protocol": proto,
+        "times_s": times,
+        "best_s": best,
+        "mb_s": BIG_SIZE / best / 1e6,
+    }
+
+
+# --------------------------------------------------------------------------- issue 3: flow
+# Many threads downloading through one client, uploads, and the memory of a slow reader.
+
+THREADS_N = 16  # threads sharing one client ...
+THREADS_EACH = 50  # ... each downloading /1m this many times
+UPLOAD_SIZE = 64 * 1024 * 1024
+GIB = 1024 * 1024 * 1024
+SLOW_CHUNK = 64 * 1024  # the slow reader sleeps 1 ms per 64 KiB
+MIB = 1024 * 1024
+
+
+def _proc_status(field: str) -> int:
+    """A /proc/self/status memory field (VmRSS, VmHWM) in bytes."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def _flow_client(name: str, ca: str) -> tuple[Any, Any]:
+    """(client, close) with the same settings for every flow benchmark."""
+    if name == "h2pool":
+        import h2pool
+
+        client = h2pool.Client(verify=ca, timeout=60.0)
+        return client, client.close
+    if name == "httpx":
+        import httpx
+
+        client = httpx.Client(http2=True, verify=_ssl_ctx(ca), timeout=60.0)
+        return client, client.close
+    raise ValueError(name)
+
+
+def worker_threads(spec: dict[str, Any]) -> dict[str, Any]:
+    """THREADS_N threads share one client; each GETs /1m THREADS_EACH times (buffered)."""
+    name, url, n, each, runs = (
+        spec["client"],
+        spec["url"],
+        spec["threads"],
+        spec["each"],
+        spec["runs"],
+    )
+    client, close = _flow_client(name, spec["ca"])
+
+    def get() -> int:
+        r = client.get(url)
+        body = r.content
+        status = r.status if name == "h2pool" else r.status_code
+        if status != 200 or len(body) != MIB:
+            raise RuntimeError(f"bad response: {status} len={len(body)}")
+        return len(body)
+
+    get()  # connection up before the clock
+    times: list[float] = []
+    errors: Counter[str] = Counter()
+    for _ in range(runs):
+        barrier = threading.Barrier(n + 1)
+        got = [0] * n
+
+        def run(i: int, barrier: threading.Barrier = barrier, got: list[int] = got) -> None:
+            barrier.wait()
+            for _ in range(each):
+                try:
+                    got[i] += get()
+                except Exception as e:
+                    errors[_err_key(e)] += 1
+
+        threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(n)]
+        for t in threads:
+            t.start()
+        barrier.wait()
+        t0 = time.perf_counter()
+        for t in threads:
+            t.join()
+        times.append(time.perf_counter() - t0)
+        if sum(got) != n * each * MIB:
+            raise RuntimeError(f"{sum(got)} bytes, expected {n * each * MIB}; {dict(errors)}")
+    stats = client.stats() if name == "h2pool" else None
+    close()
+    best = min(times)
+    return {
+        "client": name,
+        "times_s": times,
+        "best_s": best,
+        "mb_s": n * each * MIB / best / 1e6,
+        "errors": sum(errors.values()),
+        "error_kinds": dict(errors.most_common(5)),
+        "connections": stats["connections_opened"] if stats else None,
+    }
+
+
+def worker_upload(spec: dict[str, Any]) -> dict[str, Any]:
+    """PUT 64 MiB (from bytes, or an iterator of 1 MiB pieces) to nginx's DAV location."""
+    kind, base, runs = spec["kind"], spec["base"], spec["runs"]
+    name, how = kind.split("-")
+    client, close = _flow_client(name, spec["ca"])
+    block = os.urandom(MIB)
+    data = block * (UPLOAD_SIZE // MIB)
+    view = memoryview(data)
+
+    def body() -> Any:
+        if how == "bytes":
+            return data
+        return (view[i : i + MIB] for i in range(0, UPLOAD_SIZE, MIB))
+
+    client.get(base + "/13b")  # connection up before the clock
+    times: list[float] = []
+    names: list[str] = []
+    for i in range(runs):
+        target = f"{kind}-{i}"
+        t0 = time.perf_counter()
+        if name == "h2pool":
+            r = client.put(f"{base}/upload/{target}", body=body())
+            status = r.status
+        else:
+            r = client.put(f"{base}/upload/{target}", content=body())
+            status = r.status_code
+        times.append(time.perf_counter() - t0)
+        if status not in (201, 204):
+            raise RuntimeError(f"PUT answered {status}")
+        names.append(target)
+    close()
+    best = min(times)
+    return {
+        "kind": kind,
+        "times_s": times,
+        "best_s": best,
+        "mb_s": UPLOAD_SIZE / best / 1e6,
+        "files": names,
+    }
+
+
+def worker_rss(spec: dict[str, Any]) -> dict[str, Any]:
+    """Stream /1g with a reader that sleeps 1 ms per 64 KiB; peak RSS (VmHWM)."""
+    import gc
+
+    name, url = spec["client"], spec["url"]
+    client, close = _flow_client(name, spec["ca"])
+    client.get(spec["small_url"])
+    gc.collect()
+    base = _proc_status("VmRSS")
+    hwm_before = _proc_status("VmHWM")
+    got = 0
+    t0 = time.perf_counter()
+    with client.stream("GET", url) as r:
+        for chunk in r.iter_bytes(SLOW_CHUNK):
+            got += len(chunk)
+            time.sleep(0.001)
+    elapsed = time.perf_counter() - t0
+    hwm = _proc_status("VmHWM")
+    close()
+    if got != GIB:
+        raise RuntimeError(f"got {got} bytes, expected {GIB}")
+    return {
+        "client": name,
+        "rss_before_mib": base / MIB,
+        "peak_rss_mib": hwm / MIB,
+        "growth_mib": (hwm - base) / MIB,
+        "peak_before_mib": hwm_before / MIB,
+        "elapsed_s": elapsed,
+    }
+
+
+WORKERS = {
+    "load": worker_load,
+    "download": worker_download,
+    "threads": worker_threads,
+    "upload": worker_upload,
+    "rss": worker_rss,
+}
 
 
 def worker_main(spec_json: str) -> None:
     spec = json.loads(spec_json)
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # the parent handles Ctrl-C
     try:
-        fn = worker_load if spec["what"] == "load" else worker_download
+        fn = WORKERS[spec["what"]]
         res = fn(spec)
     except BaseException as e:  # report, never traceback-and-hang
         import traceback
@@ -347,22 +533,43 @@ def run_h2load(url: str, warmup: float, duration: float, streams: int = 100) -> 
     exe = shutil.which("h2load")
     if not exe:
         return {"fatal": "h2load not installed"}
-    cmd = [exe, "-c", "1", "-t", "1", "-m", str(streams), "-D", str(max(1, round(duration))),
-           "--warm-up-time", str(max(1, round(warmup))), url]
+    cmd = [
+        exe,
+        "-c",
+        "1",
+        "-t",
+        "1",
+        "-m",
+        str(streams),
+        "-D",
+        str(max(1, round(duration))),
+        "--warm-up-time",
+        str(max(1, round(warmup))),
+        url,
+    ]
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + warmup + 30)
     except subprocess.TimeoutExpired:
         return {"fatal": "h2load timed out"}
     m = re.search(r"finished in ([\d.]+)(m?s), ([\d.]+) req/s", p.stdout)
-    r = re.search(r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded, "
-                  r"(\d+) failed, (\d+) errored", p.stdout)
+    r = re.search(
+        r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded, "
+        r"(\d+) failed, (\d+) errored",
+        p.stdout,
+    )
     t = re.search(r"time for request:\s+(\S+)\s+(\S+)\s+(\S+)", p.stdout)
     proto = re.search(r"Application protocol: (\S+)", p.stdout)
     if not m:
-        return {"fatal": f"h2load output not understood (rc={p.returncode})",
-                "stderr": (p.stdout + p.stderr)[-2000:]}
-    res: dict[str, Any] = {"client": "h2load", "rps": float(m.group(3)),
-                           "cmd": " ".join(cmd), "protocols": {proto.group(1) if proto else "?": 1}}
+        return {
+            "fatal": f"h2load output not understood (rc={p.returncode})",
+            "stderr": (p.stdout + p.stderr)[-2000:],
+        }
+    res: dict[str, Any] = {
+        "client": "h2load",
+        "rps": float(m.group(3)),
+        "cmd": " ".join(cmd),
+        "protocols": {proto.group(1) if proto else "?": 1},
+    }
     if r:
         res["requests"] = int(r.group(2))
         failed = int(r.group(4)) + int(r.group(5))
@@ -390,9 +597,21 @@ def run_curl(url: str, ca: str, runs: int) -> dict[str, Any]:
     proto = "?"
     for _ in range(runs):
         p = subprocess.run(
-            [exe, "--http2", "-sS", "-o", "/dev/null", "--cacert", ca, "-w",
-             "%{http_version} %{size_download} %{time_appconnect} %{time_total}", url],
-            capture_output=True, text=True, timeout=120,
+            [
+                exe,
+                "--http2",
+                "-sS",
+                "-o",
+                "/dev/null",
+                "--cacert",
+                ca,
+                "-w",
+                "%{http_version} %{size_download} %{time_appconnect} %{time_total}",
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         parts = p.stdout.split()
         if p.returncode or len(parts) != 4 or int(float(parts[1])) != BIG_SIZE:
@@ -400,8 +619,13 @@ def run_curl(url: str, ca: str, runs: int) -> dict[str, Any]:
         proto = "HTTP/" + parts[0]
         times.append(float(parts[3]) - float(parts[2]))  # exclude TCP+TLS setup
     best = min(times)
-    return {"kind": "curl", "protocol": proto, "times_s": times, "best_s": best,
-            "mb_s": BIG_SIZE / best / 1e6}
+    return {
+        "kind": "curl",
+        "protocol": proto,
+        "times_s": times,
+        "best_s": best,
+        "mb_s": BIG_SIZE / best / 1e6,
+    }
 
 
 # --------------------------------------------------------------------------- h2 ceiling
@@ -429,11 +653,21 @@ def h2_ceiling(authority: str, fast: bool, budget_s: float, batch: int = 100) ->
     client.receive_data(server.data_to_send())
     server.receive_data(client.data_to_send())  # SETTINGS ack
 
-    req = [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", authority.encode()),
-           (b":path", b"/13b"), (b"user-agent", b"h2pool-bench/1"), (b"accept", b"*/*")]
-    resp_headers = [(b":status", b"200"), (b"server", b"nginx/1.22.1"),
-                    (b"date", b"Thu, 01 Jan 2026 00:00:00 GMT"),
-                    (b"content-type", b"text/plain"), (b"content-length", b"13")]
+    req = [
+        (b":method", b"GET"),
+        (b":scheme", b"https"),
+        (b":authority", authority.encode()),
+        (b":path", b"/13b"),
+        (b"user-agent", b"h2pool-bench/1"),
+        (b"accept", b"*/*"),
+    ]
+    resp_headers = [
+        (b":status", b"200"),
+        (b"server", b"nginx/1.22.1"),
+        (b"date", b"Thu, 01 Jan 2026 00:00:00 GMT"),
+        (b"content-type", b"text/plain"),
+        (b"content-length", b"13"),
+    ]
     body = b"hello, world\n"
     pc = time.perf_counter
     client_t = 0.0
@@ -470,9 +704,14 @@ def h2_ceiling(authority: str, fast: bool, budget_s: float, batch: int = 100) ->
             raise RuntimeError("h2 ceiling: bad exchange")
         if out:
             server.receive_data(out)
-    return {"config": "fast" if fast else "default", "requests": done,
-            "client_s": client_t, "rps": done / client_t,
-            "us_per_req": 1e6 * client_t / done, "batch": batch}
+    return {
+        "config": "fast" if fast else "default",
+        "requests": done,
+        "client_s": client_t,
+        "rps": done / client_t,
+        "us_per_req": 1e6 * client_t / done,
+        "batch": batch,
+    }
 
 
 # --------------------------------------------------------------------------- reporting
@@ -489,17 +728,24 @@ def small_row(threads: int, name: str, r: dict[str, Any]) -> str:
         return f"{threads:>7}  {name:<9} FAILED: {r['fatal']}"
     protos = ",".join(f"{k}" for k in r.get("protocols", {})) or r.get("probe_protocol", "?")
     conns = r.get("connections")
-    return (f"{threads:>7}  {name:<9} {r['rps']:>9.0f} {_f(r.get('p50_ms')):>8} "
-            f"{_f(r.get('p99_ms')):>8} {_f(r.get('p999_ms')):>8} {_f(r.get('mean_ms')):>8} "
-            f"{r.get('errors', 0):>6} {('-' if conns is None else conns):>5}  {protos}"
-            + (f"  (+{r['errors_outside_window']} errors outside the window)"
-               if r.get("errors_outside_window") else "")
-            + (f"  stuck={r['stuck_threads']}" if r.get("stuck_threads") else "")
-            + ("  close() hung" if r.get("close_hung") else ""))
+    return (
+        f"{threads:>7}  {name:<9} {r['rps']:>9.0f} {_f(r.get('p50_ms')):>8} "
+        f"{_f(r.get('p99_ms')):>8} {_f(r.get('p999_ms')):>8} {_f(r.get('mean_ms')):>8} "
+        f"{r.get('errors', 0):>6} {('-' if conns is None else conns):>5}  {protos}"
+        + (
+            f"  (+{r['errors_outside_window']} errors outside the window)"
+            if r.get("errors_outside_window")
+            else ""
+        )
+        + (f"  stuck={r['stuck_threads']}" if r.get("stuck_threads") else "")
+        + ("  close() hung" if r.get("close_hung") else "")
+    )
 
 
-SMALL_HEADER = (f"{'threads':>7}  {'client':<9} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
-                f"{'p999 ms':>8} {'mean ms':>8} {'errors':>6} {'conns':>5}  proto")
+SMALL_HEADER = (
+    f"{'threads':>7}  {'client':<9} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
+    f"{'p999 ms':>8} {'mean ms':>8} {'errors':>6} {'conns':>5}  proto"
+)
 
 
 def machine_info(ng: Any = None) -> dict[str, Any]:
@@ -526,8 +772,20 @@ def machine_info(ng: Any = None) -> dict[str, Any]:
         "cpu": _cpu_model(),
         "python": sys.version.split()[0],
         "implementation": platform.python_implementation(),
-        "packages": {p: ver(p) for p in ("h2", "hpack", "hyperframe", "httpx", "httpcore",
-                                         "niquests", "urllib3-future", "jh2", "certifi")},
+        "packages": {
+            p: ver(p)
+            for p in (
+                "h2",
+                "hpack",
+                "hyperframe",
+                "httpx",
+                "httpcore",
+                "niquests",
+                "urllib3-future",
+                "jh2",
+                "certifi",
+            )
+        },
         "nginx": cmd_out(shutil.which("nginx") or "/usr/sbin/nginx", "-v"),
         "h2load": cmd_out("h2load", "--version"),
         "curl": cmd_out("curl", "--version"),
@@ -549,7 +807,10 @@ def _cpu_model() -> str | None:
 def h2pool_available() -> tuple[bool, str]:
     p = subprocess.run(
         [sys.executable, "-c", "import h2pool; h2pool.Client; print(h2pool.__file__)"],
-        capture_output=True, text=True, cwd=str(ROOT), timeout=60,
+        capture_output=True,
+        text=True,
+        cwd=str(ROOT),
+        timeout=60,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     if p.returncode == 0:
@@ -563,17 +824,29 @@ def h2pool_available() -> tuple[bool, str]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="shorter run (~1.5 min)")
-    ap.add_argument("--threads", help="comma-separated thread counts (default 1,8,64,256; "
-                    "quick 1,8,64)")
+    ap.add_argument(
+        "--threads", help="comma-separated thread counts (default 1,8,64,256; quick 1,8,64)"
+    )
     ap.add_argument("--clients", help=f"comma-separated subset of {','.join(ALL_CLIENTS)}")
     ap.add_argument("--duration", type=float, help="measured seconds per run (8; quick 3)")
     ap.add_argument("--warmup", type=float, help="warm-up seconds per run (1.5; quick 0.5)")
-    ap.add_argument("--reps", type=int, default=1,
-                    help="round-robin repetitions per thread count; best rps is reported")
+    ap.add_argument(
+        "--reps",
+        type=int,
+        default=1,
+        help="round-robin repetitions per thread count; best rps is reported",
+    )
     ap.add_argument("--nginx-workers", default="1", help="nginx worker_processes (default 1)")
     ap.add_argument("--no-small", action="store_true", help="skip the small-GET benchmark")
     ap.add_argument("--no-ceiling", action="store_true", help="skip the pure-h2 ceiling")
     ap.add_argument("--no-download", action="store_true", help="skip the 100 MiB download")
+    ap.add_argument(
+        "--no-threads", action="store_true", help="skip 16 threads x 50 x 1 MiB through one client"
+    )
+    ap.add_argument("--no-upload", action="store_true", help="skip the 64 MiB upload")
+    ap.add_argument(
+        "--no-rss", action="store_true", help="skip the slow reader's peak RSS on 1 GiB"
+    )
     ap.add_argument("--json", help="result file (default stress/results/bench-<ts>.json)")
     ap.add_argument("--_worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -611,16 +884,32 @@ def main(argv: list[str] | None = None) -> int:
         "mode": "quick" if quick else "full",
         "machine": machine_info(),
         "h2pool_available": ok,
-        "settings": {"threads": threads, "clients": clients, "duration": duration,
-                     "warmup": warmup, "reps": args.reps, "nginx_workers": args.nginx_workers},
-        "small": [], "ceiling": [], "download": [],
+        "settings": {
+            "threads": threads,
+            "clients": clients,
+            "duration": duration,
+            "warmup": warmup,
+            "reps": args.reps,
+            "nginx_workers": args.nginx_workers,
+        },
+        "small": [],
+        "ceiling": [],
+        "download": [],
+        "threads": [],
+        "upload": [],
+        "rss": [],
     }
     m = results["machine"]
-    print(f"machine: {m['nproc']} cpus ({m['cpu']}), load {m['loadavg'][0]:.2f}, "
-          f"Python {m['python']}, h2 {m['packages']['h2']}, httpx {m['packages']['httpx']}, "
-          f"niquests {m['packages']['niquests']}")
-    out_path = Path(args.json) if args.json else (
-        HERE / "results" / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json")
+    print(
+        f"machine: {m['nproc']} cpus ({m['cpu']}), load {m['loadavg'][0]:.2f}, "
+        f"Python {m['python']}, h2 {m['packages']['h2']}, httpx {m['packages']['httpx']}, "
+        f"niquests {m['packages']['niquests']}"
+    )
+    out_path = (
+        Path(args.json)
+        if args.json
+        else (HERE / "results" / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json")
+    )
 
     try:
         with Nginx(workers=args.nginx_workers) as ng:
@@ -632,6 +921,12 @@ def main(argv: list[str] | None = None) -> int:
                 section_small(results, ng, clients, threads, warmup, duration, args.reps)
             if not args.no_download:
                 section_download(results, ng, ok, quick)
+            if not args.no_threads:
+                section_threads(results, ng, ok, quick)
+            if not args.no_upload:
+                section_upload(results, ng, ok, quick)
+            if not args.no_rss:
+                section_rss(results, ng, ok, quick)
     except KeyboardInterrupt:
         print("\ninterrupted; partial results follow", file=sys.stderr)
         results["interrupted"] = True
@@ -652,15 +947,24 @@ def section_ceiling(results: dict[str, Any], ng: Any, quick: bool) -> None:
     for fast in (False, True):
         r = h2_ceiling(f"localhost:{ng.port}", fast, budget)
         results["ceiling"].append(r)
-        label = ("validate/normalize_outbound_headers=False" if fast else "h2 default config")
+        label = "validate/normalize_outbound_headers=False" if fast else "h2 default config"
         print(f"  {label:<44} {r['rps']:>9.0f} req/s  ({r['us_per_req']:.1f} us/request)")
 
 
-def section_small(results: dict[str, Any], ng: Any, clients: list[str], threads: list[int],
-                  warmup: float, duration: float, reps: int) -> None:
+def section_small(
+    results: dict[str, Any],
+    ng: Any,
+    clients: list[str],
+    threads: list[int],
+    warmup: float,
+    duration: float,
+    reps: int,
+) -> None:
     url = ng.base + "/13b"
-    print(f"\n== small GET {url}: one shared client, N threads, {warmup}s warm-up + "
-          f"{duration}s measured ==")
+    print(
+        f"\n== small GET {url}: one shared client, N threads, {warmup}s warm-up + "
+        f"{duration}s measured =="
+    )
     print(SMALL_HEADER)
     table: dict[tuple[int, str], dict[str, Any]] = {}
     for ti, n in enumerate(threads):
@@ -672,8 +976,15 @@ def section_small(results: dict[str, Any], ng: Any, clients: list[str], threads:
                 if name == "h2load":
                     r = run_h2load(url, warmup, duration)
                 else:
-                    spec = {"what": "load", "client": name, "url": url, "ca": ng.ca_path,
-                            "threads": n, "warmup": warmup, "duration": duration}
+                    spec = {
+                        "what": "load",
+                        "client": name,
+                        "url": url,
+                        "ca": ng.ca_path,
+                        "threads": n,
+                        "warmup": warmup,
+                        "duration": duration,
+                    }
                     r = run_worker(spec, timeout=warmup + duration + REQ_TIMEOUT + 60)
                 after = ng.accepts()
                 if before is not None and after is not None:
@@ -697,10 +1008,13 @@ def section_small(results: dict[str, Any], ng: Any, clients: list[str], threads:
                     table[(n, name)] = r
     # ratios
     print("\n   ratios (req/s, best of reps):")
-    print(f"   {'threads':>7}  {'h2pool/httpx':>12} {'h2pool/niquests':>15} "
-          f"{'h2pool/h2load':>13} {'httpx/niquests':>14}")
+    print(
+        f"   {'threads':>7}  {'h2pool/httpx':>12} {'h2pool/niquests':>15} "
+        f"{'h2pool/h2load':>13} {'httpx/niquests':>14}"
+    )
     summary = []
     for n in threads:
+
         def rps(c: str, n: int = n) -> float | None:
             r = table.get((n, c))
             return r["rps"] if r else None
@@ -709,14 +1023,19 @@ def section_small(results: dict[str, Any], ng: Any, clients: list[str], threads:
             x, y = rps(a), rps(b)
             return x / y if x is not None and y else None
 
-        row = {"threads": n, **{c: rps(c) for c in ALL_CLIENTS},
-               "h2pool/httpx": ratio("h2pool", "httpx"),
-               "h2pool/niquests": ratio("h2pool", "niquests"),
-               "h2pool/h2load": ratio("h2pool", "h2load"),
-               "httpx/niquests": ratio("httpx", "niquests")}
+        row = {
+            "threads": n,
+            **{c: rps(c) for c in ALL_CLIENTS},
+            "h2pool/httpx": ratio("h2pool", "httpx"),
+            "h2pool/niquests": ratio("h2pool", "niquests"),
+            "h2pool/h2load": ratio("h2pool", "h2load"),
+            "httpx/niquests": ratio("httpx", "niquests"),
+        }
         summary.append(row)
-        print(f"   {n:>7}  {_f(row['h2pool/httpx']):>12} {_f(row['h2pool/niquests']):>15} "
-              f"{_f(row['h2pool/h2load'], '{:.3f}'):>13} {_f(row['httpx/niquests']):>14}")
+        print(
+            f"   {n:>7}  {_f(row['h2pool/httpx']):>12} {_f(row['h2pool/niquests']):>15} "
+            f"{_f(row['h2pool/h2load'], '{:.3f}'):>13} {_f(row['httpx/niquests']):>14}"
+        )
     results["small_summary"] = summary
 
 
@@ -732,8 +1051,14 @@ def section_download(results: dict[str, Any], ng: Any, h2pool_ok: bool, quick: b
         if kind == "curl":
             r = run_curl(url, ng.ca_path, runs)
         else:
-            spec = {"what": "download", "kind": kind, "url": url, "small_url": small,
-                    "ca": ng.ca_path, "runs": runs}
+            spec = {
+                "what": "download",
+                "kind": kind,
+                "url": url,
+                "small_url": small,
+                "ca": ng.ca_path,
+                "runs": runs,
+            }
             r = run_worker(spec, timeout=180)
         r["kind"] = kind
         log = ng.new_log_lines()
@@ -747,21 +1072,162 @@ def section_download(results: dict[str, Any], ng: Any, h2pool_ok: bool, quick: b
                 print("    " + r["stderr"].strip().splitlines()[-1][:200])
         else:
             times = ", ".join(f"{t:.3f}" for t in r["times_s"])
-            print(f"  {kind:<16} {r['mb_s']:>8.1f} MB/s  {r['protocol']:<8} (runs: {times} s)",
-                  flush=True)
+            print(
+                f"  {kind:<16} {r['mb_s']:>8.1f} MB/s  {r['protocol']:<8} (runs: {times} s)",
+                flush=True,
+            )
 
     def mbs(k: str) -> float | None:
         r = by_kind.get(k)
         return r.get("mb_s") if r else None
 
     ratios = {}
-    for a, b in (("h2pool-stream", "httpx-stream"), ("h2pool-content", "httpx-stream"),
-                 ("h2pool-stream", "curl")):
+    for a, b in (
+        ("h2pool-stream", "httpx-stream"),
+        ("h2pool-content", "httpx-stream"),
+        ("h2pool-stream", "curl"),
+    ):
         x, y = mbs(a), mbs(b)
         if x and y:
             ratios[f"{a}/{b}"] = x / y
             print(f"  ratio {a}/{b}: {x / y:.2f}")
     results["download_ratios"] = ratios
+
+
+def _flow_clients(h2pool_ok: bool) -> list[str]:
+    if not h2pool_ok:
+        print("  h2pool: not available")
+    return [c for c in ("h2pool", "httpx") if h2pool_ok or c != "h2pool"]
+
+
+def _report_fatal(label: str, r: dict[str, Any]) -> bool:
+    if "fatal" not in r:
+        return False
+    print(f"  {label:<16} FAILED: {r['fatal']}")
+    if r.get("stderr"):
+        print("    " + r["stderr"].strip().splitlines()[-1][:200])
+    return True
+
+
+def section_threads(results: dict[str, Any], ng: Any, h2pool_ok: bool, quick: bool) -> None:
+    url = ng.base + "/1m"
+    runs = 1 if quick else 2
+    print(
+        f"\n== {THREADS_N} threads x {THREADS_EACH} GETs of {url}, one shared client "
+        f"(best of {runs}) =="
+    )
+    mbs: dict[str, float] = {}
+    for name in _flow_clients(h2pool_ok):
+        before = ng.accepts()
+        spec = {
+            "what": "threads",
+            "client": name,
+            "url": url,
+            "ca": ng.ca_path,
+            "threads": THREADS_N,
+            "each": THREADS_EACH,
+            "runs": runs,
+        }
+        r = run_worker(spec, timeout=300)
+        after = ng.accepts()
+        if before is not None and after is not None:
+            r["connections"] = after - before - 1  # minus our own status request
+        r["client"] = name
+        log = ng.new_log_lines()
+        if log:
+            r["nginx_log"] = log[:20]
+        results["threads"].append(r)
+        if _report_fatal(name, r):
+            continue
+        mbs[name] = r["mb_s"]
+        times = ", ".join(f"{t:.2f}" for t in r["times_s"])
+        print(
+            f"  {name:<16} {r['mb_s']:>8.1f} MB/s  conns {r.get('connections', '-')}  "
+            f"errors {r['errors']}  (runs: {times} s)",
+            flush=True,
+        )
+        for kind, cnt in r.get("error_kinds", {}).items():
+            print(f"{'':>18}{cnt} x {kind}")
+    if mbs.get("h2pool") and mbs.get("httpx"):
+        ratio = mbs["h2pool"] / mbs["httpx"]
+        results["threads_ratio"] = {"h2pool/httpx": ratio}
+        print(f"  ratio h2pool/httpx: {ratio:.2f}")
+
+
+def section_upload(results: dict[str, Any], ng: Any, h2pool_ok: bool, quick: bool) -> None:
+    runs = 3 if quick else 5
+    print(
+        f"\n== 64 MiB upload: PUT {ng.base}/upload/NAME (nginx WebDAV stores the whole "
+        f"body before answering; best of {runs}, warm connection) =="
+    )
+    mbs: dict[str, float] = {}
+    for name in _flow_clients(h2pool_ok):
+        for how in ("bytes", "iter"):
+            kind = f"{name}-{how}"
+            spec = {"what": "upload", "kind": kind, "base": ng.base, "ca": ng.ca_path, "runs": runs}
+            r = run_worker(spec, timeout=300)
+            r["kind"] = kind
+            # nginx must have stored every byte: the upload was timed to its end.
+            for f in r.get("files", []):
+                path = ng.upload_dir / f
+                size = path.stat().st_size if path.exists() else None
+                path.unlink(missing_ok=True)
+                if size != UPLOAD_SIZE and "fatal" not in r:
+                    r["fatal"] = f"nginx stored {size} bytes of {f}, not {UPLOAD_SIZE}"
+            log = ng.new_log_lines()
+            if log:
+                r["nginx_log"] = log[:20]
+            results["upload"].append(r)
+            if _report_fatal(kind, r):
+                continue
+            mbs[kind] = r["mb_s"]
+            times = ", ".join(f"{t:.3f}" for t in r["times_s"])
+            print(f"  {kind:<16} {r['mb_s']:>8.1f} MB/s  (runs: {times} s)", flush=True)
+    ratios = {}
+    for how in ("bytes", "iter"):
+        x, y = mbs.get(f"h2pool-{how}"), mbs.get(f"httpx-{how}")
+        if x and y:
+            ratios[f"h2pool-{how}/httpx-{how}"] = x / y
+            print(f"  ratio h2pool-{how}/httpx-{how}: {x / y:.2f}")
+    results["upload_ratios"] = ratios
+
+
+def section_rss(results: dict[str, Any], ng: Any, h2pool_ok: bool, quick: bool) -> None:
+    url = ng.base + "/1g"
+    print(f"\n== peak RSS: stream {url} (1 GiB), reader sleeps 1 ms per 64 KiB ==")
+    clients = _flow_clients(h2pool_ok)
+    if quick:
+        clients = [c for c in clients if c == "h2pool"] or clients[:1]
+    growth: dict[str, float] = {}
+    peak: dict[str, float] = {}
+    for name in clients:
+        spec = {
+            "what": "rss",
+            "client": name,
+            "url": url,
+            "small_url": ng.base + "/13b",
+            "ca": ng.ca_path,
+        }
+        r = run_worker(spec, timeout=300)
+        r["client"] = name
+        results["rss"].append(r)
+        if _report_fatal(name, r):
+            continue
+        growth[name] = r["growth_mib"]
+        peak[name] = r["peak_rss_mib"]
+        print(
+            f"  {name:<16} peak RSS {r['peak_rss_mib']:>7.1f} MiB  (before the download "
+            f"{r['rss_before_mib']:.1f} MiB, growth {r['growth_mib']:.1f} MiB; "
+            f"{r['elapsed_s']:.1f} s)",
+            flush=True,
+        )
+    ours, theirs = peak.get("h2pool"), peak.get("httpx")
+    if ours and theirs:
+        results["rss_ratio"] = {"peak h2pool/httpx": ours / theirs}
+        print(
+            f"  ratio peak RSS h2pool/httpx: {ours / theirs:.2f}  (growth during the download: "
+            f"h2pool {growth['h2pool']:.1f} MiB, httpx {growth['httpx']:.1f} MiB)"
+        )
 
 
 if __name__ == "__main__":
