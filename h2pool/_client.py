@@ -40,6 +40,8 @@ _METHOD = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _SENSITIVE = frozenset([b"authorization", b"proxy-authorization"])
 # How much of a streamed request body may wait between its producer and the socket.
 _UPLOAD_BUFFER = 1024 * 1024
+# Largest request header list accepted at all (servers commonly allow 8-64 KiB).
+_MAX_HEADER_LIST = 256 * 1024
 
 
 class InsecureRequestWarning(UserWarning):
@@ -268,8 +270,18 @@ class Client:
             (b":path", u.target),
             *regular,
         ]
+        # RFC 9113 §6.5.2 size: name + value + 32 per field. Refuse absurd header lists
+        # here; the connection also checks the server's own MAX_HEADER_LIST_SIZE.
+        size = 0
+        for n, v in hdrs:
+            size += len(n) + len(v) + 32
+        if size > _MAX_HEADER_LIST:
+            raise InvalidHeader(
+                f"request headers total {size} bytes, over h2pool's limit of {_MAX_HEADER_LIST}"
+            )
         t = self._timeout if timeout is None else Timeout.coerce(timeout)
         req = Request(method, u, hdrs, data or None, t, stream)
+        req.header_size = size
         if source is not None:
             req.upload = UploadPipe(_UPLOAD_BUFFER, declared)
             req.upload_source = source

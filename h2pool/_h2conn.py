@@ -25,6 +25,7 @@ from ._errors import (
     ClientClosed,
     ConnectionLost,
     H2PoolError,
+    InvalidHeader,
     ProtocolError,
     StreamReset,
 )
@@ -78,6 +79,7 @@ class H2Conn(Deadlines, BodySender):
         self.draining = False  # GOAWAY received or sent: no new streams
         self._settings_seen = False
         self._preface_seen = False
+        self._peer_header_limit: int | None = None
         self._peer_max_streams = _DEFAULT_MAX_STREAMS
         self.max_streams = self._compute_max_streams()
         self._out = bytearray()
@@ -152,6 +154,16 @@ class H2Conn(Deadlines, BodySender):
     # -- starting a request ----------------------------------------------------------------
     def start(self, req: Request) -> None:
         """Open a stream for ``req``. The caller checked ``free_slots``."""
+        limit = self._peer_header_limit
+        if limit is not None and req.header_size > limit:
+            # Go's ChecksRequestHeaderListSize: sending it would only earn a 431 or a reset.
+            req.fail(
+                InvalidHeader(
+                    f"request headers ({req.header_size} bytes) exceed {self.label}'s "
+                    f"SETTINGS_MAX_HEADER_LIST_SIZE of {limit}"
+                )
+            )
+            return
         h2c = self.h2
         if not self.streams:
             # The read-idle clock of the PING health check starts with the first stream.
@@ -436,6 +448,9 @@ class H2Conn(Deadlines, BodySender):
             return
         first = not self._settings_seen
         self._settings_seen = True
+        mhl = changed.get(SettingCodes.MAX_HEADER_LIST_SIZE)
+        if mhl is not None:
+            self._peer_header_limit = mhl.new_value
         mcs = changed.get(SettingCodes.MAX_CONCURRENT_STREAMS)
         if mcs is not None:
             self._peer_max_streams = mcs.new_value

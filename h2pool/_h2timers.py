@@ -167,6 +167,10 @@ class Deadlines:
 
     def _on_ping_ack(self, event: ev.PingAckReceived) -> None:
         self._ping_sent_at = None
+        # The tick may sleep until the ACK deadline; bring it forward to the next due.
+        due = self._next_tick_due()
+        if due is not None:
+            self._ensure_tick(due)
         if self._pending_resets:
             self._pending_resets = 0
             self.origin.on_slot_free(self)

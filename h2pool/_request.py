@@ -54,6 +54,7 @@ class Request:
         "conn",
         "done",
         "future",
+        "header_size",
         "headers",
         "method",
         "pool_timer",
@@ -86,6 +87,7 @@ class Request:
         self.upload_source: Any = None
         self.attempts = 0
         self.bounces = 0
+        self.header_size = 0
         self.conn: Any = None  # the connection carrying it, while it has a stream
         self.pool_timer: Timer | None = None
         self.done = False
