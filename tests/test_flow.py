@@ -296,18 +296,12 @@ def test_abandoned_streams_never_starve_the_connection(h2peer, make_client, how)
     assert client.stats()["connections_opened"] == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="connection-level credit comes back only as readers consume (_h2conn._on_data "
-    "feeds the BodyPipe without acknowledging; BodyPipe.read posts both levels): "
-    "connection_window // stream_window unread streamed responses (16 with the "
-    "defaults) hold the whole connection window and every other stream on that "
-    "connection, buffered ones included, gets no DATA until ReadTimeout",
-)
 @pytest.mark.timeout(60)
 def test_many_stalled_streams_do_not_starve_a_sibling(nginx, content, make_client):
-    """Each unread stream is bounded by its own window, so memory stays bounded however
-    many there are; they must not also take the connection window from the others."""
+    """connection_window // stream_window unread streamed responses (16 with the
+    defaults): each is bounded by its own window, so memory stays bounded however many
+    there are, and they must not also take the whole connection window from a sibling
+    (connection credit comes back on receipt, stream credit on consumption)."""
     limits = h2pool.Limits()
     n = limits.connection_window // limits.stream_window
     client = make_client(timeout=h2pool.Timeout(10.0, read=5.0))
