@@ -37,6 +37,13 @@ __all__ = ["BodyTypes", "Client", "InsecureRequestWarning", "default_client"]
 BodyTypes = Union[bytes, bytearray, memoryview, str, IO[bytes], Iterable[bytes], None]
 
 _METHOD = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+# Methods seen before: (upper-cased, encoded). Most programs use a handful.
+_METHODS: dict[str, tuple[str, bytes]] = {
+    m: (m, m.encode()) for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+}
+_SCHEMES = {"https": b"https", "http": b"http"}
+_NO_NAMES: frozenset[bytes] = frozenset()
+_PSEUDO_SIZE = len(b":method:scheme:authority:path") + 4 * 32
 _SENSITIVE = frozenset([b"authorization", b"proxy-authorization"])
 # How much of a streamed request body may wait between its producer and the socket.
 _UPLOAD_BUFFER = 1024 * 1024
@@ -128,6 +135,7 @@ class Client:
         names = {n for n, _ in user}
         self._default_headers = [(n, v) for n, v in defaults if n not in names] + user
         self._default_names = frozenset(n for n, _ in self._default_headers)
+        self._default_size = sum(len(n) + len(v) + 32 for n, v in self._default_headers)
         # _lock guards starting the I/O thread and the closed flag; it is held only for
         # those assignments, never across I/O or while waiting for a response.
         self._lock = threading.Lock()
@@ -215,13 +223,19 @@ class Client:
     ) -> Request:
         if self._closed:
             raise ClientClosed("the client is closed")
-        if not isinstance(method, str) or not _METHOD.match(method):
-            raise InvalidHeader(f"invalid HTTP method {method!r}")
-        method = method.upper()
+        m = _METHODS.get(method) if isinstance(method, str) else None
+        if m is None:
+            if not isinstance(method, str) or not _METHOD.match(method):
+                raise InvalidHeader(f"invalid HTTP method {method!r}")
+            m = (method.upper(), method.upper().encode())
+            if len(_METHODS) < 64:
+                _METHODS[method] = m
+        method, method_bytes = m
         u = parse_url(url)
-        user = normalize_headers(headers)
+        user = normalize_headers(headers) if headers else None
         authority = u.authority
         regular: list[tuple[bytes, bytes]]
+        names: set[bytes] | frozenset[bytes]
         if user:
             names = set()
             regular = []
@@ -239,7 +253,7 @@ class Client:
             else:
                 regular = self._default_headers + regular
         else:
-            names = set()
+            names = _NO_NAMES
             regular = self._default_headers
         data, source = _classify_body(body)
         declared: int | None = None
@@ -264,17 +278,27 @@ class Client:
         elif method in ("POST", "PUT", "PATCH") and declared is None:
             regular = [*regular, (b"content-length", b"0")]
         hdrs = [
-            (b":method", method.encode()),
-            (b":scheme", u.scheme.encode()),
+            (b":method", method_bytes),
+            (b":scheme", _SCHEMES[u.scheme]),
             (b":authority", authority),
             (b":path", u.target),
             *regular,
         ]
         # RFC 9113 §6.5.2 size: name + value + 32 per field. Refuse absurd header lists
         # here; the connection also checks the server's own MAX_HEADER_LIST_SIZE.
-        size = 0
-        for n, v in hdrs:
-            size += len(n) + len(v) + 32
+        if regular is self._default_headers:
+            size = (
+                self._default_size
+                + _PSEUDO_SIZE
+                + len(method_bytes)
+                + len(u.scheme)
+                + len(authority)
+                + len(u.target)
+            )
+        else:
+            size = 0
+            for n, v in hdrs:
+                size += len(n) + len(v) + 32
         if size > _MAX_HEADER_LIST:
             raise InvalidHeader(
                 f"request headers total {size} bytes, over h2pool's limit of {_MAX_HEADER_LIST}"
