@@ -115,14 +115,6 @@ def test_nginx_goaway_every_100_streams_64_threads(nginx, make_client):
     assert stats["retries"] > 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: nginx allows 128 streams per connection but serves 100, so "
-    "streams beyond a connection's 100th bounce (GOAWAY NO_ERROR, above last_stream_id); "
-    "OriginPool.retry counts every bounce as an attempt and places the retry on the "
-    "busiest connection (the next to reach 100), so with 256 callers ~1-3% of GETs "
-    "bounce 6 times and fail with ConnectionLost('GOAWAY from ...')",
-)
 @pytest.mark.timeout(180)
 def test_nginx_goaway_every_100_streams_256_threads(nginx, make_client):
     # RELIABILITY.md D1: 256 threads x 40 GETs, 0 errors; two rounds.

@@ -284,6 +284,29 @@ def test_no_ping_when_health_check_disabled(h2peer, make_client):
     assert len(peer.connections) == 2 and len(peer.requests) == 2
 
 
+@pytest.mark.timeout(30)
+def test_pings_follow_ping_interval_after_an_ack(h2peer, make_client):
+    # ping_timeout longer than ping_interval: each ACK restarts the read-idle interval,
+    # so PINGs come every ~0.2 s while the stream stays silent, not every 5 s.
+    holder = Holder()
+    peer = h2peer(default=holder)
+    client = make_client(
+        http2_prior_knowledge=True,
+        limits=h2pool.Limits(ping_interval=0.2, ping_timeout=5.0),
+        timeout=h2pool.Timeout(10, read=30),
+    )
+    fut = client.submit("GET", peer.h2c_url + "/held")
+    holder.wait_held(1)
+    t0 = time.monotonic()
+    reached = peer.wait_for(lambda p: len(p.pings) >= 3, timeout=3)
+    elapsed = time.monotonic() - t0
+    assert holder.release_all() == 1
+    assert fut.result(timeout=10).content == HELLO
+    assert reached, peer.pings
+    assert elapsed < 2.0
+    assert client.stats()["connections_opened"] == 1
+
+
 # -- keep-alive expiry -------------------------------------------------------------------
 
 
@@ -373,7 +396,8 @@ def test_reset_streams_hold_their_slots_until_a_ping_ack(h2peer, make_client):
     peer.wait_requests(3)
     assert all(f.cancel() for f in futs)
     assert client.get(peer.h2c_url + "/next").content == HELLO
-    assert pings_at_arrival == [1]
+    # One PING at least (a second one if the first ACK came between the two resets).
+    assert len(pings_at_arrival) == 1 and pings_at_arrival[0] >= 1, pings_at_arrival
     assert len(peer.resets) == 2 and len(peer.connections) == 1
 
 
@@ -501,6 +525,7 @@ def test_request_stuck_behind_a_stalled_write_is_retried_on_a_new_connection(
 
 @pytest.mark.timeout(60)
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@pytest.mark.filterwarnings("ignore:This process .* fork:DeprecationWarning")  # 3.12+
 def test_fork_with_a_stream_in_flight_over_tls(h2peer, make_client):
     # Extends test_engine_failures' fork test: TLS (a child writing on the parent's TLS
     # session would corrupt it), a stream in flight in the parent at fork time, and a
