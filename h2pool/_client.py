@@ -90,6 +90,9 @@ def _classify_body(body: BodyTypes) -> tuple[bytes | None, Any]:
 class Client:
     """A thread-safe HTTP/2 client: create one, share it between all threads.
 
+    ``verify=True`` trusts certifi's bundle, or the CA file/directory named by the
+    ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` environment variables when they are set.
+
     One background I/O thread (started on the first request) owns every socket.
     Requests from any thread are multiplexed as streams over a few pooled connections
     per origin.

@@ -252,7 +252,16 @@ def make_ssl_context(
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
         elif verify is True:
-            ctx.load_verify_locations(cafile=certifi.where())
+            # Like httpx and OpenSSL's own tools: SSL_CERT_FILE / SSL_CERT_DIR, when set,
+            # replace the bundled roots (corporate CAs, test CAs); certifi otherwise.
+            import os
+
+            cafile = os.environ.get("SSL_CERT_FILE") or None
+            capath = os.environ.get("SSL_CERT_DIR") or None
+            if cafile or capath:
+                ctx.load_verify_locations(cafile=cafile, capath=capath)
+            else:
+                ctx.load_verify_locations(cafile=certifi.where())
         elif isinstance(verify, str):
             import os
 
