@@ -197,6 +197,33 @@ def test_concurrent_uploads_and_downloads_one_connection(nghttpd_echo, content, 
     assert stats["connections_opened"] == 1
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_big_upload_does_not_starve_small_requests(hashpeer, make_client):
+    """DATA is scheduled round-robin: small requests on the same connection complete
+    while a 256 MiB upload is still running."""
+    total = 256 * MIB
+    peer = hashpeer()
+    client = make_client(http2_prior_knowledge=True)
+    url = peer.h2c_url
+    running = threading.Event()
+
+    def body() -> Iterator[bytes]:
+        for i, chunk in enumerate(chunks(total, seed=2)):
+            if i == 8:
+                running.set()
+            yield chunk
+
+    upload = client.submit("PUT", url + "/big", body=body())
+    assert running.wait(30)
+    for i in range(5):
+        small = client.post(url + f"/small{i}", body=b"small")
+        assert small.json()["sha256"] == hashlib.sha256(b"small").hexdigest()
+    assert not upload.done(), "the small requests waited for the whole upload"
+    assert upload.result(timeout=100).json()["sha256"] == sha256_of(total, seed=2)
+    assert len(peer.connections) == 1
+
+
 # -- a failing body source --------------------------------------------------------------------
 
 
