@@ -27,6 +27,8 @@ from hyperframe.frame import (
     SettingsFrame,
     WindowUpdateFrame,
 )
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from servers.rawpeer import (
     RawConnection,
     RawPeer,
@@ -519,7 +521,7 @@ def test_a9_empty_data_flood_streamed(rawpeer, make_client):
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         fut = pool.submit(r.read)
         try:
-            exc = fut.exception(timeout=4.0)
+            exc = fut.exception(timeout=2.5)
         except concurrent.futures.TimeoutError:
             client.close()  # unblocks the reader so the worker can end
             fut.exception(timeout=10)
@@ -853,7 +855,7 @@ def test_a16_invalid_settings(rawpeer, make_client, case, when):
             conn.greet()
         sid, _ = conn.expect_request()
         conn.send(BAD_SETTINGS[case])
-        conn.pace(0.5)  # if the client accepted it, this answer would succeed
+        conn.pace(0.2)  # if the client accepted it, this answer would succeed
         conn.respond(sid, 200, HELLO)
         conn.stall()
 
@@ -874,3 +876,57 @@ def test_a16_unknown_setting_is_ignored(rawpeer, make_client):
     client = h2c(make_client)
     assert client.get(peer.url + "/x").content == HELLO
     recovers(client, peer)
+
+
+# -- A18: fuzz ---------------------------------------------------------------------------------
+
+_frame_strategy = st.builds(
+    raw_frame,
+    st.integers(0, 12),  # DATA .. ORIGIN, and a few unknown types
+    st.integers(0, 255),
+    st.sampled_from([0, 1, 2, 3, 2**31 - 1]),
+    st.binary(max_size=40),
+)
+_fuzz_strategy = st.one_of(
+    st.binary(min_size=1, max_size=200),
+    st.lists(_frame_strategy, min_size=1, max_size=6).map(b"".join),
+)
+
+
+@pytest.mark.timeout(120)
+def test_a18_fuzz_after_valid_preface(rawpeer, make_client):
+    """Random frames and bytes after SETTINGS: every request resolves within 5 s with a
+    Response or an H2PoolError, and the client keeps working."""
+    current: dict[str, Any] = {}
+
+    def script(conn: RawConnection) -> None:
+        conn.greet()
+        conn.expect_request()
+        conn.send(current["payload"])
+        if current["then_close"]:
+            conn.close_write()
+        conn.stall()
+
+    peer = rawpeer(script)
+    t = h2pool.Timeout(connect=5, read=0.5, write=1, pool=5)
+
+    @settings(
+        max_examples=40,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(payload=_fuzz_strategy, then_close=st.booleans())
+    def run(payload: bytes, then_close: bool) -> None:
+        current.update(payload=payload, then_close=then_close)
+        client = make_client(http2_prior_knowledge=True, timeout=t)
+        try:
+            fut = client.submit("GET", peer.url + "/fuzz")
+            exc = fut.exception(timeout=5)
+            assert exc is None or isinstance(exc, h2pool.H2PoolError), repr(exc)
+            if exc is None:
+                assert isinstance(fut.result(), h2pool.Response)
+        finally:
+            client.close(timeout=1)
+
+    run()
