@@ -131,6 +131,7 @@ class FaultProxy:
         host: str = "127.0.0.1",
         port: int = 0,
         capture: bool = False,
+        rcvbuf: int | None = None,
         seed: int | None = 1234,
     ) -> None:
         self.upstream = upstream
@@ -142,6 +143,10 @@ class FaultProxy:
         self.captures: list[bytearray] = []  # downstream bytes of each connection, if capture
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if rcvbuf is not None:
+            # Inherited by accepted sockets: with a small receive window and a black hole
+            # "up", the client's own send buffer fills and its later frames stay unsent.
+            self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self._listener.bind((host, port))
         self._listener.listen(512)
         self._listener.setblocking(False)
