@@ -22,6 +22,7 @@ from hpack import NeverIndexedHeaderTuple
 
 from . import __version__
 from ._config import Limits, Timeout
+from ._decoders import accept_encoding
 from ._dial import make_ssl_context
 from ._errors import ClientClosed, ConnectError, H2PoolError, InvalidHeader
 from ._headers import HeaderTypes, normalize_headers
@@ -44,7 +45,7 @@ _METHODS: dict[str, tuple[str, bytes]] = {
 _SCHEMES = {"https": b"https", "http": b"http"}
 _NO_NAMES: frozenset[bytes] = frozenset()
 _PSEUDO_SIZE = len(b":method:scheme:authority:path") + 4 * 32
-_SENSITIVE = frozenset([b"authorization", b"proxy-authorization"])
+_SENSITIVE = frozenset([b"authorization", b"proxy-authorization", b"cookie"])
 # How much of a streamed request body may wait between its producer and the socket.
 _UPLOAD_BUFFER = 1024 * 1024
 # Largest request header list accepted at all (servers commonly allow 8-64 KiB).
@@ -133,6 +134,8 @@ class Client:
         defaults: list[tuple[bytes, bytes]] = [
             (b"user-agent", f"h2pool/{__version__}".encode()),
             (b"accept", b"*/*"),
+            # Only codings this process can decode (br, zstd need their extras).
+            (b"accept-encoding", accept_encoding()),
         ]
         user = normalize_headers(headers)
         names = {n for n, _ in user}
@@ -247,8 +250,10 @@ class Client:
                     authority = v  # RFC 9113 §8.3.1: Host becomes :authority
                     continue
                 names.add(n)
-                if n in _SENSITIVE or (n == b"cookie" and len(v) < 20):
-                    regular.append(NeverIndexedHeaderTuple(n, v))  # RFC 7541 §7.1.3
+                if n in _SENSITIVE:
+                    # RFC 7541 §7.1.3: never indexed, so they cannot be probed through
+                    # the compression context, and never logged by hpack's DEBUG output.
+                    regular.append(NeverIndexedHeaderTuple(n, v))
                 else:
                     regular.append((n, v))
             if names & self._default_names:

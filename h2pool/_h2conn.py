@@ -42,8 +42,18 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("h2pool")
 
+
+def req_method_has_body(method: str) -> bool:
+    """HEAD responses carry no body whatever their Content-Length says."""
+    return method != "HEAD"
+
+
 _RECV_SIZE = 256 * 1024
 _READS_PER_TURN = 64  # then yield to other connections; level-triggered select resumes us
+# Bytes handed to h2 per turn per connection. With the outbound cap (OUT_CAP: stop
+# reading while the peer does not drain our ACKs) this bounds what a PING/SETTINGS
+# flood costs in memory and keeps each turn short, so timers still fire on time.
+_FEED_PER_TURN = 512 * 1024
 _DEFAULT_MAX_STREAMS = 100  # assumed until the peer's first SETTINGS (RFC 9113 §6.5.2)
 _UNLIMITED_STREAMS = 1000  # when the peer's SETTINGS set no limit (Go does the same)
 
@@ -78,7 +88,7 @@ class H2Conn(Deadlines, BodySender):
         self.closed = False
         self.draining = False  # GOAWAY received or sent: no new streams
         self._settings_seen = False
-        self._preface_seen = False
+        self._preface_bytes = 0
         self._peer_header_limit: int | None = None
         self._peer_max_streams = _DEFAULT_MAX_STREAMS
         self.max_streams = self._compute_max_streams()
@@ -105,10 +115,11 @@ class H2Conn(Deadlines, BodySender):
         # a client cancelling fast can exceed MAX_CONCURRENT_STREAMS on the server.
         self._pending_resets = 0
         self._ping_sent_at: float | None = None
+        self._suspect = False
         self._ping_payload = 0
         self._tick: Timer | None = None
         self.stall_timeout: float | None = getattr(origin, "stall_timeout", None)
-        self.h2 = new_h2_connection()
+        self.h2 = new_h2_connection(limits.max_header_list_size)
         self.h2.local_settings = Settings(
             client=True,
             initial_values={
@@ -133,7 +144,11 @@ class H2Conn(Deadlines, BodySender):
 
     @property
     def free_slots(self) -> int:
-        if self.closed or self.draining:
+        if self.closed or self.draining or not self._reading or self._suspect:
+            # Not reading: the peer is not draining our output. Suspect: a stream timed
+            # out and the PING sent to check the connection is unanswered. Either way,
+            # new requests go elsewhere (or wait) rather than onto a connection that may
+            # be dead.
             return 0
         return self.max_streams - len(self.streams) - self._pending_resets
 
@@ -207,6 +222,7 @@ class H2Conn(Deadlines, BodySender):
         chunks = []
         eof = False
         error: OSError | None = None
+        budget = _FEED_PER_TURN
         for _ in range(_READS_PER_TURN):
             try:
                 data = sock.recv(_RECV_SIZE)
@@ -221,6 +237,13 @@ class H2Conn(Deadlines, BodySender):
                 eof = True
                 break
             chunks.append(data)
+            budget -= len(data)
+            if budget <= 0:
+                # Feed h2 in bounded slices: each control frame it reads may queue an
+                # ACK, and a flood read whole would blow the outbound cap in one turn.
+                if isinstance(sock, ssl.SSLSocket) and sock.pending():
+                    self.loop.call_soon_threadsafe(self._on_readable_again)
+                break
         else:
             # Data may remain inside the TLS layer, where select() cannot see it.
             if isinstance(sock, ssl.SSLSocket) and sock.pending():
@@ -240,14 +263,16 @@ class H2Conn(Deadlines, BodySender):
     def _on_readable_again(self) -> None:
         if not self.closed and self._reading:
             self._on_readable()
+            self.flush()
 
     def _receive(self, data: bytes) -> None:
-        if not self._preface_seen:
-            # RFC 9113 §3.4: the server's first frame must be SETTINGS.
-            if len(data) >= 4 and data[3] != 0x4:
+        if self._preface_bytes < 4:
+            # RFC 9113 §3.4: the server's first frame must be SETTINGS (type, byte 3).
+            at = 3 - self._preface_bytes
+            if at < len(data) and data[at] != 0x4:
                 self._protocol_error(h2x.ProtocolError("server preface is not a SETTINGS frame"))
                 return
-            self._preface_seen = len(data) >= 4
+            self._preface_bytes += len(data)
         try:
             events = self.h2.receive_data(data)
         except h2x.ProtocolError as exc:
@@ -343,6 +368,15 @@ class H2Conn(Deadlines, BodySender):
             return
         st.status = status
         st.headers = [(n, v) for n, v in headers if not n.startswith(b":")]
+        if status in (204, 304):
+            st.no_body = True
+        elif req_method_has_body(st.req.method):
+            for n, v in st.headers:
+                if n == b"content-length":
+                    # h2 has validated it; checked again at the end because h2 forgets
+                    # it when trailers arrive (python-hyper/h2: receive_headers).
+                    st.expected = int(v) if v.isdigit() else None
+                    break
         req = st.req
         if req.stream:
             pipe = BodyPipe(self, st.id, self.limits.stream_window, req.timeout.read)
@@ -379,6 +413,17 @@ class H2Conn(Deadlines, BodySender):
             # Empty DATA frames are not progress: a peer dribbling them (CVE-2019-9518)
             # must still hit the read timeout.
             st.last_activity = self.loop.now
+            st.received += len(data)
+            if st.no_body:
+                if flow:
+                    self.h2.acknowledge_received_data(flow, sid)
+                # RFC 9110 §6.4.1: 204 and 304 responses have no content.
+                self._fail_stream(
+                    st,
+                    ProtocolError(f"{self.label} sent DATA on a {st.status} response"),
+                    code=ErrorCodes.PROTOCOL_ERROR,
+                )
+                return
         pipe = st.pipe
         if pipe is None:
             st.chunks.append(data)
@@ -391,7 +436,7 @@ class H2Conn(Deadlines, BodySender):
             if flow:
                 self.h2.ack_connection(flow)
             padding = flow - len(data)
-            if not pipe.feed(data):
+            if data and not pipe.feed(data):
                 padding = flow  # the reader is gone: give the stream window back now
             if padding:
                 self.h2.ack_stream(padding, sid)
@@ -434,7 +479,7 @@ class H2Conn(Deadlines, BodySender):
             self.h2.acknowledge_received_data(event.flow, event.stream_id)
         st = self.streams.get(event.stream_id)
         if st is not None:
-            exc = ProtocolError(f"response body from {self.label} {event.message}")
+            exc = ProtocolError(f"response from {self.label} {event.message}")
             with contextlib.suppress(h2x.H2Error):
                 self.h2.reset_stream(st.id, ErrorCodes.PROTOCOL_ERROR)
             self._fail_stream(st, exc, send_rst=False)
@@ -505,6 +550,16 @@ class H2Conn(Deadlines, BodySender):
     # -- completing streams ----------------------------------------------------------------
     def _complete(self, st: H2Stream) -> None:
         req = st.req
+        if st.expected is not None and st.received != st.expected:
+            self._fail_stream(
+                st,
+                ProtocolError(
+                    f"response body from {self.label} has {st.received} bytes, its "
+                    f"Content-Length says {st.expected}"
+                ),
+                send_rst=False,
+            )
+            return
         self.responses_completed += 1
         if st.body is not None or st.upload is not None:
             # The server sent its whole response before reading all of the body: stop
@@ -553,12 +608,18 @@ class H2Conn(Deadlines, BodySender):
                 return
         self.origin.on_slot_free(self)
 
-    def _fail_stream(self, st: H2Stream, exc: H2PoolError, send_rst: bool = True) -> None:
+    def _fail_stream(
+        self,
+        st: H2Stream,
+        exc: H2PoolError,
+        send_rst: bool = True,
+        code: int = ErrorCodes.CANCEL,
+    ) -> None:
         """Fail one stream; the connection and its other streams carry on."""
         self._drop_stream(st)
         if send_rst:
             try:
-                self.h2.reset_stream(st.id, ErrorCodes.CANCEL)
+                self.h2.reset_stream(st.id, code)
             except h2x.H2Error:
                 pass
             else:

@@ -13,6 +13,7 @@ import h2.exceptions as h2x
 from h2.config import H2Configuration
 from h2.connection import ConnectionState, H2Connection
 from h2.errors import ErrorCodes
+from h2.frame_buffer import FrameBuffer
 from hyperframe.frame import RstStreamFrame, WindowUpdateFrame
 
 if TYPE_CHECKING:
@@ -122,6 +123,29 @@ class _H2(H2Connection):
             return super()._receive_headers_frame(frame)
         except h2x.InvalidBodyLengthError as exc:
             return [], [BodyLengthMismatch(frame.stream_id, 0, str(exc))]
+        except h2x.ProtocolError as exc:
+            # A malformed response (bad header name or value, misplaced pseudo-header)
+            # is a *stream* error (RFC 9113 §8.1.1). h2 raises it as a connection error.
+            # Only plain ProtocolErrors without a cause come from header validation;
+            # HPACK decoding failures (cause set) and size limits corrupt or endanger
+            # the connection's shared state and stay connection errors.
+            if type(exc) is not h2x.ProtocolError or exc.__cause__ is not None:
+                raise
+            sid = frame.stream_id
+            stream = self.streams.get(sid)
+            if stream is None or sid % 2 == 0:
+                raise  # not one of our requests (a server cannot open streams)
+            frames: list[Any]
+            if stream.closed:  # the bad HEADERS carried END_STREAM: h2 cannot reset it
+                rst = RstStreamFrame(sid)
+                rst.error_code = ErrorCodes.PROTOCOL_ERROR
+                frames = [rst]
+            else:
+                try:
+                    frames = stream.reset_stream(ErrorCodes.PROTOCOL_ERROR)
+                except h2x.ProtocolError:
+                    raise exc from None
+            return frames, [BodyLengthMismatch(frame.stream_id, 0, f"is malformed: {exc}")]
 
     def _receive_goaway_frame(self, frame: Any) -> Any:
         self.preserved += self.data_to_send()
@@ -138,10 +162,13 @@ class H2Stream:
         "body_pos",
         "chunks",
         "deadline_kind",
+        "expected",
         "headers",
         "id",
         "last_activity",
+        "no_body",
         "pipe",
+        "received",
         "req",
         "status",
         "trailers",
@@ -164,8 +191,28 @@ class H2Stream:
         # Which timeout runs now: NO_DEADLINE, _READ or _WRITE. The connection's single
         # tick timer enforces it lazily from last_activity: no timer operation per stream.
         self.deadline_kind = NO_DEADLINE
+        self.expected: int | None = None  # Content-Length of the response, if any
+        self.received = 0  # response body bytes so far
+        self.no_body = False  # 204/304: DATA is an error
         self.wire_offset = -1  # first byte of the batch holding our HEADERS; -1: not flushed
 
 
-def new_h2_connection() -> _H2:
-    return _H2(config=_CONFIG)
+class _FrameBuffer(FrameBuffer):
+    """h2's FrameBuffer waits for a whole frame before checking its length, so a
+    header announcing 16 MiB makes us buffer 16 MiB first. Refuse it from the 9-byte
+    header (RFC 9113 §4.2: FRAME_SIZE_ERROR)."""
+
+    def __next__(self) -> Any:
+        data = self._data
+        if len(data) >= 9:
+            self._validate_frame_length((data[0] << 16) | (data[1] << 8) | data[2])
+        return super().__next__()
+
+
+def new_h2_connection(max_header_list_size: int) -> _H2:
+    conn = _H2(config=_CONFIG)
+    conn.incoming_buffer = _FrameBuffer(server=False)
+    # h2 applies a local MAX_HEADER_LIST_SIZE to its HPACK decoder only when a *changed*
+    # setting is ACKed; ours is an initial value, so set the decoder's limit directly.
+    conn.decoder.max_header_list_size = max_header_list_size
+    return conn

@@ -33,7 +33,9 @@ class BodySender:
     _out_pos: int
     _settings_seen: bool
 
-    def _fail_stream(self, st: H2Stream, exc: H2PoolError, send_rst: bool = True) -> None:
+    def _fail_stream(
+        self, st: H2Stream, exc: H2PoolError, send_rst: bool = True, code: int = 8
+    ) -> None:
         raise NotImplementedError
 
     def _arm_read_timer(self, st: H2Stream) -> None:

@@ -34,12 +34,15 @@ class Deadlines:
     _ping_sent_at: float | None
     _ping_payload: int
     _pending_resets: int
+    _suspect: bool
     _settings_seen: bool
     _out: bytearray
     _out_pos: int
     _last_write_progress: float
 
-    def _fail_stream(self, st: H2Stream, exc: H2PoolError, send_rst: bool = True) -> None:
+    def _fail_stream(
+        self, st: H2Stream, exc: H2PoolError, send_rst: bool = True, code: int = 8
+    ) -> None:
         raise NotImplementedError
 
     def _lost(self, err: H2PoolError, cause: BaseException | None) -> None:
@@ -85,12 +88,24 @@ class Deadlines:
             self._fail_stream(st, ReadTimeout(f"no response data from {self.label} for {read} s"))
             if self.closed:
                 return
+            if getattr(self.h2.incoming_buffer, "_headers_buffer", None):
+                # Stalled inside a header block (HEADERS without END_HEADERS): the HPACK
+                # state is shared, so this connection can never carry anything again.
+                msg = f"{self.label} stalled inside a header block"
+                try:
+                    self.h2.close_connection(error_code=1)  # PROTOCOL_ERROR
+                except Exception:
+                    pass
+                self.flush()
+                self._lost(ConnectionLost(msg), None)
+                return
             if not self._settings_seen:
                 # Never a SETTINGS frame: this is not a working HTTP/2 server; do not
                 # pool the connection for the next request.
                 self._lost(ConnectionLost(f"{self.label} never sent its SETTINGS"), None)
                 return
-            self._send_ping()  # a stalled stream may mean a dead connection
+            self._suspect = True  # a stalled stream may mean a dead connection: check
+            self._send_ping()
 
     def _arm_tick(self) -> None:
         """One lazily re-armed timer per connection covers the streams' read and write
@@ -167,6 +182,9 @@ class Deadlines:
 
     def _on_ping_ack(self, event: ev.PingAckReceived) -> None:
         self._ping_sent_at = None
+        if self._suspect:
+            self._suspect = False
+            self.origin.on_slot_free(self)
         # The tick may sleep until the ACK deadline; bring it forward to the next due.
         due = self._next_tick_due()
         if due is not None:

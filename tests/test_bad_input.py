@@ -408,18 +408,7 @@ def test_g6_no_cleartext_fallback(make_client):
     "logger",
     [
         "h2pool",
-        pytest.param(
-            "",  # the root logger: every library's DEBUG, as logging.basicConfig(DEBUG) does
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="engine bug: _client.Client._build marks a Cookie value never-indexed "
-                "(NeverIndexedHeaderTuple) only when it is shorter than 20 bytes, and "
-                "hpack.Encoder.add, run by h2 on the I/O thread, logs every header it does "
-                "not see as sensitive at DEBUG ('Adding b'cookie'=b'session=...' to the "
-                "header table'): with root logging at DEBUG a 46-byte Cookie is in the logs "
-                "(Authorization and Proxy-Authorization are redacted).",
-            ),
-        ),
+        "",  # the root logger: every library's DEBUG, as logging.basicConfig(DEBUG) does
     ],
 )
 def test_g10_secrets_not_in_logs(rawpeer, make_client, caplog, logger):

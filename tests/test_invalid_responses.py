@@ -127,15 +127,6 @@ def test_b1_b4_malformed_headers(rawpeer, make_client):
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: a malformed response header block (here an uppercase name) makes "
-    "h2 raise ProtocolError out of receive_data (validate_inbound_headers), which "
-    "H2Conn._receive turns into a connection error: GOAWAY and every sibling stream on "
-    "the connection fails. RFC 9113 §8.1.1: a malformed response is a stream error "
-    "(RST_STREAM PROTOCOL_ERROR); the engine already does this for Content-Length "
-    "mismatches (_H2._receive_data_frame), not for header validation.",
-)
 def test_b3_malformed_response_fails_only_its_stream(rawpeer, make_client):
     def slow(conn: RawConnection, sid: int) -> None:
         conn.wait_for(lambda c: len(c.requests) >= 2)
@@ -194,14 +185,6 @@ def test_b5_content_length_mismatch(rawpeer, make_client, stream):
 
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("stream", [False, True])
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug (inherited from h2): h2.stream.H2Stream.receive_headers re-runs "
-    "_initialize_content_length on trailers, resetting the expected length to None, and "
-    "no length check happens at an END_STREAM carried by trailers; H2Conn._on_trailers "
-    "then completes the stream. A 'content-length: 20' response with 13 bytes of DATA and "
-    "trailers is returned as a successful 13-byte body (RFC 9113 §8.1.1: malformed).",
-)
 def test_b5_body_short_of_content_length_then_trailers(rawpeer, make_client, stream):
     peer = rawpeer(routed({"/x": _trailers_cut_short}))
     client = h2c(make_client)
@@ -326,13 +309,6 @@ def test_b7_empty_data_frame_mid_body(rawpeer, make_client, how):
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: H2Conn._on_data feeds an empty DATA frame into the BodyPipe as a "
-    "b'' chunk; when it is alone in the pipe, BodyPipe.read(partial=True) returns b'' and "
-    "Response.iter_bytes() (chunk_size=None) takes it for the end of the body: the body "
-    "is silently truncated (b'Hello' of b'Hello, world!') and reported as complete.",
-)
 def test_b7_empty_data_frame_mid_body_iter_bytes(rawpeer, make_client):
     got_first = threading.Event()
 
@@ -357,13 +333,6 @@ def test_b7_empty_data_frame_mid_body_iter_bytes(rawpeer, make_client):
 
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("status", [204, 304])
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: a 204 or 304 response followed by DATA is returned with that DATA "
-    "as its content (h2 only zeroes the expected length for HEAD; H2Conn._on_response "
-    "does not for 204/304). RFC 9110 §6.4.1 / RFC 9113 §8.1.1: these have no content, so "
-    "ProtocolError (or the data discarded).",
-)
 def test_b9_204_304_with_data(rawpeer, make_client, status):
     def handler(conn: RawConnection, sid: int) -> None:
         conn.send_headers(sid, [(":status", str(status))])
