@@ -19,6 +19,7 @@ __all__ = [
     "ConnectError",
     "ConnectTimeout",
     "ConnectionLost",
+    "DecodingError",
     "H2PoolError",
     "HTTPStatusError",
     "InvalidHeader",
@@ -26,10 +27,12 @@ __all__ = [
     "PoolTimeout",
     "ProtocolError",
     "ReadTimeout",
+    "RedirectError",
     "RequestBodyError",
     "StreamReset",
     "TLSError",
     "TimeoutError",
+    "TooManyRedirects",
     "WriteTimeout",
 ]
 
@@ -105,6 +108,14 @@ class ProtocolError(H2PoolError):
     """The peer broke HTTP/2 (or HTTP/1.1) rules, or the response was malformed."""
 
 
+class DecodingError(ProtocolError):
+    """The response body does not decode as its ``Content-Encoding`` says (corrupt or
+    truncated gzip/deflate/br/zstd data), or it names more than five codings.
+
+    Raised while reading the body, in the reader's thread. The request was processed.
+    """
+
+
 class StreamReset(H2PoolError):
     """The server reset the stream with RST_STREAM; ``error_code`` is its code.
 
@@ -141,3 +152,18 @@ class HTTPStatusError(H2PoolError):
     def __init__(self, message: str, response: Response) -> None:
         super().__init__(message)
         self.response = response
+
+
+class RedirectError(H2PoolError):
+    """A redirect could not be followed safely (only with ``follow_redirects=True``):
+    an https -> http downgrade, a 307/308 whose request body cannot be sent again, or
+    an unusable ``Location``. ``.response`` is the redirect response itself.
+    """
+
+    def __init__(self, message: str, response: Response) -> None:
+        super().__init__(message)
+        self.response = response
+
+
+class TooManyRedirects(RedirectError):
+    """More than ``max_redirects`` redirects in a row; ``.response`` is the last one."""

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from http import HTTPStatus
 from typing import Any
 
+from ._decoders import ChainDecoder, make_decoder
 from ._errors import HTTPStatusError
 from ._headers import Headers
 from ._stream import BodyPipe
@@ -55,10 +56,17 @@ class Response:
         self.url = url
         self.headers = headers
         self.method = method
+        #: The redirect responses that led here, oldest first (``follow_redirects``).
+        self.history: list[Response] = []
         self._trailers = trailers
-        self._content = content
+        self._raw = content  # encoded bytes not yet read (buffered responses)
+        self._content: bytes | None = None  # .content, once read
         self._pipe = pipe
         self._consumed = content is not None
+        self._decoder: ChainDecoder | None = None
+        self._decoder_ready = False
+        self._decoded = b""  # decoded bytes produced but not yet returned
+        self._decode_done = False
         if pipe is not None:
             self._finalizer: weakref.finalize[Any, Any] | None = weakref.finalize(self, pipe.close)
         else:
@@ -80,55 +88,115 @@ class Response:
     def is_closed(self) -> bool:
         return self._pipe is None or self._consumed
 
-    # -- body ---------------------------------------------------------------------------
-    @property
-    def content(self) -> bytes:
-        """The whole body; reads the rest of a streamed body first."""
-        if self._content is None:
-            rest = self.read()
-            self._content = rest
-        return self._content
+    # -- body, as received (encoded) --------------------------------------------------
+    def read_raw(self, amt: int | None = None) -> bytes:
+        """Read the body as received, without undoing its ``Content-Encoding``.
 
-    def read(self, amt: int | None = None) -> bytes:
-        """Read ``amt`` bytes of the body (fewer only at its end), or all of the rest.
-
-        Returns ``b""`` once the body is exhausted. Raises :class:`ReadTimeout`,
-        :class:`StreamReset`, :class:`ProtocolError` or :class:`ConnectionLost` if the
-        stream fails while reading.
+        Same contract as :meth:`read`. Do not mix with decoded reads on one response.
         """
+        return self._read_raw(amt, False)
+
+    def iter_raw(self, chunk_size: int | None = None) -> Iterator[bytes]:
+        """Like :meth:`iter_bytes`, but the body as received (still compressed)."""
+        if chunk_size is None:
+            while chunk := self._read_raw(1 << 20, True):
+                yield chunk
+            return
+        while chunk := self._read_raw(chunk_size, False):
+            yield chunk
+
+    def _read_raw(self, amt: int | None, partial: bool) -> bytes:
         if self._pipe is None or self._consumed:
-            if self._content is None:
+            raw = self._raw
+            if not raw:
                 return b""
-            if amt is None:
-                data, self._content = self._content, b""
-                return data
-            data = self._content[:amt]
-            self._content = self._content[amt:]
-            return data
-        data = self._pipe.read(amt)
+            if amt is None or amt >= len(raw):
+                self._raw = b""
+                return raw
+            self._raw = raw[amt:]
+            return raw[:amt]
+        data = self._pipe.read(amt, partial=partial)
         if amt is None or not data:
             self._finish()
         return data
 
-    def iter_bytes(self, chunk_size: int | None = None) -> Iterator[bytes]:
-        """Yield the body in chunks of ``chunk_size`` (the last may be shorter), or as
-        they arrive when ``chunk_size`` is None."""
-        if self._pipe is None or self._consumed:
-            data = self.read()
-            if chunk_size is None:
-                if data:
-                    yield data
-                return
-            for i in range(0, len(data), chunk_size):
-                yield data[i : i + chunk_size]
-            return
-        pipe = self._pipe
-        while True:
-            chunk = pipe.read(chunk_size if chunk_size else 1 << 20, partial=chunk_size is None)
-            if not chunk:
+    # -- body, decoded ------------------------------------------------------------------
+    def _get_decoder(self) -> ChainDecoder | None:
+        if not self._decoder_ready:
+            self._decoder_ready = True
+            if self.method != "HEAD" and self.status not in (204, 304):
+                self._decoder = make_decoder(self.headers.get_all("content-encoding"))
+        return self._decoder
+
+    @property
+    def content(self) -> bytes:
+        """The whole body, decoded; reads the rest of a streamed body first.
+
+        This holds the whole decoded body in memory: read an untrusted compressed body
+        with :meth:`iter_bytes` or ``read(n)`` instead, which decode as they go.
+        """
+        if self._content is None:
+            self._content = self.read()
+        return self._content
+
+    def read(self, amt: int | None = None) -> bytes:
+        """Read ``amt`` bytes of the decoded body (fewer only at its end), or all the rest.
+
+        A ``Content-Encoding`` of gzip, deflate, br or zstd (the last two with their
+        extras) is undone as the body is read, in this thread, producing at most about
+        ``amt`` bytes per call however compressed the body is; see :meth:`read_raw`.
+        Returns ``b""`` once the body is exhausted. Raises :class:`ReadTimeout`,
+        :class:`StreamReset`, :class:`ProtocolError` or :class:`ConnectionLost` if the
+        stream fails while reading, :class:`DecodingError` if the body does not decode.
+        """
+        decoder = self._get_decoder()
+        if decoder is None:
+            return self._read_raw(amt, False)
+        if amt is None:
+            parts = [self._decoded]
+            self._decoded = b""
+            while chunk := self._pull(1 << 20):
+                parts.append(chunk)
+            return b"".join(parts)
+        while len(self._decoded) < amt:
+            more = self._pull(amt - len(self._decoded))
+            if not more:
                 break
+            self._decoded += more
+        data, self._decoded = self._decoded[:amt], self._decoded[amt:]
+        return data
+
+    def _pull(self, limit: int) -> bytes:
+        """Up to about ``limit`` decoded bytes; ``b""`` only at the end of the body."""
+        decoder = self._decoder
+        assert decoder is not None
+        while not self._decode_done:
+            out = decoder.pull(limit)
+            if out:
+                return out
+            raw = self._read_raw(max(limit, 16384), True)
+            if not raw:
+                self._decode_done = True
+                decoder.finish()
+                break
+            decoder.feed(raw)
+        return b""
+
+    def iter_bytes(self, chunk_size: int | None = None) -> Iterator[bytes]:
+        """Yield the decoded body in chunks of ``chunk_size`` (the last may be shorter),
+        or as they arrive (and decode) when ``chunk_size`` is None."""
+        if self._get_decoder() is None:
+            yield from self.iter_raw(chunk_size)
+            return
+        if chunk_size is None:
+            if self._decoded:
+                data, self._decoded = self._decoded, b""
+                yield data
+            while chunk := self._pull(1 << 20):
+                yield chunk
+            return
+        while chunk := self.read(chunk_size):
             yield chunk
-        self._finish()
 
     def _finish(self) -> None:
         if self._pipe is not None and not self._consumed:
@@ -142,8 +210,6 @@ class Response:
         """Release the stream: an unread remainder is discarded and the stream reset."""
         if self._pipe is not None and not self._consumed:
             self._consumed = True
-            if self._content is None:
-                self._content = b""
             if self._finalizer is not None:
                 self._finalizer()
 

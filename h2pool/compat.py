@@ -87,6 +87,8 @@ def _acquire(secure: bool, http1: bool, context: ssl.SSLContext | None) -> _Engi
                 http1=http1,
                 # Cleartext: HTTP20Connection speaks h2c, HTTPConnection HTTP/1.1.
                 http2_prior_knowledge=not secure and not http1,
+                # http.client asks for identity and never decodes; neither do we here.
+                headers=[("accept-encoding", "identity")],
             )
             engine = _engines[key] = _Engine(client, context)
         engine.users += 1
@@ -240,7 +242,7 @@ class HTTP20Response(io.BufferedIOBase):
         buffered = self._buffer
         if amt is None or amt < 0:
             self._buffer = b""
-            data = buffered + self._resp.read()
+            data = buffered + self._resp.read_raw()
             self._finish()
             return data
         if amt == 0:
@@ -248,13 +250,13 @@ class HTTP20Response(io.BufferedIOBase):
         if buffered:
             data, self._buffer = buffered[:amt], buffered[amt:]
             if len(data) < amt and not self._buffer:
-                more = self._resp.read(amt - len(data))
+                more = self._resp.read_raw(amt - len(data))
                 data += more
                 if not more:
                     self._finish()
                     return data
             return self._account(data)
-        data = self._resp.read(amt)
+        data = self._resp.read_raw(amt)
         if not data:
             self._finish()
             return data
@@ -277,7 +279,7 @@ class HTTP20Response(io.BufferedIOBase):
     def _read_partial(self, n: int) -> bytes:
         pipe = self._resp._pipe
         if pipe is None or self._resp.is_closed:
-            return self._resp.read(n)
+            return self._resp.read_raw(n)
         return pipe.read(n, partial=True)
 
     def peek(self, n: int = 0) -> bytes:

@@ -160,9 +160,9 @@ class H2PoolRawResponse:
                 if pipe is not None and not self._resp.is_closed:
                     data = pipe.read(amt, partial=True)
                 else:
-                    data = self._resp.read(amt)
+                    data = self._resp.read_raw(amt)
             else:
-                data = self._resp.read(amt)
+                data = self._resp.read_raw(amt)
         except e.H2PoolError as exc:
             raise _map_body_error(exc) from exc
         if amt is None or not data:

@@ -27,6 +27,8 @@ _LOCATIONS = """
             add_header X-Echo-Host $host always;
             add_header X-Echo-Method $request_method always;
             add_header X-Echo-Accept $http_accept always;
+            add_header X-Echo-Authorization $http_authorization always;
+            add_header X-Echo-Cookie $http_cookie always;
             return 200 "echo\\n";
         }
         location = /204 { return 204; }
@@ -41,6 +43,22 @@ _LOCATIONS = """
             add_header X-Echo-Method $request_method always;
             return 200 "discarded\\n";
         }
+        location /gzip/ {
+            gzip on;
+            gzip_types *;
+            gzip_min_length 0;
+            rewrite ^/gzip/(.*)$ /$1 break;
+        }
+        location = /r/301 { return 301 /echo-headers; }
+        location = /r/302 { return 302 /echo-headers; }
+        location = /r/303 { return 303 /echo-headers; }
+        location = /r/307 { return 307 /discard; }
+        location = /r/308 { return 308 /discard; }
+        location = /r/loop { return 302 /r/loop; }
+        location = /r/chain3 { return 302 /r/chain2; }
+        location = /r/chain2 { return 302 /r/chain1; }
+        location = /r/chain1 { return 302 /13b; }
+        location = /r/relative { return 302 "13b"; }
         location / { }
 """
 
