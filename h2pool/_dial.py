@@ -156,6 +156,10 @@ class Dialer:
         except ssl.SSLWantWriteError:
             self._watch(selectors.EVENT_WRITE, self._handshake)
             return
+        except (ssl.SSLEOFError, ssl.SSLZeroReturnError) as exc:
+            msg = f"{self.host} closed the connection during the TLS handshake"
+            self._finish(None, ConnectError(msg), exc)
+            return
         except ssl.SSLCertVerificationError as exc:
             self._finish(
                 None,

@@ -54,6 +54,7 @@ _READS_PER_TURN = 64  # then yield to other connections; level-triggered select 
 # reading while the peer does not drain our ACKs) this bounds what a PING/SETTINGS
 # flood costs in memory and keeps each turn short, so timers still fire on time.
 _FEED_PER_TURN = 512 * 1024
+_TLS_SLICE = 16 * 1024  # one TLS record
 _DEFAULT_MAX_STREAMS = 100  # assumed until the peer's first SETTINGS (RFC 9113 §6.5.2)
 _UNLIMITED_STREAMS = 1000  # when the peer's SETTINGS set no limit (Go does the same)
 
@@ -95,6 +96,8 @@ class H2Conn(Deadlines, BodySender):
         self._out = bytearray()
         self._out_pos = 0
         self._written = 0  # bytes handed to the kernel
+        self._written_hi = 0  # bytes that may have reached the kernel (TLS retries)
+        self._tls = isinstance(sock, ssl.SSLSocket)
         self._generated = 0  # bytes taken from h2
         self._unflushed: list[H2Stream] = []  # streams started since the last flush
         self._senders: deque[H2Stream] = deque()  # streams with body left to send
@@ -310,13 +313,24 @@ class H2Conn(Deadlines, BodySender):
         out = self._out
         pos = self._out_pos
         sock = self.sock
+        # TLS goes out one record (16 KiB) per send(): CPython's SSL_write is not in
+        # partial-write mode, so a large send() that raises SSLWantWriteError may
+        # already have put whole records in the kernel while reporting nothing. A slice
+        # that raised is therefore counted as possibly sent (``_written_hi``), so a
+        # request the server may have seen is never retried as "unsent".
+        step = _TLS_SLICE if self._tls else len(out)
         try:
             while pos < len(out):
+                end = pos + step
                 with memoryview(out) as view:
-                    n = sock.send(view[pos:])
+                    n = sock.send(view[pos:end])
                 pos += n
-        except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+        except (BlockingIOError, InterruptedError):
             pass
+        except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
+            hi = self._written + (min(pos + step, len(out)) - self._out_pos)
+            if hi > self._written_hi:
+                self._written_hi = hi
         except OSError as exc:
             self._out_pos = pos
             self._lost(ConnectionLost(f"connection to {self.label} failed: {exc}"), exc)
@@ -699,7 +713,8 @@ class H2Conn(Deadlines, BodySender):
             st.deadline_kind = NO_DEADLINE
             req = st.req
             req.conn = None
-            unsent = st.wire_offset < 0 or self._written <= st.wire_offset
+            written = max(self._written, self._written_hi)
+            unsent = st.wire_offset < 0 or written <= st.wire_offset
             if retry_unsent and unsent and st.status == 0:
                 # No byte of this request reached the kernel: it was not processed.
                 self.origin.retry(req, err)

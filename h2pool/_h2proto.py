@@ -54,6 +54,10 @@ class _H2(H2Connection):
     preserved = b""
     _gc_at = 64
 
+    def pending_output(self) -> int:
+        """Bytes generated but not yet taken by ``data_to_send()``."""
+        return len(self._data_to_send)
+
     def ack_connection(self, nbytes: int) -> None:
         """Return connection-level flow-control credit only (h2 has no public call
         that separates the two levels)."""

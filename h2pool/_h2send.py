@@ -54,7 +54,9 @@ class BodySender:
             return
         senders = self._senders
         h2c = self.h2
-        budget = OUT_CAP - (len(self._out) - self._out_pos)
+        # Count what h2 has generated but not yet handed over, or several uploads
+        # started in one turn would each buffer up to the cap.
+        budget = OUT_CAP - (len(self._out) - self._out_pos) - self.h2.pending_output()
         while senders and budget > 0:
             if h2c.outbound_flow_control_window <= 0:
                 return

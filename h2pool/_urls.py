@@ -45,6 +45,13 @@ def _quote_target(target: str) -> str:
     return quote(target, safe="-._~:/?#[]@!$&'()*+,;=%")
 
 
+def _redact(url: object) -> object:
+    """The URL for an error message, with any userinfo (a password) masked."""
+    if isinstance(url, str) and "@" in url:
+        return re.sub(r"(?<=//)[^/@]*@", "***@", url)
+    return url
+
+
 _cache: dict[str, URL] = {}
 _CACHE_MAX = 1024
 
@@ -70,42 +77,44 @@ def _parse_url(url: str) -> URL:
         try:
             url = url.decode("ascii")
         except UnicodeDecodeError as exc:
-            raise InvalidURL(f"URL bytes are not ASCII: {url!r}") from exc
+            raise InvalidURL(f"URL bytes are not ASCII: {_redact(url)!r}") from exc
     if not isinstance(url, str):
         raise InvalidURL(f"URL must be str, not {type(url).__name__}")
     if _FORBIDDEN.search(url):
-        raise InvalidURL(f"URL contains a space or control character: {url!r}")
+        raise InvalidURL(f"URL contains a space or control character: {_redact(url)!r}")
     if "\\" in url:
-        raise InvalidURL(f"URL contains a backslash: {url!r}")
+        raise InvalidURL(f"URL contains a backslash: {_redact(url)!r}")
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
-        raise InvalidURL(f"invalid URL {url!r}: {exc}") from exc
+        raise InvalidURL(f"invalid URL {_redact(url)!r}: {exc}") from exc
     scheme = parts.scheme.lower()
     if scheme not in _DEFAULT_PORTS:
-        raise InvalidURL(f"unsupported URL scheme {parts.scheme!r} in {url!r} (use http or https)")
+        raise InvalidURL(
+            f"unsupported URL scheme {parts.scheme!r} in {_redact(url)!r} (use http or https)"
+        )
     host = parts.hostname
     if not host:
-        raise InvalidURL(f"URL has no host: {url!r}")
+        raise InvalidURL(f"URL has no host: {_redact(url)!r}")
     if port == 0:
-        raise InvalidURL(f"URL port 0 is not valid: {url!r}")
+        raise InvalidURL(f"URL port 0 is not valid: {_redact(url)!r}")
     if "@" in parts.netloc:
-        raise InvalidURL(f"credentials in the URL are not supported: {url!r}")
+        raise InvalidURL(f"credentials in the URL are not supported: {_redact(url)!r}")
     netloc_host = parts.netloc.rsplit(":", 1)[0] if not parts.netloc.endswith("]") else parts.netloc
     if netloc_host.endswith("]") or ":" in host:
         try:
             ipaddress.IPv6Address(host.split("%", 1)[0])
         except ValueError as exc:
-            raise InvalidURL(f"invalid IPv6 host in {url!r}") from exc
+            raise InvalidURL(f"invalid IPv6 host in {_redact(url)!r}") from exc
         host_for_authority = f"[{host}]"
     else:
         try:
             host = host.encode("idna").decode("ascii") if not host.isascii() else host
         except UnicodeError as exc:
-            raise InvalidURL(f"invalid host name in {url!r}") from exc
+            raise InvalidURL(f"invalid host name in {_redact(url)!r}") from exc
         if not re.match(r"[A-Za-z0-9\-._~!$&'()*+,;=%]+\Z", host):
-            raise InvalidURL(f"invalid host name {host!r} in {url!r}")
+            raise InvalidURL(f"invalid host name {host!r} in {_redact(url)!r}")
         host_for_authority = host
     default = _DEFAULT_PORTS[scheme]
     real_port = port if port is not None else default
