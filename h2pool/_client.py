@@ -28,6 +28,7 @@ from ._errors import ClientClosed, ConnectError, H2PoolError, InvalidHeader
 from ._headers import HeaderTypes, normalize_headers
 from ._loop import IOLoop
 from ._pool import Pool
+from ._redirects import follow_chain, is_redirect, replay_point
 from ._request import Request, ResponseFuture
 from ._response import Response
 from ._stream import UploadPipe, pump_body
@@ -114,6 +115,8 @@ class Client:
         http1: bool = True,
         http2_prior_knowledge: bool = False,
         headers: HeaderTypes | None = None,
+        follow_redirects: bool = False,
+        max_redirects: int = 20,
     ) -> None:
         if verify is False:
             warnings.warn(
@@ -127,6 +130,8 @@ class Client:
             raise TypeError("limits must be an h2pool.Limits")
         self._limits = limits
         self._http1 = http1
+        self._follow_redirects = follow_redirects
+        self._max_redirects = max_redirects
         self._h2c = http2_prior_knowledge
         # ALPN: h2 first; http/1.1 only when the fallback is allowed. A failed TLS or
         # ALPN negotiation never falls back to cleartext.
@@ -226,6 +231,7 @@ class Client:
         body: BodyTypes,
         timeout: Timeout | float | None,
         stream: bool,
+        drop: frozenset[bytes] = frozenset(),
     ) -> Request:
         if self._closed:
             raise ClientClosed("the client is closed")
@@ -256,10 +262,15 @@ class Client:
                     regular.append(NeverIndexedHeaderTuple(n, v))
                 else:
                     regular.append((n, v))
-            if names & self._default_names:
-                regular = [(n, v) for n, v in self._default_headers if n not in names] + regular
+            if names & self._default_names or drop:
+                regular = [
+                    (n, v) for n, v in self._default_headers if n not in names and n not in drop
+                ] + regular
             else:
                 regular = self._default_headers + regular
+        elif drop:
+            names = _NO_NAMES
+            regular = [(n, v) for n, v in self._default_headers if n not in drop]
         else:
             names = _NO_NAMES
             regular = self._default_headers
@@ -333,7 +344,9 @@ class Client:
         """Send a request without waiting; the future resolves to the :class:`Response`.
 
         ``timeout=None`` means the client's timeouts; pass ``Timeout(None)`` for none.
-        Never blocks on the network. Invalid input raises here (``InvalidURL``,
+        Never blocks on the network, so it never follows redirects (even on a client
+        created with ``follow_redirects=True``): to follow them concurrently, run
+        ``client.request`` in an executor. Invalid input raises here (``InvalidURL``,
         ``InvalidHeader``); network failures arrive through the future.
         ``future.cancel()`` on an in-flight request resets its stream.
         """
@@ -376,12 +389,37 @@ class Client:
         body: BodyTypes = None,
         timeout: Timeout | float | None = None,
         stream: bool = False,
+        follow_redirects: bool | None = None,
+        max_redirects: int | None = None,
     ) -> Response:
         """Send a request and wait for its response (and its body unless ``stream``).
 
+        Redirects are returned as they are unless ``follow_redirects`` (default: the
+        client's, itself False by default) is true; then up to ``max_redirects`` (20)
+        are followed in this thread, see :mod:`h2pool._redirects`. ``timeout`` applies
+        to each request of the chain.
+
         Raises an :class:`H2PoolError` subclass on failure; see :mod:`h2pool` errors.
         """
-        req = self._build(method, url, headers, body, timeout, stream)
+        follow = self._follow_redirects if follow_redirects is None else follow_redirects
+        replay = replay_point(body) if follow and body is not None else None
+        response = self._send(method, url, headers, body, timeout, stream)
+        if not follow or not is_redirect(response):
+            return response
+        limit = self._max_redirects if max_redirects is None else max_redirects
+        return follow_chain(self, response, method, headers, body, replay, timeout, stream, limit)
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        headers: HeaderTypes | None,
+        body: BodyTypes,
+        timeout: Timeout | float | None,
+        stream: bool,
+        drop: frozenset[bytes] = frozenset(),
+    ) -> Response:
+        req = self._build(method, url, headers, body, timeout, stream, drop)
         fut = self._submit(req, False)
         try:
             if req.upload is not None and not fut.done():

@@ -296,6 +296,7 @@ class HTTP2Adapter(BaseAdapter):
                 body=cast(Any, request.body),  # bytes, str, file or iterable
                 timeout=_timeout(timeout),
                 stream=True,
+                follow_redirects=False,  # requests follows them itself
             )
         except e.H2PoolError as exc:
             raise _map_error(exc, request) from exc
