@@ -460,13 +460,6 @@ def _open_connection_window(conn: Any, stream_id: int, request: Any) -> None:
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: H2Conn._write counts bytes as written only when SSLSocket.send() "
-    "returns; a send() that raises SSLWantWriteError has already put TLS records of the "
-    "buffer into the kernel (CPython does not set SSL_MODE_ENABLE_PARTIAL_WRITE), so "
-    "_written lags and _shutdown(retry_unsent=True) resends requests the server received",
-)
 def test_a_request_the_server_received_is_never_resent(
     h2peer: Any, proxy: Any, make_client: Any
 ) -> None:
@@ -517,13 +510,6 @@ def _vm_rss() -> int:
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: the 1 MiB outbound cap (OUT_CAP) is checked by _pump_bodies "
-    "against H2Conn._out only, not against bytes h2 generated this turn and not yet "
-    "flushed; H2Conn.start() pumps each new upload, so N uploads started in one turn "
-    "buffer N x min(stream window, 1 MiB) (64 MiB here)",
-)
 def test_outbound_buffer_stays_capped_when_many_uploads_start_at_once(
     h2peer: Any, proxy: Any, make_client: Any
 ) -> None:

@@ -141,7 +141,8 @@ def test_b3_malformed_response_fails_only_its_stream(rawpeer, make_client):
     assert isinstance(bad.exception(timeout=5), h2pool.ProtocolError)
     assert sibling.result(timeout=5).content == HELLO
     conn = peer.connections[0]
-    assert any(f.stream_id == 3 for f in conn.frames_of(RstStreamFrame))
+    # The peer records frames on its own reader thread: wait for the RST to be seen.
+    assert conn.wait_for(lambda c: any(f.stream_id == 3 for f in c.frames_of(RstStreamFrame)), 5)
     assert not conn.frames_of(GoAwayFrame)
 
 
