@@ -18,6 +18,7 @@ requests and httpx do where the RFC leaves a choice:
 from __future__ import annotations
 
 import io
+import logging
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urldefrag, urljoin
 
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
     from ._response import Response
 
 __all__ = ["REDIRECT_STATUSES", "follow_chain", "is_redirect", "replay_point"]
+
+log = logging.getLogger("h2pool")
 
 REDIRECT_STATUSES = frozenset((301, 302, 303, 307, 308))
 _CREDENTIALS = frozenset((b"authorization", b"proxy-authorization", b"cookie", b"host"))
@@ -112,6 +115,15 @@ def follow_chain(
             # user agent must not leak them; requests/httpx/curl all strip them).
             hdrs = [(n, v) for n, v in hdrs if n not in _CREDENTIALS]
             drop = _CREDENTIALS
+        # The query string may carry tokens: log the origin and path only.
+        log.debug(
+            "following %d redirect: %s %s://%s%s",
+            status,
+            method,
+            url.scheme,
+            url.authority.decode("ascii", "replace"),
+            url.target.split(b"?", 1)[0].decode("ascii", "replace"),
+        )
         response = client._send(method, url.url, hdrs, body, timeout, stream, drop)
     response.history = history
     return response
