@@ -1,7 +1,18 @@
 """Command line: ``python -m h2pool URL [URL ...]`` (a small curl) and ``python -m h2pool demo``.
 
-Exit codes: 0 every transfer succeeded; 1 a transfer failed (connection, TLS, timeout,
-protocol); 22 with ``--fail`` when a response had status >= 400; 2 bad usage.
+Exit codes (curl's numbers where curl has one), the first failing URL's:
+
+== =================================================================
+0  every transfer succeeded (any HTTP status, unless ``--fail``)
+1  the transfer failed otherwise (protocol error, reset, lost connection)
+2  bad usage (unknown option, bad header, unreadable ``-d @FILE``)
+7  could not connect (DNS, TCP, ALPN)
+22 ``--fail`` and a response had status >= 400
+23 writing the output failed
+28 a timeout (connect, read, write or pool)
+35 the TLS handshake failed (untrusted certificate, wrong host name)
+47 ``-L`` and too many redirects (or one that may not be followed)
+== =================================================================
 """
 
 from __future__ import annotations
@@ -14,10 +25,26 @@ from typing import IO
 
 from ._client import Client
 from ._config import Limits, Timeout
-from ._errors import H2PoolError
+from ._errors import ConnectError, H2PoolError, RedirectError, TimeoutError, TLSError
 from ._response import Response
 
 EXIT_OK, EXIT_TRANSFER, EXIT_USAGE, EXIT_HTTP = 0, 1, 2, 22
+EXIT_CONNECT, EXIT_WRITE, EXIT_TIMEOUT, EXIT_TLS, EXIT_REDIRECTS = 7, 23, 28, 35, 47
+
+
+def exit_code(exc: BaseException) -> int:
+    """The exit code for a failed transfer (see the module docstring)."""
+    if isinstance(exc, TLSError):
+        return EXIT_TLS
+    if isinstance(exc, TimeoutError):
+        return EXIT_TIMEOUT
+    if isinstance(exc, ConnectError):
+        return EXIT_CONNECT
+    if isinstance(exc, RedirectError):
+        return EXIT_REDIRECTS
+    if isinstance(exc, OSError):
+        return EXIT_WRITE
+    return EXIT_TRANSFER
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,11 +56,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("urls", nargs="+", metavar="URL")
     p.add_argument("-X", "--request", default=None, help="method (default GET, or POST with -d)")
     p.add_argument("-H", "--header", action="append", default=[], help="'Name: value' (repeatable)")
-    p.add_argument("-d", "--data", "--data-binary", default=None, help="body; @FILE streams a file")
+    p.add_argument(
+        "-d", "--data", "--data-binary", default=None, help="body; @FILE streams a file, @- stdin"
+    )
     p.add_argument("-o", "--output", default=None, help="write the body to FILE (one URL)")
     p.add_argument("-i", "--include", action="store_true", help="print the response headers")
     p.add_argument("-v", "--verbose", action="store_true", help="protocol, timings, connections")
     p.add_argument("-f", "--fail", action="store_true", help="exit 22 on HTTP status >= 400")
+    p.add_argument("-L", "--location", action="store_true", help="follow redirects")
+    p.add_argument("--max-redirs", type=int, default=20, metavar="N", help="with -L (20)")
     p.add_argument("-k", "--insecure", action="store_true", help="do not verify TLS certificates")
     p.add_argument("--cacert", default=None, help="CA bundle (file or directory) to verify with")
     p.add_argument("--h2c", action="store_true", help="cleartext HTTP/2 for http:// URLs")
@@ -110,8 +141,15 @@ def main(argv: list[str] | None = None) -> int:
     body_file: str | None = None
     body: bytes | None = None
     if args.data is not None:
-        if args.data.startswith("@"):
+        if args.data == "@-":
+            body = sys.stdin.buffer.read()
+        elif args.data.startswith("@"):
             body_file = args.data[1:]
+            try:
+                open(body_file, "rb").close()
+            except OSError as exc:
+                print(f"h2pool: -d {args.data}: {exc}", file=sys.stderr)
+                return EXIT_USAGE
         else:
             body = args.data.encode()
     method = args.request or ("POST" if args.data is not None else "GET")
@@ -138,7 +176,14 @@ def main(argv: list[str] | None = None) -> int:
         try:
             send = open(body_file, "rb") if body_file else None  # noqa: SIM115
             try:
-                with client.stream(method, url, headers=headers, body=send or body) as r:
+                with client.stream(
+                    method,
+                    url,
+                    headers=headers,
+                    body=send or body,
+                    follow_redirects=args.location,
+                    max_redirects=args.max_redirs,
+                ) as r:
                     if args.output:
                         total = r.headers.get("content-length")
                         bar = _Progress(
@@ -164,11 +209,16 @@ def main(argv: list[str] | None = None) -> int:
         for url, r, data, error, elapsed in pool.map(fetch, args.urls):
             if error is not None or r is None:
                 print(f"h2pool: {url}: {type(error).__name__}: {error}", file=sys.stderr)
-                status = EXIT_TRANSFER
+                if status == EXIT_OK:
+                    status = exit_code(error) if error is not None else EXIT_TRANSFER
                 continue
             if args.verbose:
+                for hop in r.history:
+                    print(
+                        f"* {hop.url}: {hop.status} -> {hop.headers['location']}", file=sys.stderr
+                    )
                 print(
-                    f"* {url}: {r.http_version} {r.status} in {elapsed * 1000:.1f} ms",
+                    f"* {r.url}: {r.http_version} {r.status} in {elapsed * 1000:.1f} ms",
                     file=sys.stderr,
                 )
             if args.include:
