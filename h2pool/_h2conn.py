@@ -55,6 +55,7 @@ _READS_PER_TURN = 64  # then yield to other connections; level-triggered select 
 # flood costs in memory and keeps each turn short, so timers still fire on time.
 _FEED_PER_TURN = 512 * 1024
 _TLS_SLICE = 16 * 1024  # one TLS record
+_BACKLOG_LIMIT = 256 * 1024  # unsent bytes above which a connection takes no new stream
 _DEFAULT_MAX_STREAMS = 100  # assumed until the peer's first SETTINGS (RFC 9113 §6.5.2)
 _UNLIMITED_STREAMS = 1000  # when the peer's SETTINGS set no limit (Go does the same)
 
@@ -106,6 +107,7 @@ class H2Conn(Deadlines, BodySender):
         self._reading = True
         self.idle_since = loop.now
         self.last_read = loop.now
+        self.last_progress = loop.now  # last response HEADERS or DATA on any stream
         self._last_write_progress = loop.now
         self.bytes_sent = 0
         self.bytes_received = 0
@@ -147,11 +149,13 @@ class H2Conn(Deadlines, BodySender):
 
     @property
     def free_slots(self) -> int:
-        if self.closed or self.draining or not self._reading or self._suspect:
-            # Not reading: the peer is not draining our output. Suspect: a stream timed
-            # out and the PING sent to check the connection is unanswered. Either way,
-            # new requests go elsewhere (or wait) rather than onto a connection that may
-            # be dead.
+        if self.closed or self.draining:
+            return 0
+        if self._suspect or len(self._out) - self._out_pos > _BACKLOG_LIMIT:
+            # Suspect: streams stalled and the health PING is unanswered. A large unsent
+            # backlog: the peer is not draining our output. A new request would wait
+            # and, if the connection then dies, could not be told apart from a sent
+            # one: it goes elsewhere (or waits) instead.
             return 0
         return self.max_streams - len(self.streams) - self._pending_resets
 
@@ -366,7 +370,7 @@ class H2Conn(Deadlines, BodySender):
         st = self.streams.get(event.stream_id)
         if st is None:
             return
-        st.last_activity = self.loop.now
+        st.last_activity = self.last_progress = self.loop.now
         headers = event.headers
         status = 0
         raw = headers[0][1] if headers and headers[0][0] == b":status" else None
@@ -426,7 +430,7 @@ class H2Conn(Deadlines, BodySender):
         if data:
             # Empty DATA frames are not progress: a peer dribbling them (CVE-2019-9518)
             # must still hit the read timeout.
-            st.last_activity = self.loop.now
+            st.last_activity = self.last_progress = self.loop.now
             st.received += len(data)
             if st.no_body:
                 if flow:

@@ -29,6 +29,7 @@ class Deadlines:
     streams: dict[int, H2Stream]
     origin: Any
     last_read: float
+    last_progress: float
     stall_timeout: float | None
     _tick: Timer | None
     _ping_sent_at: float | None
@@ -104,8 +105,12 @@ class Deadlines:
                 # pool the connection for the next request.
                 self._lost(ConnectionLost(f"{self.label} never sent its SETTINGS"), None)
                 return
-            self._suspect = True  # a stalled stream may mean a dead connection: check
-            self._send_ping()
+            if now - self.last_progress >= (read or 0.0):
+                # No stream has made progress for the whole timeout: the connection may
+                # be dead. Check it with a PING; until the ACK it takes no new streams.
+                # (If other streams are progressing, only this one is slow.)
+                self._suspect = True
+                self._send_ping()
 
     def _arm_tick(self) -> None:
         """One lazily re-armed timer per connection covers the streams' read and write

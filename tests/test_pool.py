@@ -496,9 +496,11 @@ def test_request_stuck_behind_a_stalled_write_is_retried_on_a_new_connection(
     stall_peer, make_client
 ):
     # The client-level write timeout (3 s) also bounds write stalls of a connection;
-    # the upload's own write timeout (0.5 s) fails it first. A GET submitted then is
-    # queued behind the stuck bytes: when the stalled connection is closed, no byte of
-    # it was written, so it is retried on a new connection and succeeds.
+    # the upload's own write timeout (0.5 s) fails it first. A GET submitted then must
+    # not wait on the stuck connection: either it goes straight to a new connection
+    # (the stuck one has a large unsent backlog, so it takes no new stream), or, queued
+    # behind the stuck bytes, it is retried when that connection is closed (no byte of
+    # it was written).
     client = make_client(
         http2_prior_knowledge=True, timeout=h2pool.Timeout(connect=5, read=10, write=3, pool=10)
     )
@@ -514,7 +516,7 @@ def test_request_stuck_behind_a_stalled_write_is_retried_on_a_new_connection(
     assert time.monotonic() - t0 < 5.0
     assert [(q.conn_index, q.path) for q in stall_peer.requests] == [(1, "/after")]
     stats = client.stats()
-    assert stats["retries"] == 1
+    assert stats["retries"] <= 1
     assert stats["connections_opened"] == 2
     assert stats["connections_closed"] == 1
     assert stats["connections"] == 1
