@@ -515,6 +515,8 @@ def test_request_stuck_behind_a_stalled_write_is_retried_on_a_new_connection(
     assert r.content == HELLO
     assert time.monotonic() - t0 < 5.0
     assert [(q.conn_index, q.path) for q in stall_peer.requests] == [(1, "/after")]
+    # The stuck connection is closed by the stall limit (3 s) if it was not already.
+    wait_until(lambda: client.stats()["connections_closed"] == 1, timeout=6)
     stats = client.stats()
     assert stats["retries"] <= 1
     assert stats["connections_opened"] == 2
