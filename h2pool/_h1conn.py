@@ -546,7 +546,10 @@ class H1Conn:
             # answering at all (the keep-alive race): a lost connection, not bad syntax.
             self._lost(ConnectionLost(f"connection to {self.label} closed by the server"), exc)
             return
-        log.warning("protocol error on %s: %s", self.label, exc)
+        # The exception text may quote received header values (cookies): only its type
+        # at WARNING, the text at DEBUG.
+        log.warning("protocol error on %s: %s", self.label, type(exc).__name__)
+        log.debug("protocol error on %s: %s", self.label, exc)
         err = ProtocolError(f"HTTP/1.1 protocol error from {self.label}: {exc}")
         err.__cause__ = exc
         self._shutdown(err, retry=False)

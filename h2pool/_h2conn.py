@@ -683,7 +683,10 @@ class H2Conn(Deadlines, BodySender):
 
     # -- connection end --------------------------------------------------------------------
     def _protocol_error(self, exc: h2x.ProtocolError) -> None:
-        log.warning("protocol error on %s: %s", self.label, exc)
+        # The exception text may quote received header values (cookies): only its type
+        # at WARNING, the text at DEBUG.
+        log.warning("protocol error on %s: %s", self.label, type(exc).__name__)
+        log.debug("protocol error on %s: %s", self.label, exc)
         err = ProtocolError(f"HTTP/2 protocol error from {self.label}: {exc}")
         err.__cause__ = exc
         # h2 queued a GOAWAY for errors it detected; send one for ours too.
@@ -710,6 +713,13 @@ class H2Conn(Deadlines, BodySender):
     def _shutdown(self, err: H2PoolError, retry_unsent: bool) -> None:
         if self.closed:
             return
+        log.debug(
+            "closing connection to %s (%s, %d streams open, %d requests served)",
+            self.label,
+            type(err).__name__,
+            len(self.streams),
+            self.requests_started,
+        )
         streams = list(self.streams.values())
         self.streams.clear()
         self._close_socket()

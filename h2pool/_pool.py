@@ -219,7 +219,13 @@ class OriginPool:
             req.fail(cause)
             return
         log.debug(
-            "retrying %s %s (attempt %d): %s", req.method, req.url.url, req.attempts + 1, cause
+            "retrying %s %s://%s%s (attempt %d): %s",
+            req.method,
+            req.url.scheme,
+            req.url.authority.decode(),
+            req.url.target.split(b"?", 1)[0].decode(),  # the query may carry tokens
+            req.attempts + 1,
+            type(cause).__name__,
         )
         self.pool.counters["retries"] += 1
         if req.attempts >= 2 and not graceful:
