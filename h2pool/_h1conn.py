@@ -34,6 +34,7 @@ from ._errors import (
 )
 from ._headers import Headers
 from ._response import Response
+from ._sockio import send_some
 from ._stream import BodyPipe, UploadPipe
 
 if TYPE_CHECKING:
@@ -124,6 +125,7 @@ class H1Conn:
         self._out = bytearray()
         self._out_pos = 0
         self._written = 0  # bytes handed to the kernel
+        self._written_hi = 0  # bytes that may have reached the kernel (see _sockio)
         self._generated = 0  # bytes put into _out
         self._events = selectors.EVENT_READ
         self._reading = True  # False while a slow reader has a full stream window
@@ -353,17 +355,11 @@ class H1Conn:
         out = self._out
         pos = self._out_pos
         sock = self.sock
-        error: OSError | None = None
+        tls = isinstance(sock, ssl.SSLSocket)
         while True:
-            try:
-                while pos < len(out):
-                    with memoryview(out) as view:
-                        n = sock.send(view[pos:])
-                    pos += n
-            except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
-                pass
-            except OSError as exc:
-                error = exc
+            pos, hi, error = send_some(sock, out, pos, tls)
+            # A TLS slice that raised may be in the kernel: count it as possibly sent.
+            self._written_hi = max(self._written_hi, self._written + hi - self._out_pos)
             progressed = pos - self._out_pos
             self._written += progressed
             self.bytes_sent += progressed
@@ -648,7 +644,7 @@ class H1Conn:
         server closed an idle keep-alive connection as we sent) and it is idempotent."""
         if st.got_bytes or st.status:
             return False
-        if self._written <= st.wire_start:
+        if max(self._written, self._written_hi) <= st.wire_start:
             return True
         return self.requests_started > 1 and st.req.method in _IDEMPOTENT
 

@@ -34,6 +34,7 @@ from ._h2send import OUT_CAP, BodySender
 from ._h2timers import Deadlines
 from ._headers import Headers
 from ._response import Response
+from ._sockio import send_some
 from ._stream import BodyPipe
 
 if TYPE_CHECKING:
@@ -54,7 +55,6 @@ _READS_PER_TURN = 64  # then yield to other connections; level-triggered select 
 # reading while the peer does not drain our ACKs) this bounds what a PING/SETTINGS
 # flood costs in memory and keeps each turn short, so timers still fire on time.
 _FEED_PER_TURN = 512 * 1024
-_TLS_SLICE = 16 * 1024  # one TLS record
 _BACKLOG_LIMIT = 256 * 1024  # unsent bytes above which a connection takes no new stream
 _DEFAULT_MAX_STREAMS = 100  # assumed until the peer's first SETTINGS (RFC 9113 §6.5.2)
 _UNLIMITED_STREAMS = 1000  # when the peer's SETTINGS set no limit (Go does the same)
@@ -315,29 +315,12 @@ class H2Conn(Deadlines, BodySender):
 
     def _write(self) -> None:
         out = self._out
-        pos = self._out_pos
-        sock = self.sock
-        # TLS goes out one record (16 KiB) per send(): CPython's SSL_write is not in
-        # partial-write mode, so a large send() that raises SSLWantWriteError may
-        # already have put whole records in the kernel while reporting nothing. A slice
-        # that raised is therefore counted as possibly sent (``_written_hi``), so a
-        # request the server may have seen is never retried as "unsent".
-        step = _TLS_SLICE if self._tls else len(out)
-        try:
-            while pos < len(out):
-                end = pos + step
-                with memoryview(out) as view:
-                    n = sock.send(view[pos:end])
-                pos += n
-        except (BlockingIOError, InterruptedError):
-            pass
-        except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
-            hi = self._written + (min(pos + step, len(out)) - self._out_pos)
-            if hi > self._written_hi:
-                self._written_hi = hi
-        except OSError as exc:
+        pos, hi, error = send_some(self.sock, out, self._out_pos, self._tls)
+        # A TLS slice that raised may be in the kernel: count it as possibly sent.
+        self._written_hi = max(self._written_hi, self._written + hi - self._out_pos)
+        if error is not None:
             self._out_pos = pos
-            self._lost(ConnectionLost(f"connection to {self.label} failed: {exc}"), exc)
+            self._lost(ConnectionLost(f"connection to {self.label} failed: {error}"), error)
             return
         if pos != self._out_pos:
             self._last_write_progress = self.loop.now
