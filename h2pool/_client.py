@@ -74,6 +74,16 @@ def _body_length(source: Any) -> int | None:
     return None
 
 
+def _rewind_point(source: Any) -> int | None:
+    """Where a seekable file body starts, so a retry can read it again; None otherwise."""
+    try:
+        if callable(getattr(source, "read", None)) and source.seekable():
+            return int(source.tell())
+    except (AttributeError, OSError, ValueError):
+        pass
+    return None
+
+
 def _classify_body(body: BodyTypes) -> tuple[bytes | None, Any]:
     """(bytes sent from memory, or a file/iterable to stream through an UploadPipe)."""
     if body is None:
@@ -328,6 +338,7 @@ class Client:
         if source is not None:
             req.upload = UploadPipe(_UPLOAD_BUFFER, declared)
             req.upload_source = source
+            req.upload_start = _rewind_point(source)
         return req
 
     # -- public API ------------------------------------------------------------------------

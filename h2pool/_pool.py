@@ -13,6 +13,7 @@ import collections
 import contextlib
 import logging
 import ssl
+import threading
 from collections import deque
 from typing import Any
 
@@ -27,6 +28,7 @@ from ._errors import (
 from ._h2conn import H2Conn
 from ._loop import IOLoop, Timer
 from ._request import MAX_ATTEMPTS, MAX_BOUNCES, Request
+from ._stream import UploadPipe, replay_body
 
 log = logging.getLogger("h2pool")
 
@@ -212,7 +214,10 @@ class OriginPool:
             req.fail(ClientClosed("the client closed before the request could be retried"))
             return
         if req.upload is not None and req.upload.taken:
-            req.replayable = False  # part of a streamed body is gone
+            if req.upload_start is not None and not req.done:
+                self._rewind_upload(req)  # a seekable file: read it again
+            else:
+                req.replayable = False  # part of a streamed body is gone
         if not req.replayable or req.attempts >= MAX_ATTEMPTS:
             if req.upload is not None:
                 req.upload.abort()
@@ -234,6 +239,21 @@ class OriginPool:
             self.pool.loop.call_later(0.0125 * 2 ** (req.attempts - 1), self._resubmit, req)
             return
         self.submit(req)
+
+    def _rewind_upload(self, req: Request) -> None:
+        """Give a retried seekable-file body a fresh pipe, refilled from its start by a
+        pump thread (file reads never run on the I/O thread)."""
+        old = req.upload
+        assert old is not None and req.upload_start is not None
+        old.abort()
+        new = UploadPipe(old.capacity, old.declared_length)
+        req.upload = new
+        threading.Thread(
+            target=replay_body,
+            args=(req.upload_source, req.upload_start, old, new),
+            name="h2pool-body-replay",
+            daemon=True,
+        ).start()
 
     def _resubmit(self, req: Request) -> None:
         if req.done or req.future.done():

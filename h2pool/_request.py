@@ -63,6 +63,7 @@ class Request:
         "timeout",
         "upload",
         "upload_source",
+        "upload_start",
         "url",
     )
 
@@ -85,6 +86,7 @@ class Request:
         self.replayable = True
         self.upload: UploadPipe | None = None  # a streamed body (file or iterable)
         self.upload_source: Any = None
+        self.upload_start: int | None = None  # seekable file: where to rewind for a retry
         self.attempts = 0
         self.bounces = 0
         self.header_size = 0

@@ -198,6 +198,7 @@ class UploadPipe:
         "capacity",
         "declared_length",
         "produced",
+        "pump_done",
         "taken",
         "waiting",
     )
@@ -213,7 +214,8 @@ class UploadPipe:
         self.capacity = capacity
         self.declared_length = declared_length
         self.produced = 0
-        self.taken = 0  # bytes the I/O thread has taken: > 0 means not replayable
+        self.taken = 0  # bytes the I/O thread has taken: > 0 means not replayable as is
+        self.pump_done = threading.Event()  # set when the producer has let go of the source
         # Set by the I/O thread when it found the pipe empty; the producer then posts
         # ``_resume`` to the I/O thread on its next put (once, not per chunk).
         self.waiting = False
@@ -291,6 +293,28 @@ class UploadPipe:
 
 def pump_body(source: Any, pipe: UploadPipe, chunk_size: int = 64 * 1024) -> None:
     """Read the user's body source into ``pipe``; runs on a caller or pump thread."""
+    try:
+        _pump(source, pipe, chunk_size)
+    finally:
+        pipe.pump_done.set()
+
+
+def replay_body(source: Any, start: int, old: UploadPipe, new: UploadPipe) -> None:
+    """Pump a seekable file again from ``start`` for a retried request; runs on a pump
+    thread. The previous pump (aborted) must have let go of the file first."""
+    if not old.pump_done.wait(30.0):
+        new.finish(RuntimeError("the previous read of the request body did not stop"))
+        return
+    try:
+        source.seek(start)
+    except (OSError, ValueError) as exc:
+        new.finish(exc)
+        new.pump_done.set()
+        return
+    pump_body(source, new)
+
+
+def _pump(source: Any, pipe: UploadPipe, chunk_size: int) -> None:
     try:
         read = getattr(source, "read", None)
         if callable(read):

@@ -451,3 +451,39 @@ def test_nginx_killed_under_load(tmp_path, pki, content, make_client):
         assert client.stats()["connections_opened"] >= 2
     finally:
         server.stop()
+
+
+@pytest.mark.timeout(30)
+def test_goaway_retry_replays_a_seekable_file_body_not_a_generator(h2peer, make_client):
+    """Issue 3/4: a seekable file body is replayable (read again from where it started);
+    a generator that has been pulled is not."""
+    import io
+
+    handler = Held(hold_conns={0})
+    peer = h2peer(default=handler)
+    client = make_client(http2_prior_knowledge=True, timeout=10.0)
+    blob = bytes(range(256)) * 4096  # 1 MiB
+    f = io.BytesIO(b"prefix-not-sent" + blob)
+    f.seek(len(b"prefix-not-sent"))  # the body starts where the file is
+
+    def gen():
+        yield b"gen-"
+        yield blob
+
+    futs = {
+        "/g0": client.submit("GET", peer.h2c_url + "/g0"),
+        "/file": client.submit("POST", peer.h2c_url + "/file", body=f),
+        "/gen": client.submit("POST", peer.h2c_url + "/gen", body=gen()),
+    }
+    by_sid = handler.wait_held(3)
+    sids = sorted(by_sid)
+    assert [by_sid[s] for s in sids] == list(futs)
+    peer.connections[0].raw_goaway(last_stream_id=sids[0])
+    handler.answer(sids[0])
+    assert futs["/g0"].result(timeout=10).content == b"/g0"
+    assert futs["/file"].result(timeout=10).content == b"/file"
+    assert isinstance(futs["/gen"].exception(timeout=10), h2pool.ConnectionLost)
+    assert handler.bodies["/file"] == [blob, blob]  # replayed from its start, intact
+    assert handler.processed["/file"] == 1
+    assert "/gen" not in handler.processed
+    assert client.stats()["retries"] == 1
