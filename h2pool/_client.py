@@ -21,7 +21,7 @@ from typing import IO, Any, Union
 from hpack import NeverIndexedHeaderTuple
 
 from . import __version__
-from ._config import Limits, Timeout
+from ._config import Limits, Proxies, Timeout
 from ._decoders import accept_encoding
 from ._dial import make_ssl_context
 from ._errors import ClientClosed, ConnectError, H2PoolError, InvalidHeader
@@ -105,6 +105,12 @@ class Client:
     ``verify=True`` trusts certifi's bundle, or the CA file/directory named by the
     ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` environment variables when they are set.
 
+    ``proxy="http://[user:password@]host:port"`` sends every request through that HTTP
+    proxy, tunnelled with ``CONNECT`` (TLS stays end to end; ``http://`` origins are
+    tunnelled too). With ``trust_env=True`` (the default) ``https_proxy``, ``http_proxy``,
+    ``all_proxy`` and ``no_proxy`` (and their upper-case forms) are read when the Client
+    is created; ``no_proxy`` does not exclude localhost unless it is listed.
+
     One background I/O thread (started on the first request) owns every socket.
     Requests from any thread are multiplexed as streams over a few pooled connections
     per origin.
@@ -127,6 +133,8 @@ class Client:
         headers: HeaderTypes | None = None,
         follow_redirects: bool = False,
         max_redirects: int = 20,
+        proxy: str | None = None,
+        trust_env: bool = True,
     ) -> None:
         if verify is False:
             warnings.warn(
@@ -143,6 +151,9 @@ class Client:
         self._follow_redirects = follow_redirects
         self._max_redirects = max_redirects
         self._h2c = http2_prior_knowledge
+        # proxy="http://[user:pass@]host:port" tunnels every origin with CONNECT; with
+        # trust_env, https_proxy / http_proxy / all_proxy / no_proxy are read once, here.
+        self._proxies = Proxies.build(proxy, trust_env)
         # ALPN: h2 first; http/1.1 only when the fallback is allowed. A failed TLS or
         # ALPN negotiation never falls back to cleartext.
         self._ssl_context = make_ssl_context(verify, cert, ["h2", "http/1.1"] if http1 else ["h2"])
@@ -202,6 +213,7 @@ class Client:
                     http1=self._http1,
                     h2c=self._h2c,
                     stall_timeout=self._timeout.write,
+                    proxies=self._proxies,
                 )
                 loop.on_death = self._on_loop_death
                 self._pool = pool

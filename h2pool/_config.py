@@ -5,9 +5,14 @@ Frozen dataclasses, safe to share between threads.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import base64
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import unquote, urlsplit
 
-__all__ = ["Limits", "Timeout"]
+__all__ = ["Limits", "Proxies", "ProxyConfig", "Timeout"]
 
 
 def _check_timeout(name: str, value: float | None) -> None:
@@ -107,3 +112,136 @@ class Limits:
             raise ValueError("ping_timeout must be positive")
         if self.keepalive_expiry is not None and self.keepalive_expiry <= 0:
             raise ValueError("keepalive_expiry must be positive or None")
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """One HTTP proxy reached over cleartext TCP and asked for tunnels with CONNECT.
+
+    ``auth`` is the ``Proxy-Authorization`` value built from the URL's userinfo; it is
+    sent on the CONNECT only and never appears in ``repr``, logs or error messages.
+    """
+
+    host: str
+    port: int
+    auth: bytes | None = field(default=None, repr=False)
+
+    @property
+    def label(self) -> str:
+        """``host:port`` for messages (never the credentials)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    @classmethod
+    def parse(cls, url: str) -> ProxyConfig:
+        """Parse ``http://[user:password@]host[:port]`` (port 80 when left out).
+
+        A URL without a scheme is taken as ``http://``, like curl does.
+        """
+        if not isinstance(url, str):
+            raise TypeError(f"proxy must be a str URL or None, not {type(url).__name__}")
+        text = url.strip()
+        if "://" not in text:
+            text = "http://" + text
+        try:
+            parts = urlsplit(text)
+            port = parts.port
+        except ValueError as exc:
+            raise ValueError(f"invalid proxy URL: {exc}") from None
+        if parts.scheme.lower() != "http":
+            raise ValueError(
+                f"unsupported proxy scheme {parts.scheme!r}: only http:// proxies (CONNECT) are"
+                " supported"
+            )
+        host = parts.hostname
+        if not host:
+            raise ValueError("proxy URL has no host")
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise ValueError("a proxy URL is scheme://[user:password@]host[:port], nothing more")
+        auth = None
+        if parts.username is not None:
+            cred = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+            auth = b"Basic " + base64.b64encode(cred.encode("utf-8"))
+        return cls(host, port if port is not None else 80, auth)
+
+
+def _no_proxy_entries(value: str) -> tuple[str, ...]:
+    out = []
+    for raw in value.split(","):
+        entry = raw.strip().lower()
+        if not entry:
+            continue
+        if entry.startswith("[") and "]" in entry:  # [v6] or [v6]:port
+            entry = entry[1 : entry.index("]")]
+        elif entry.count(":") == 1:  # host:port: the port is ignored
+            entry = entry.split(":", 1)[0]
+        out.append(entry.lstrip("*").lstrip(".") if entry != "*" else entry)
+    return tuple(e for e in out if e)
+
+
+@dataclass(frozen=True)
+class Proxies:
+    """Which proxy, if any, each origin goes through. Decided once, at Client creation.
+
+    ``no_proxy`` entries are host names (matching the host and its subdomains),
+    IP addresses, CIDR networks, or ``*`` (no proxy at all). Like curl, nothing is
+    excluded implicitly: ``localhost`` and ``127.0.0.1`` go through the proxy unless
+    listed.
+    """
+
+    https: ProxyConfig | None = None
+    http: ProxyConfig | None = None
+    no_proxy: tuple[str, ...] = ()
+
+    @classmethod
+    def build(
+        cls, proxy: str | None, trust_env: bool, environ: Mapping[str, str] | None = None
+    ) -> Proxies:
+        env: Mapping[str, str] = os.environ if environ is None else environ
+
+        def get(*names: str) -> str | None:
+            for name in names:
+                value = env.get(name)
+                if value and value.strip():
+                    return value
+            return None
+
+        no_proxy = _no_proxy_entries(get("no_proxy", "NO_PROXY") or "") if trust_env else ()
+        if proxy is not None:
+            explicit = ProxyConfig.parse(proxy)
+            return cls(explicit, explicit, no_proxy)
+        if not trust_env:
+            return cls()
+        https = get("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
+        # httpoxy: in a CGI script HTTP_PROXY may come from a request's "Proxy:" header,
+        # so the upper-case name is ignored there (as urllib does).
+        cgi = "REQUEST_METHOD" in env
+        http = get("http_proxy", *(() if cgi else ("HTTP_PROXY",)), "all_proxy", "ALL_PROXY")
+        return cls(
+            ProxyConfig.parse(https) if https else None,
+            ProxyConfig.parse(http) if http else None,
+            no_proxy,
+        )
+
+    def for_origin(self, scheme: str, host: str) -> ProxyConfig | None:
+        proxy = self.https if scheme == "https" else self.http
+        if proxy is None or self._bypass(host):
+            return None
+        return proxy
+
+    def _bypass(self, host: str) -> bool:
+        host = host.lower().rstrip(".")
+        try:
+            ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(host)
+        except ValueError:
+            ip = None
+        for entry in self.no_proxy:
+            if entry == "*" or host == entry or host.endswith("." + entry):
+                return True
+            if ip is not None and "/" in entry:
+                try:
+                    if ip in ipaddress.ip_network(entry, strict=False):
+                        return True
+                except ValueError:
+                    continue
+        return False

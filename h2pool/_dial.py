@@ -4,6 +4,10 @@
 literals) that posts its answer back to the loop. The TCP connect and the TLS handshake
 are non-blocking and driven by the I/O thread's selector, so a slow or silent server
 costs a timer, not a thread, and ``Timeout.connect`` covers all three steps.
+
+Through a proxy, DNS and TCP go to the proxy instead, then an ``HTTP CONNECT`` exchange
+(non-blocking too, within the same connect timeout) opens a tunnel to the origin, and
+TLS runs end to end through it with the origin's name for SNI and verification.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import ssl
 import threading
 from collections.abc import Callable
 
+from ._config import ProxyConfig
 from ._errors import ConnectError, ConnectTimeout, H2PoolError, TLSError
 from ._loop import IOLoop, Timer
 
@@ -48,10 +53,17 @@ class Dialer:
         ssl_context: ssl.SSLContext | None,
         connect_timeout: float | None,
         on_done: Callable[[Dialer, DialResult | None, H2PoolError | None], None],
+        proxy: ProxyConfig | None = None,
     ) -> None:
         self._loop = loop
         self.host = host
         self.port = port
+        self.proxy = proxy
+        # Where the TCP connection goes: the origin, or the proxy that tunnels to it.
+        self._dial_host = proxy.host if proxy is not None else host
+        self._dial_port = proxy.port if proxy is not None else port
+        self._connect_out = b""
+        self._connect_in = b""
         self._ctx = ssl_context
         self._on_done = on_done
         self._addrs: list[tuple[int, tuple[object, ...]]] = []
@@ -63,17 +75,24 @@ class Dialer:
         if connect_timeout is not None:
             self._timer = loop.call_later(connect_timeout, self._on_timeout, connect_timeout)
 
+    @property
+    def _target(self) -> str:
+        """What the TCP connection goes to, for messages: the origin or the proxy."""
+        if self.proxy is None:
+            return f"{self.host}:{self.port}"
+        return f"proxy {self.proxy.label}"
+
     def start(self) -> None:
-        if _is_ip(self.host):
-            fam = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-            self._addrs = [(fam, (self.host, self.port))]
+        if _is_ip(self._dial_host):
+            fam = socket.AF_INET6 if ":" in self._dial_host else socket.AF_INET
+            self._addrs = [(fam, (self._dial_host, self._dial_port))]
             self._try_next()
             return
         threading.Thread(target=self._resolve, name="h2pool-resolve", daemon=True).start()
 
     def _resolve(self) -> None:  # resolver thread
         try:
-            infos = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+            infos = socket.getaddrinfo(self._dial_host, self._dial_port, type=socket.SOCK_STREAM)
             addrs = [(fam, addr) for fam, _, _, _, addr in infos]
             self._loop.call_soon_threadsafe(self._on_resolved, addrs, None)
         except OSError as exc:
@@ -86,7 +105,8 @@ class Dialer:
         if self._done:
             return
         if exc is not None or not addrs:
-            err = ConnectError(f"cannot resolve {self.host!r}: {exc}")
+            what = f"proxy {self._dial_host!r}" if self.proxy is not None else repr(self.host)
+            err = ConnectError(f"cannot resolve {what}: {exc}")
             self._finish(None, err, exc)
             return
         self._addrs = addrs
@@ -110,7 +130,7 @@ class Dialer:
             self._last_error = OSError(err, f"connect to {addr!r} failed: {_strerror(err)}")
             self._drop_socket()
         last = self._last_error
-        self._finish(None, ConnectError(f"cannot connect to {self.host}:{self.port}: {last}"), last)
+        self._finish(None, ConnectError(f"cannot connect to {self._target}: {last}"), last)
 
     def _watch(self, events: int, cb: Callable[[int], None]) -> None:
         assert self._sock is not None
@@ -129,6 +149,102 @@ class Dialer:
             self._try_next()
             return
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.proxy is not None:
+            self._start_tunnel()
+            return
+        self._after_tunnel()
+
+    # -- HTTP CONNECT through the proxy ------------------------------------------------------
+    def _start_tunnel(self) -> None:
+        assert self.proxy is not None
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        authority = f"{host}:{self.port}".encode("ascii")
+        lines = [b"CONNECT " + authority + b" HTTP/1.1", b"Host: " + authority]
+        if self.proxy.auth is not None:
+            lines.append(b"Proxy-Authorization: " + self.proxy.auth)
+        self._connect_out = b"\r\n".join(lines) + b"\r\n\r\n"
+        self._send_connect(0)
+
+    def _send_connect(self, mask: int) -> None:
+        sock = self._sock
+        assert sock is not None
+        try:
+            sent = sock.send(self._connect_out)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as exc:
+            self._finish(None, ConnectError(f"{self._target} failed during CONNECT: {exc}"), exc)
+            return
+        self._connect_out = self._connect_out[sent:]
+        if self._connect_out:
+            self._watch(selectors.EVENT_WRITE, self._send_connect)
+        else:
+            self._watch(selectors.EVENT_READ, self._read_connect)
+
+    def _read_connect(self, mask: int) -> None:
+        """Read the proxy's answer up to the blank line, leaving anything after it (the
+        tunnelled peer's first bytes) in the socket: peek, then consume only the head."""
+        sock = self._sock
+        assert sock is not None
+        room = _MAX_CONNECT_RESPONSE - len(self._connect_in)
+        try:
+            peeked = sock.recv(room, socket.MSG_PEEK)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._finish(None, ConnectError(f"{self._target} failed during CONNECT: {exc}"), exc)
+            return
+        if not peeked:
+            msg = f"{self._target} closed the connection before answering CONNECT"
+            self._finish(None, ConnectError(msg), None)
+            return
+        seen = len(self._connect_in)
+        data = self._connect_in + peeked
+        end = data.find(b"\r\n\r\n", max(0, seen - 3))
+        take = len(peeked) if end < 0 else end + 4 - seen
+        try:
+            got = sock.recv(take)
+        except OSError as exc:
+            self._finish(None, ConnectError(f"{self._target} failed during CONNECT: {exc}"), exc)
+            return
+        self._connect_in += got
+        if end < 0 or len(got) < take:
+            if len(self._connect_in) >= _MAX_CONNECT_RESPONSE:
+                limit = _MAX_CONNECT_RESPONSE
+                msg = f"{self._target} sent a CONNECT response header over {limit} bytes"
+                self._finish(None, ConnectError(msg), None)
+            return
+        self._on_connect_response(self._connect_in)
+
+    def _on_connect_response(self, head: bytes) -> None:
+        status_line = head.split(b"\r\n", 1)[0].decode("latin-1")
+        parts = status_line.split(" ", 2)
+        if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+            msg = f"{self._target} sent an invalid CONNECT response: {status_line[:80]!r}"
+            self._finish(None, ConnectError(msg), None)
+            return
+        status = int(parts[1])
+        if 200 <= status < 300:
+            self._connect_in = b""
+            self._after_tunnel()
+            return
+        reason = "".join(ch for ch in (parts[2] if len(parts) > 2 else "") if ch.isprintable())
+        dest = f"{self.host}:{self.port}"
+        # 407 is the standard answer; some proxies (tinyproxy) answer bad credentials 401.
+        if status in (401, 407):
+            why = (
+                "rejected the credentials from the proxy URL"
+                if self.proxy is not None and self.proxy.auth is not None
+                else "requires authentication (give user:password in the proxy URL)"
+            )
+            msg = f"{self._target} {why}: CONNECT {dest} answered {status} {reason[:80]}"
+        else:
+            msg = f"{self._target} refused CONNECT {dest}: {status} {reason[:80]}"
+        self._finish(None, ConnectError(msg.rstrip()), None)
+
+    def _after_tunnel(self) -> None:
+        sock = self._sock
+        assert sock is not None
         if self._ctx is None:
             self._finish((sock, None), None, None)
             return
@@ -180,9 +296,10 @@ class Dialer:
     def _on_timeout(self, seconds: float) -> None:
         self._timer = None
         if not self._done:
+            via = f" through proxy {self.proxy.label}" if self.proxy is not None else ""
             self._finish(
                 None,
-                ConnectTimeout(f"connecting to {self.host}:{self.port} took over {seconds} s"),
+                ConnectTimeout(f"connecting to {self.host}:{self.port}{via} took over {seconds} s"),
                 None,
             )
 
@@ -218,6 +335,10 @@ class Dialer:
             self._unwatch()
             self._sock = None
         self._on_done(self, result, error)
+
+
+# Most a proxy's answer to CONNECT may take up to its blank line.
+_MAX_CONNECT_RESPONSE = 64 * 1024
 
 
 def _strerror(err: int) -> str:

@@ -17,7 +17,7 @@ import threading
 from collections import deque
 from typing import Any
 
-from ._config import Limits
+from ._config import Limits, Proxies
 from ._dial import Dialer, DialResult
 from ._errors import (
     ClientClosed,
@@ -100,7 +100,10 @@ class OriginPool:
         pool = self.pool
         ctx = pool.ssl_context if self.scheme == "https" else None
         connect_timeout = self.queue[0].timeout.connect if self.queue else None
-        dialer = Dialer(pool.loop, self.host, self.port, ctx, connect_timeout, self._on_dialed)
+        proxy = pool.proxies.for_origin(self.scheme, self.host)
+        dialer = Dialer(
+            pool.loop, self.host, self.port, ctx, connect_timeout, self._on_dialed, proxy
+        )
         self.dialers.append(dialer)
         dialer.start()
 
@@ -325,8 +328,12 @@ class Pool:
         http1: bool = True,
         h2c: bool = False,
         stall_timeout: float | None = 30.0,
+        proxies: Proxies | None = None,
     ) -> None:
         self.loop = loop
+        # Per client, so an origin's connections always take the same route (direct or
+        # one proxy): the origin key needs no proxy in it.
+        self.proxies = proxies if proxies is not None else Proxies()
         self.stall_timeout = stall_timeout
         self.counters: collections.Counter[str] = collections.Counter()
         self.http1 = http1
