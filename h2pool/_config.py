@@ -184,14 +184,17 @@ class Proxies:
     """Which proxy, if any, each origin goes through. Decided once, at Client creation.
 
     ``no_proxy`` entries are host names (matching the host and its subdomains),
-    IP addresses, CIDR networks, or ``*`` (no proxy at all). Like curl, nothing is
-    excluded implicitly: ``localhost`` and ``127.0.0.1`` go through the proxy unless
-    listed.
+    IP addresses, CIDR networks, or ``*`` (no proxy at all). A proxy taken from the
+    environment never applies to loopback (``localhost``, ``*.localhost``,
+    127.0.0.0/8, ``::1``), like Go's ``ProxyFromEnvironment``: a machine-wide
+    ``https_proxy`` must not send a program's calls to its own host through the proxy.
+    An explicit ``proxy=`` applies to every host not in ``no_proxy``.
     """
 
     https: ProxyConfig | None = None
     http: ProxyConfig | None = None
     no_proxy: tuple[str, ...] = ()
+    from_env: bool = False
 
     @classmethod
     def build(
@@ -221,6 +224,7 @@ class Proxies:
             ProxyConfig.parse(https) if https else None,
             ProxyConfig.parse(http) if http else None,
             no_proxy,
+            from_env=True,
         )
 
     def for_origin(self, scheme: str, host: str) -> ProxyConfig | None:
@@ -235,6 +239,12 @@ class Proxies:
             ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(host)
         except ValueError:
             ip = None
+        if self.from_env and (
+            host == "localhost"
+            or host.endswith(".localhost")
+            or (ip is not None and ip.is_loopback)
+        ):
+            return True
         for entry in self.no_proxy:
             if entry == "*" or host == entry or host.endswith("." + entry):
                 return True

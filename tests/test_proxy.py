@@ -113,14 +113,18 @@ def test_tls_verification_uses_the_origin_name(nginx, proxy, untrusted_ca_path, 
 # -- environment --------------------------------------------------------------------------
 
 
-def test_https_proxy_env_is_used(nginx, proxy, content, make_client, monkeypatch):
+def test_env_proxy_never_applies_to_loopback(nginx, proxy, content, make_client, monkeypatch):
+    # Go's ProxyFromEnvironment rule: a machine-wide https_proxy does not capture calls
+    # to this host (env pick-up itself: test_proxy_selection_from_env).
     monkeypatch.setenv("https_proxy", proxy.url)
     before = _connects(proxy, nginx.https_port)
-    client = make_client()
-    r = client.get(nginx.https_url + "/1m")
+    r = make_client().get(nginx.https_url + "/1m")
     assert sha256(r.content) == content.sha256["/1m"]
-    log = proxy.wait_for_log(f"CONNECT localhost:{nginx.https_port} ", before + 1)
-    assert log.count(f"CONNECT localhost:{nginx.https_port} ") == before + 1
+    assert _connects(proxy, nginx.https_port) == before
+    # An explicit proxy= still applies to loopback.
+    r = make_client(proxy=proxy.url).get(nginx.https_url + "/13b")
+    assert r.content == content.data["/13b"]
+    proxy.wait_for_log(f"CONNECT localhost:{nginx.https_port} ", before + 1)
 
 
 @pytest.mark.parametrize("no_proxy", ["localhost", "example.org, .localhost,x", "*"])
@@ -138,10 +142,10 @@ def test_trust_env_false_ignores_env(nginx, content, make_client, monkeypatch):
     assert r.content == content.data["/13b"]
 
 
-def test_env_proxy_down_is_connect_error(nginx, make_client, monkeypatch):
+def test_dead_env_proxy_is_not_used_for_loopback(nginx, content, make_client, monkeypatch):
     monkeypatch.setenv("all_proxy", f"http://127.0.0.1:{free_port()}")
-    with pytest.raises(h2pool.ConnectError, match=r"proxy 127.0.0.1"):
-        make_client().get(nginx.https_url + "/13b")
+    r = make_client().get(nginx.https_url + "/13b")
+    assert r.content == content.data["/13b"]
 
 
 # -- failures -----------------------------------------------------------------------------
@@ -228,9 +232,9 @@ def test_proxy_selection_from_env():
     assert proxies.for_origin("http", "example.org") == ProxyConfig("h", 2)
     for host in ("internal.example", "a.internal.example", "10.1.2.3", "::1", "x.corp"):
         assert proxies.for_origin("https", host) is None, host
-    # Like curl: loopback is not excluded unless listed.
-    assert proxies.for_origin("https", "localhost") is not None
-    assert proxies.for_origin("https", "127.0.0.1") is not None
+    # Like Go: a proxy from the environment never applies to loopback.
+    for host in ("localhost", "a.localhost", "127.0.0.1", "127.1.2.3", "::1"):
+        assert proxies.for_origin("https", host) is None, host
     assert proxies.for_origin("https", "notinternal.example") is not None
     # httpoxy: HTTP_PROXY is not trusted inside a CGI request.
     cgi = Proxies.build(None, True, {**env, "REQUEST_METHOD": "GET"})
@@ -239,6 +243,7 @@ def test_proxy_selection_from_env():
     assert Proxies.build(None, True, {"ALL_PROXY": "a:3"}).http == ProxyConfig("a", 3)
     explicit = Proxies.build("http://e:4", True, env)
     assert explicit.for_origin("https", "example.org") == ProxyConfig("e", 4)
+    assert explicit.for_origin("https", "localhost") == ProxyConfig("e", 4)
     assert explicit.for_origin("https", "internal.example") is None  # no_proxy still applies
     assert Proxies.build(None, False, env) == Proxies()
 
