@@ -202,6 +202,25 @@ def hashpeer(pki: PKI) -> Iterator[Callable[..., HashPeer]]:
 
 # -- clients ------------------------------------------------------------------
 
+_PROXY_VARS = (
+    "https_proxy",
+    "HTTPS_PROXY",
+    "http_proxy",
+    "HTTP_PROXY",
+    "all_proxy",
+    "ALL_PROXY",
+    "no_proxy",
+    "NO_PROXY",
+)
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The suite talks to servers on loopback only: a proxy configured on the machine
+    running it must not change what the tests see (test_proxy.py sets its own)."""
+    for name in _PROXY_VARS:
+        monkeypatch.delenv(name, raising=False)
+
 
 @pytest.fixture
 def make_client(ca_path: str) -> Iterator[Callable[..., Any]]:
