@@ -48,8 +48,10 @@ class BodyPipe:
         self, owner: StreamOwner, stream_id: int, window: int, read_timeout: float | None
     ) -> None:
         # _cond's lock guards every attribute below; it is never held across I/O or
-        # user code (feed/read only move references and count bytes).
-        self._cond = threading.Condition(threading.Lock())
+        # user code (feed/read only move references and count bytes). Re-entrant: the
+        # Response's finalizer calls close(), and a garbage collection can run it on the
+        # I/O thread while that thread is inside feed() for the same pipe.
+        self._cond = threading.Condition(threading.RLock())
         self._chunks: deque[bytes] = deque()
         self._size = 0
         self._eof = False
