@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """h2pool benchmark: the single source of truth for h2pool's speed.
 
-    python stress/bench.py            # full run (~4 min)
+    python stress/bench.py            # full run (~6 min)
     python stress/bench.py --quick    # ~1.5 min
 
 Starts its own nginx (HTTP/2 over TLS, loopback, throw-away CA) and measures:
@@ -12,7 +12,13 @@ Starts its own nginx (HTTP/2 over TLS, loopback, throw-away CA) and measures:
 3. a single 100 MiB download (h2pool stream/buffered, httpx, niquests, curl);
 4. 16 threads each downloading 1 MiB x 50 through one client (h2pool, httpx);
 5. a 64 MiB upload, from bytes and from an iterator (h2pool, httpx);
-6. peak RSS of a 1 GiB streamed download read by a slow reader (h2pool, httpx).
+6. peak RSS of a 1 GiB streamed download read by a slow reader (h2pool, httpx);
+7. RSS per in-flight request: 1,000 and 10,000 outstanding h2pool submit()s to an
+   in-process h2c server that never answers.
+
+Small GETs run at 1/8/64/256/1000 threads (quick: 1/8/64); niquests is skipped
+above 256. If matplotlib is importable, a PNG chart (req/s vs threads) is written
+next to the JSON; otherwise "chart skipped".
 
 Every client measurement runs in its own subprocess (``--_worker``) so a client
 that hangs, crashes or leaks threads cannot poison the next one; the parent
@@ -52,6 +58,9 @@ PY_CLIENTS = ("h2pool", "httpx", "niquests")
 ALL_CLIENTS = (*PY_CLIENTS, "h2load")
 DL_KINDS = ("h2pool-stream", "h2pool-content", "httpx-stream", "niquests-stream", "curl")
 REQ_TIMEOUT = 20.0
+# niquests opens one connection per busy thread (its pool caps at 10, the rest of the
+# threads queue for those): above this many threads it is skipped, not measured.
+NIQUESTS_MAX_THREADS = 256
 
 
 # --------------------------------------------------------------------------- clients
@@ -473,12 +482,158 @@ def worker_rss(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# --------------------------------------------------------------------------- in-flight memory
+# N outstanding submit()s against an h2c server that accepts every request and never
+# answers it (nginx cannot be made to stall), in the worker's own process.
+
+INFLIGHT_COUNTS = (1_000, 10_000)
+STALL_MAX_STREAMS = 128  # like nginx's http2_max_concurrent_streams here
+
+
+class StallServer:
+    """Cleartext HTTP/2 (prior knowledge) on 127.0.0.1 that never answers ``/stall``.
+
+    ``/ok`` gets a 13-byte 200 (the client's warm-up). One thread per connection runs
+    the h2 state machine, so SETTINGS, PINGs and WINDOW_UPDATEs are handled and the
+    client sees a live server whose streams simply never complete.
+    """
+
+    def __init__(self, max_streams: int = STALL_MAX_STREAMS) -> None:
+        import socket
+
+        self.max_streams = max_streams
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.connections = 0
+        self.requests = 0
+        self._lock = threading.Lock()
+        self._stop = False
+        threading.Thread(target=self._accept, daemon=True, name="stall-accept").start()
+
+    def _accept(self) -> None:
+        while not self._stop:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with self._lock:
+                self.connections += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, sock: Any) -> None:
+        import h2.config
+        import h2.connection
+        import h2.events
+        import h2.settings
+
+        conn = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=False, header_encoding=None)
+        )
+        conn.local_settings = h2.settings.Settings(
+            client=False,
+            initial_values={h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: self.max_streams},
+        )
+        conn.initiate_connection()
+        with contextlib.suppress(OSError):
+            sock.sendall(conn.data_to_send())
+            while not self._stop:
+                data = sock.recv(65536)
+                if not data:
+                    break
+                for ev in conn.receive_data(data):
+                    if isinstance(ev, h2.events.RequestReceived):
+                        path = dict(ev.headers).get(b":path")
+                        with self._lock:
+                            self.requests += 1
+                        if path == b"/ok":
+                            conn.send_headers(
+                                ev.stream_id,
+                                [(b":status", b"200"), (b"content-length", b"13")],
+                            )
+                            conn.send_data(ev.stream_id, b"hello, world\n", end_stream=True)
+                    elif isinstance(ev, h2.events.DataReceived):
+                        conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                out = conn.data_to_send()
+                if out:
+                    sock.sendall(out)
+        sock.close()
+
+    def close(self) -> None:
+        self._stop = True
+        self.sock.close()
+
+
+def worker_inflight(spec: dict[str, Any]) -> dict[str, Any]:
+    """RSS before and after N submit()s that never complete; then cancel all and close."""
+    import gc
+
+    import h2pool
+
+    n = spec["n"]
+    server = StallServer()
+    client = h2pool.Client(http2_prior_knowledge=True, timeout=300.0)
+    r = client.get(server.base + "/ok")  # connection and I/O thread up before measuring
+    if r.status != 200 or r.content != b"hello, world\n":
+        raise RuntimeError(f"warm-up: {r.status}")
+    gc.collect()
+    time.sleep(0.2)
+    rss0 = _proc_status("VmRSS")
+    t0 = time.perf_counter()
+    url = server.base + "/stall"
+    futs = [client.submit("GET", url) for _ in range(n)]
+    submit_s = time.perf_counter() - t0
+    # wait until the I/O thread has taken every request (on a stream or in the queue)
+    deadline = time.monotonic() + 60
+    st: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        st = client.stats()
+        if st["open_streams"] + st["queued"] >= n and server.requests >= st["open_streams"]:
+            break
+        time.sleep(0.05)
+    time.sleep(0.3)
+    st = client.stats()
+    gc.collect()
+    rss1 = _proc_status("VmRSS")
+    done_early = sum(f.done() for f in futs)
+    t1 = time.perf_counter()
+    cancelled = sum(f.cancel() for f in futs)
+    cancel_s = time.perf_counter() - t1
+    del futs
+    t2 = time.perf_counter()
+    client.close(timeout=5.0)
+    close_s = time.perf_counter() - t2
+    server.close()
+    delta = (rss1 - rss0) / MIB
+    return {
+        "n": n,
+        "rss_before_mib": rss0 / MIB,
+        "rss_after_mib": rss1 / MIB,
+        "delta_mib": delta,
+        "per_1000_mib": delta * 1000 / n,
+        "connections": st.get("connections"),
+        "open_streams": st.get("open_streams"),
+        "queued": st.get("queued"),
+        "server_connections": server.connections,
+        "server_requests": server.requests - 1,  # minus the warm-up
+        "server_max_streams": STALL_MAX_STREAMS,
+        "done_before_cancel": done_early,
+        "cancelled": cancelled,
+        "submit_s": submit_s,
+        "cancel_s": cancel_s,
+        "close_s": close_s,
+    }
+
+
 WORKERS = {
     "load": worker_load,
     "download": worker_download,
     "threads": worker_threads,
     "upload": worker_upload,
     "rss": worker_rss,
+    "inflight": worker_inflight,
 }
 
 
@@ -825,7 +980,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="shorter run (~1.5 min)")
     ap.add_argument(
-        "--threads", help="comma-separated thread counts (default 1,8,64,256; quick 1,8,64)"
+        "--threads", help="comma-separated thread counts (default 1,8,64,256,1000; quick 1,8,64)"
     )
     ap.add_argument("--clients", help=f"comma-separated subset of {','.join(ALL_CLIENTS)}")
     ap.add_argument("--duration", type=float, help="measured seconds per run (8; quick 3)")
@@ -847,6 +1002,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--no-rss", action="store_true", help="skip the slow reader's peak RSS on 1 GiB"
     )
+    ap.add_argument(
+        "--no-inflight",
+        action="store_true",
+        help="skip the RSS of 1,000 / 10,000 outstanding submit()s",
+    )
+    ap.add_argument("--no-chart", action="store_true", help="don't write the PNG chart")
     ap.add_argument("--json", help="result file (default stress/results/bench-<ts>.json)")
     ap.add_argument("--_worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -855,7 +1016,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     quick = args.quick
-    threads = [int(x) for x in (args.threads or ("1,8,64" if quick else "1,8,64,256")).split(",")]
+    threads = [
+        int(x) for x in (args.threads or ("1,8,64" if quick else "1,8,64,256,1000")).split(",")
+    ]
     clients = [c.strip() for c in (args.clients or ",".join(ALL_CLIENTS)).split(",") if c.strip()]
     unknown = [c for c in clients if c not in ALL_CLIENTS]
     if unknown:
@@ -898,6 +1061,7 @@ def main(argv: list[str] | None = None) -> int:
         "threads": [],
         "upload": [],
         "rss": [],
+        "inflight": [],
     }
     m = results["machine"]
     print(
@@ -927,6 +1091,8 @@ def main(argv: list[str] | None = None) -> int:
                 section_upload(results, ng, ok, quick)
             if not args.no_rss:
                 section_rss(results, ng, ok, quick)
+            if not args.no_inflight:
+                section_inflight(results, ok)
     except KeyboardInterrupt:
         print("\ninterrupted; partial results follow", file=sys.stderr)
         results["interrupted"] = True
@@ -938,6 +1104,11 @@ def main(argv: list[str] | None = None) -> int:
         out_path.parent.mkdir(parents=True, exist_ok=True)
         out_path.write_text(json.dumps(results, indent=2, default=str))
         print(f"\nresults written to {out_path} ({results['elapsed_s']} s)")
+        if not args.no_chart:
+            try:
+                write_chart(results, out_path.with_suffix(".png"))
+            except Exception as e:  # a chart must never cost the results
+                print(f"chart failed: {_err_key(e)}")
     return 130 if results.get("interrupted") else 0
 
 
@@ -972,6 +1143,16 @@ def section_small(
             k = (ti + rep) % len(clients)
             order = clients[k:] + clients[:k]  # rotate so no client always goes first
             for name in order:
+                if name == "niquests" and n > NIQUESTS_MAX_THREADS:
+                    if rep == 0:
+                        print(
+                            f"{n:>7}  {name:<9} skipped: more than {NIQUESTS_MAX_THREADS} "
+                            "threads (one connection per busy thread, pool of 10)"
+                        )
+                        results["small"].append(
+                            {"threads": n, "client": name, "rep": rep, "skipped": True}
+                        )
+                    continue
                 before = ng.accepts()
                 if name == "h2load":
                     r = run_h2load(url, warmup, duration)
@@ -1010,9 +1191,11 @@ def section_small(
     print("\n   ratios (req/s, best of reps):")
     print(
         f"   {'threads':>7}  {'h2pool/httpx':>12} {'h2pool/niquests':>15} "
-        f"{'h2pool/h2load':>13} {'httpx/niquests':>14}"
+        f"{'h2pool/h2load':>13} {'httpx/niquests':>14} {'h2pool/h2pool@64':>16} "
+        f"{'h2pool errors':>13} {'h2pool conns':>12}"
     )
     summary = []
+    at64 = table.get((64, "h2pool"))
     for n in threads:
 
         def rps(c: str, n: int = n) -> float | None:
@@ -1031,10 +1214,16 @@ def section_small(
             "h2pool/h2load": ratio("h2pool", "h2load"),
             "httpx/niquests": ratio("httpx", "niquests"),
         }
+        ours = table.get((n, "h2pool"))
+        row["h2pool/h2pool@64"] = ours["rps"] / at64["rps"] if ours and at64 else None
+        row["h2pool_errors"] = ours.get("errors") if ours else None
+        row["h2pool_connections"] = ours.get("connections") if ours else None
         summary.append(row)
         print(
             f"   {n:>7}  {_f(row['h2pool/httpx']):>12} {_f(row['h2pool/niquests']):>15} "
-            f"{_f(row['h2pool/h2load'], '{:.3f}'):>13} {_f(row['httpx/niquests']):>14}"
+            f"{_f(row['h2pool/h2load'], '{:.3f}'):>13} {_f(row['httpx/niquests']):>14} "
+            f"{_f(row['h2pool/h2pool@64']):>16} {_f(row['h2pool_errors'], '{}'):>13} "
+            f"{_f(row['h2pool_connections'], '{}'):>12}"
         )
     results["small_summary"] = summary
 
@@ -1228,6 +1417,76 @@ def section_rss(results: dict[str, Any], ng: Any, h2pool_ok: bool, quick: bool) 
             f"  ratio peak RSS h2pool/httpx: {ours / theirs:.2f}  (growth during the download: "
             f"h2pool {growth['h2pool']:.1f} MiB, httpx {growth['httpx']:.1f} MiB)"
         )
+
+
+def section_inflight(results: dict[str, Any], h2pool_ok: bool) -> None:
+    print(
+        f"\n== memory per in-flight request: N outstanding h2pool submit()s to an in-process "
+        f"h2c server that never answers (MAX_CONCURRENT_STREAMS {STALL_MAX_STREAMS}, "
+        f"default Limits: 8 connections, the rest queue) =="
+    )
+    if not h2pool_ok:
+        print("  h2pool: not available")
+        return
+    for n in INFLIGHT_COUNTS:
+        r = run_worker({"what": "inflight", "n": n}, timeout=180)
+        r["n"] = n
+        results["inflight"].append(r)
+        if _report_fatal(f"N={n}", r):
+            continue
+        print(
+            f"  N={n:<6} RSS +{r['delta_mib']:6.1f} MiB  ({r['per_1000_mib']:.2f} MiB per 1,000; "
+            f"{r['rss_before_mib']:.1f} -> {r['rss_after_mib']:.1f} MiB)  "
+            f"conns {r['connections']}  on streams {r['open_streams']}  queued {r['queued']}  "
+            f"submit {r['submit_s'] * 1000:.0f} ms, cancel {r['cancel_s'] * 1000:.0f} ms, "
+            f"close {r['close_s'] * 1000:.0f} ms",
+            flush=True,
+        )
+
+
+def write_chart(results: dict[str, Any], path: Path) -> None:
+    """Requests/s vs threads, one line per client (best of reps), log-x; needs matplotlib."""
+    rows = [r for r in results.get("small", []) if "rps" in r and "fatal" not in r]
+    if not rows:
+        return
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except Exception:
+        print("chart skipped (matplotlib is not installed)")
+        return
+    best: dict[str, dict[int, float]] = {}
+    for r in rows:
+        per = best.setdefault(r["client"], {})
+        per[r["threads"]] = max(per.get(r["threads"], 0.0), r["rps"])
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
+    for client in ALL_CLIENTS:
+        if client not in best:
+            continue
+        xs = sorted(best[client])
+        ax.plot(xs, [best[client][x] for x in xs], marker="o", label=client)
+    ax.set_xscale("log")
+    if "h2load" in best:
+        ax.set_yscale("log")
+    xs_all = sorted({x for per in best.values() for x in per})
+    ax.set_xticks(xs_all)
+    ax.set_xticklabels([str(x) for x in xs_all])
+    ax.set_xlabel("caller threads sharing one client")
+    ax.set_ylabel("requests/s (13-byte GET)")
+    m = results.get("machine", {})
+    ax.set_title(
+        f"small GET, nginx h2 TLS loopback, {m.get('nproc')} cpus, "
+        f"{results.get('started', '')[:10]} ({m.get('git_head')})",
+        fontsize=10,
+    )
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    print(f"chart written to {path}")
 
 
 if __name__ == "__main__":
