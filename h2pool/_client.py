@@ -176,6 +176,7 @@ class Client:
         self._closed = False
         self._broken: BaseException | None = None
         self._pid = os.getpid()
+        self._gc_finalizer: weakref.finalize[Any, Any] | None = None
         _live_clients.add(self)
 
     # -- plumbing ------------------------------------------------------------------------
@@ -215,7 +216,11 @@ class Client:
                     stall_timeout=self._timeout.write,
                     proxies=self._proxies,
                 )
-                loop.on_death = self._on_loop_death
+                # The I/O thread must not keep the Client alive: a Client dropped without
+                # close() is garbage collected, and its finalizer stops the thread and
+                # closes the sockets instead of leaking them for the life of the process.
+                loop.on_death = _death_handler(weakref.ref(self), pool)
+                self._gc_finalizer = weakref.finalize(self, _close_abandoned, loop, pool)
                 self._pool = pool
                 self._loop = loop
                 self._pid = os.getpid()
@@ -528,6 +533,8 @@ class Client:
             loop, pool = self._loop, self._pool
         if loop is None or pool is None:
             return
+        if self._gc_finalizer is not None:
+            self._gc_finalizer.detach()
         if not already:
             loop.call_soon_threadsafe(pool.close, timeout)
         if not loop.join(None if timeout is None else timeout + 5.0):
@@ -543,6 +550,26 @@ class Client:
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
         return f"<h2pool.Client {state}>"
+
+
+def _death_handler(ref: weakref.ReferenceType[Client], pool: Pool) -> Any:
+    """The I/O thread's crash handler, holding the Client only weakly."""
+
+    def on_death(exc: BaseException) -> None:
+        client = ref()
+        if client is not None:
+            client._on_loop_death(exc)
+        else:
+            pool.abort(ClientClosed(f"the h2pool I/O thread crashed: {exc!r}"))
+
+    return on_death
+
+
+def _close_abandoned(loop: IOLoop, pool: Pool) -> None:
+    """A Client was garbage collected without close(): stop its I/O thread at once
+    (runs in whatever thread collected it; only posts to the loop, never joins)."""
+    if not loop._stopping:
+        loop.call_soon_threadsafe(pool.close, 0.0)
 
 
 # -- fork safety ------------------------------------------------------------------------

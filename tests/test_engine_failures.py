@@ -94,3 +94,22 @@ def test_fork_child_opens_its_own_connection(h2peer, make_client):
     assert client.get(url).status == 200  # the parent still uses its first connection
     assert client.stats()["connections_opened"] == 1
     assert threading.current_thread() is threading.main_thread()
+
+
+@pytest.mark.timeout(30)
+def test_client_dropped_without_close_stops_its_thread(h2peer):
+    """A Client nobody closes must not leak its I/O thread and sockets once it is
+    garbage collected (the I/O thread holds it only weakly)."""
+    import gc
+
+    peer = h2peer()
+    client = h2pool.Client(http2_prior_knowledge=True)
+    assert client.get(peer.h2c_url + "/fast").content == b"Hello, world!"
+    thread = client._loop.thread
+    assert thread.is_alive()
+    del client
+    gc.collect()
+    thread.join(10)
+    assert not thread.is_alive()
+    # The server sees the connection go away (GOAWAY, then EOF).
+    assert peer.wait_for(lambda p: all(c.closed for c in p.connections), 10)
