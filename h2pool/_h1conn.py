@@ -33,9 +33,10 @@ from ._errors import (
     WriteTimeout,
 )
 from ._headers import Headers
+from ._request import StreamRecord
 from ._response import Response
 from ._sockio import send_some
-from ._stream import BodyPipe, UploadPipe
+from ._stream import BodyPipe
 
 if TYPE_CHECKING:
     from ._loop import IOLoop, Timer
@@ -62,37 +63,13 @@ class Origin(Protocol):
     def retry(self, req: Request, cause: H2PoolError) -> None: ...
 
 
-class H1Stream:
+class H1Stream(StreamRecord):
     """The one request in flight on an :class:`H1Conn`; owned by the I/O thread."""
 
-    __slots__ = (
-        "body",
-        "body_pos",
-        "chunks",
-        "got_bytes",
-        "headers",
-        "id",
-        "last_activity",
-        "pipe",
-        "req",
-        "status",
-        "timer",
-        "unconsumed",
-        "upload",
-        "wire_start",
-    )
+    __slots__ = ("got_bytes", "timer", "unconsumed", "wire_start")
 
     def __init__(self, sid: int, req: Request, now: float) -> None:
-        self.id = sid
-        self.req = req
-        self.status = 0
-        self.headers: list[tuple[bytes, bytes]] | None = None
-        self.chunks: list[bytes] = []
-        self.pipe: BodyPipe | None = None
-        self.body: memoryview | None = None
-        self.body_pos = 0
-        self.upload: UploadPipe | None = req.upload
-        self.last_activity = now
+        super().__init__(sid, req, now)
         self.timer: Timer | None = None
         self.got_bytes = False  # any byte of the response arrived
         self.unconsumed = 0  # bytes fed to the pipe and not yet reported read

@@ -16,9 +16,10 @@ from h2.errors import ErrorCodes
 from h2.frame_buffer import FrameBuffer
 from hyperframe.frame import RstStreamFrame, WindowUpdateFrame
 
+from ._request import StreamRecord
+
 if TYPE_CHECKING:
     from ._request import Request
-    from ._stream import BodyPipe, UploadPipe
 
 __all__ = ["BodyLengthMismatch", "H2Stream", "new_h2_connection"]
 
@@ -158,40 +159,14 @@ class _H2(H2Connection):
         return result
 
 
-class H2Stream:
+class H2Stream(StreamRecord):
     """Per-stream bookkeeping, owned by the I/O thread."""
 
-    __slots__ = (
-        "body",
-        "body_pos",
-        "chunks",
-        "deadline_kind",
-        "expected",
-        "headers",
-        "id",
-        "last_activity",
-        "no_body",
-        "pipe",
-        "received",
-        "req",
-        "status",
-        "trailers",
-        "upload",
-        "wire_offset",
-    )
+    __slots__ = ("deadline_kind", "expected", "no_body", "received", "trailers", "wire_offset")
 
     def __init__(self, sid: int, req: Request, now: float) -> None:
-        self.id = sid
-        self.req = req
-        self.status = 0
-        self.headers: list[tuple[bytes, bytes]] | None = None
+        super().__init__(sid, req, now)
         self.trailers: list[tuple[bytes, bytes]] | None = None
-        self.chunks: list[bytes] = []
-        self.pipe: BodyPipe | None = None
-        self.body: memoryview | None = None
-        self.body_pos = 0
-        self.upload: UploadPipe | None = req.upload
-        self.last_activity = now
         # Which timeout runs now: NO_DEADLINE, _READ or _WRITE. The connection's single
         # tick timer enforces it lazily from last_activity: no timer operation per stream.
         self.deadline_kind = NO_DEADLINE

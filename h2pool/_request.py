@@ -14,7 +14,7 @@ from ._urls import URL
 if TYPE_CHECKING:
     from ._loop import Timer
     from ._response import Response
-    from ._stream import UploadPipe
+    from ._stream import BodyPipe, UploadPipe
 
 __all__ = ["Request", "ResponseFuture"]
 
@@ -42,6 +42,36 @@ class ResponseFuture(Future["Response"]):
 
 _RESOLVED: ResponseFuture = ResponseFuture()
 _RESOLVED.set_result(None)  # type: ignore[arg-type]  # a done placeholder, result unused
+
+
+class StreamRecord:
+    """What every connection kind keeps per request in flight (I/O thread only):
+    the response as it arrives and the request body as it leaves."""
+
+    __slots__ = (
+        "body",
+        "body_pos",
+        "chunks",
+        "headers",
+        "id",
+        "last_activity",
+        "pipe",
+        "req",
+        "status",
+        "upload",
+    )
+
+    def __init__(self, sid: int, req: Request, now: float) -> None:
+        self.id = sid
+        self.req = req
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] | None = None
+        self.chunks: list[bytes] = []
+        self.pipe: BodyPipe | None = None
+        self.body: memoryview | None = None
+        self.body_pos = 0
+        self.upload: UploadPipe | None = req.upload
+        self.last_activity = now
 
 
 class Request:
