@@ -29,7 +29,15 @@ from ._errors import (
     ProtocolError,
     StreamReset,
 )
-from ._h2proto import NO_DEADLINE, READ, WRITE, BodyLengthMismatch, H2Stream, new_h2_connection
+from ._h2proto import (
+    NO_DEADLINE,
+    READ,
+    WRITE,
+    BodyLengthMismatch,
+    FastData,
+    H2Stream,
+    new_h2_connection,
+)
 from ._h2send import OUT_CAP, BodySender
 from ._h2timers import Deadlines
 from ._headers import Headers
@@ -747,6 +755,7 @@ class H2Conn(Deadlines, BodySender):
 _HANDLERS: dict[type, Any] = {
     ev.ResponseReceived: H2Conn._on_response,
     ev.DataReceived: H2Conn._on_data,
+    FastData: H2Conn._on_data,
     ev.TrailersReceived: H2Conn._on_trailers,
     ev.StreamEnded: H2Conn._on_stream_ended,
     ev.StreamReset: H2Conn._on_reset,

@@ -14,6 +14,8 @@ from h2.config import H2Configuration
 from h2.connection import ConnectionState, H2Connection
 from h2.errors import ErrorCodes
 from h2.frame_buffer import FrameBuffer
+from h2.stream import StreamState
+from hyperframe.exceptions import InvalidPaddingError
 from hyperframe.frame import RstStreamFrame, WindowUpdateFrame
 
 from ._request import StreamRecord
@@ -44,6 +46,22 @@ class BodyLengthMismatch:
         self.stream_id = stream_id
         self.flow = flow
         self.message = message
+
+
+class FastData:
+    """A run of DATA frames for one stream taken by ``_H2``'s fast path; handled like
+    h2's ``DataReceived`` (same attributes)."""
+
+    __slots__ = ("data", "flow_controlled_length", "stream_id")
+    stream_ended = None
+
+    def __init__(self, stream_id: int, data: bytes, flow: int) -> None:
+        self.stream_id = stream_id
+        self.data = data
+        self.flow_controlled_length = flow
+
+
+_FAST_STATES = (StreamState.OPEN, StreamState.HALF_CLOSED_LOCAL)
 
 
 class _H2(H2Connection):
@@ -85,6 +103,100 @@ class _H2(H2Connection):
         n: int = self._open_streams(1)  # client-initiated streams are odd
         self._gc_at = max(64, 2 * len(self.streams))
         return n
+
+    def receive_data(self, data: Any) -> list[Any]:
+        """h2's ``receive_data`` with a fast path for the frames a download is made of.
+
+        h2 turns every DATA frame into a hyperframe object (three copies of the payload),
+        runs two state machines and builds an event: ~20 us per 8 KiB frame, which was
+        most of the I/O thread on a download. A DATA frame with no flags, on a stream h2
+        has open and has seen headers on, within both flow-control windows and the
+        Content-Length, changes nothing in h2 but those counters; it is parsed here,
+        the counters are updated as h2 would, and consecutive frames of one stream are
+        merged into one ``FastData`` event. Every other frame (END_STREAM, PADDED,
+        anything h2 would reject, anything inside a header block) is fed to h2's own
+        parser one frame at a time, in order.
+        """
+        buf = self.incoming_buffer
+        max_size = buf.max_frame_size = self.max_inbound_frame_size
+        pending = buf._data
+        if pending:
+            data = b"".join((pending, data))
+            pending.clear()
+        elif type(data) is not bytes:
+            data = bytes(data)
+        events: list[Any] = []
+        view = memoryview(data)
+        end = len(data)
+        pos = 0
+        run_sid = 0  # the stream of the run of fast DATA payloads being merged
+        run: list[memoryview] = []
+        run_len = 0
+        streams = self.streams
+        conn_window = self._inbound_flow_control_window_manager
+        try:
+            while end - pos >= 9:
+                length = (data[pos] << 16) | (data[pos + 1] << 8) | data[pos + 2]
+                if length > max_size:
+                    buf._validate_frame_length(length)  # raises FRAME_SIZE_ERROR
+                stop = pos + 9 + length
+                if stop > end:
+                    break
+                if data[pos + 3] == 0 and not (data[pos + 4] & 0x09) and length:
+                    sid = int.from_bytes(data[pos + 5 : pos + 9], "big") & 0x7FFFFFFF
+                    stream = streams.get(sid)
+                    if (
+                        stream is not None
+                        and not buf._headers_buffer
+                        and stream.state_machine.state in _FAST_STATES
+                        and stream.state_machine.headers_received
+                        and self.state_machine.state is ConnectionState.CLIENT_OPEN
+                        and conn_window.current_window_size >= length
+                        and stream._inbound_window_manager.current_window_size >= length
+                        and (
+                            stream._expected_content_length is None
+                            or stream._actual_content_length + length
+                            <= stream._expected_content_length
+                        )
+                    ):
+                        conn_window.current_window_size -= length
+                        stream._inbound_window_manager.current_window_size -= length
+                        stream._actual_content_length += length
+                        if run and sid != run_sid:
+                            events.append(FastData(run_sid, b"".join(run), run_len))
+                            run = []
+                            run_len = 0
+                        run_sid = sid
+                        run.append(view[pos + 9 : stop])
+                        run_len += length
+                        pos = stop
+                        continue
+                if run:
+                    events.append(FastData(run_sid, b"".join(run), run_len))
+                    run = []
+                    run_len = 0
+                # h2's own path for this one frame; its buffer holds nothing else.
+                buf._data += view[pos:stop]
+                pos = stop
+                for frame in buf:
+                    events.extend(self._receive_frame(frame))
+            if run:
+                events.append(FastData(run_sid, b"".join(run), run_len))
+            if pos < end:
+                buf._data += view[pos:]
+                if end - pos >= 9:
+                    # h2 rejects a bad frame header before its body arrives: so do we.
+                    for frame in buf:  # pragma: no cover - the frame is incomplete
+                        events.extend(self._receive_frame(frame))
+        except InvalidPaddingError as exc:  # as h2's receive_data handles both
+            self._terminate_connection(ErrorCodes.PROTOCOL_ERROR)
+            raise h2x.ProtocolError("Received frame with invalid padding.") from exc
+        except h2x.ProtocolError as exc:
+            self._terminate_connection(exc.error_code)
+            raise
+        finally:
+            view.release()
+        return events
 
     def _receive_frame(self, frame: Any) -> Any:
         """h2's own ``_receive_frame`` minus its trace log, whose eager ``repr(frame)``

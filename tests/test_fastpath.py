@@ -1,0 +1,187 @@
+"""``_H2.receive_data``'s DATA fast path must be indistinguishable from h2's own parser.
+
+The fast path parses plain DATA frames itself and updates h2's counters by hand. These
+tests feed the same server bytes, cut at the same arbitrary places, to one connection
+through the fast path and to another through h2's unmodified ``receive_data``, and
+compare everything observable: the body bytes and flow-controlled lengths per stream,
+every other event, the exception raised, the flow-control windows, Content-Length
+accounting, stream states and the frames the client would send back. No sockets: this
+is a state-machine equivalence check; the end-to-end behaviour is covered against nginx
+and nghttpd in test_flow.py and against hostile peers in test_hostile.py.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import h2.events as ev
+import h2.exceptions as h2x
+import pytest
+from h2.config import H2Configuration
+from h2.connection import H2Connection
+from hyperframe.frame import ContinuationFrame, HeadersFrame, PingFrame
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from h2pool._h2proto import FastData, new_h2_connection
+
+pytestmark = pytest.mark.timeout(120)
+
+SIDS = (1, 3, 5)
+
+
+def _pair() -> tuple[Any, Any, bytes]:
+    """Two identical client connections with three GETs open, and the server's bytes
+    (preface, SETTINGS, response HEADERS; stream 3 announces Content-Length 30000)."""
+    clients = []
+    for _ in range(2):
+        c = new_h2_connection(65536)
+        c.initiate_connection()
+        for sid in SIDS:
+            c.send_headers(
+                sid,
+                [
+                    (b":method", b"GET"),
+                    (b":scheme", b"https"),
+                    (b":authority", b"x"),
+                    (b":path", b"/"),
+                ],
+                end_stream=True,
+            )
+        clients.append(c)
+    server = H2Connection(H2Configuration(client_side=False, header_encoding=None))
+    server.initiate_connection()
+    server.receive_data(clients[0].data_to_send())
+    clients[1].data_to_send()
+    for sid in SIDS:
+        headers = [(b":status", b"200")]
+        if sid == 3:
+            headers.append((b"content-length", b"30000"))
+        server.send_headers(sid, headers)
+    return clients[0], clients[1], server.data_to_send()
+
+
+def _frame(kind: str, sid: int, size: int, pad: int | None, end: bool) -> bytes:
+    if kind == "ping":
+        return PingFrame(0, opaque_data=b"12345678").serialize()
+    if kind == "trailers":  # a header block split over CONTINUATION, DATA may not interleave
+        sid = sid or 1
+        server_hpack = b"\x88"  # :status 200 is not a valid trailer, but h2 decides that
+        h = HeadersFrame(sid, data=server_hpack[:0], flags=["END_STREAM"])
+        c = ContinuationFrame(sid, data=server_hpack, flags=["END_HEADERS"])
+        return h.serialize() + c.serialize()
+    # Built by hand: hyperframe refuses to serialise DATA on stream 0.
+    flags = 0x1 if end else 0
+    body = bytes([sid]) * size
+    if pad is not None:
+        flags |= 0x8
+        body = bytes([pad]) + body + b"\0" * pad
+    return len(body).to_bytes(3, "big") + bytes([0, flags]) + sid.to_bytes(4, "big") + body
+
+
+def _feed(conn: Any, chunks: list[bytes], reference: bool) -> tuple[list[Any], str | None]:
+    events: list[Any] = []
+    for chunk in chunks:
+        try:
+            if reference:
+                events.extend(H2Connection.receive_data(conn, chunk))
+            else:
+                events.extend(conn.receive_data(chunk))
+        except h2x.ProtocolError as exc:
+            return events, type(exc).__name__
+    return events, None
+
+
+def _normalise(events: list[Any]) -> list[tuple]:
+    """Merge runs of body events per stream (the fast path merges frames, h2 does not)."""
+    out: list[list[Any]] = []
+    for e in events:
+        if isinstance(e, (ev.DataReceived, FastData)):
+            if out and out[-1][0] == "data" and out[-1][1] == e.stream_id:
+                out[-1][2] += e.data
+                out[-1][3] += e.flow_controlled_length
+            else:
+                out.append(["data", e.stream_id, bytes(e.data), e.flow_controlled_length])
+            if e.stream_ended is not None:
+                out.append(["ended", e.stream_id])
+        elif isinstance(e, ev.StreamEnded):
+            # h2 reports END_STREAM both on DataReceived.stream_ended and as its own event.
+            if not (out and out[-1] == ["ended", e.stream_id]):
+                out.append(["ended", e.stream_id])
+        else:
+            out.append([type(e).__name__, getattr(e, "stream_id", None)])
+    return [tuple(x) for x in out]
+
+
+def _state(conn: Any, failed: bool) -> tuple:
+    streams = {
+        sid: (
+            s.state_machine.state,
+            s._inbound_window_manager.current_window_size,
+            s._actual_content_length,
+        )
+        for sid, s in conn.streams.items()
+    }
+    return (
+        conn.state_machine.state,
+        conn._inbound_flow_control_window_manager.current_window_size,
+        streams,
+        # After a connection error the unparsed rest is irrelevant (and h2 keeps more).
+        b"" if failed else bytes(conn.incoming_buffer._data),
+        conn.data_to_send(),
+    )
+
+
+def _check(frames: list[bytes], cuts: list[int]) -> None:
+    fast, ref, head = _pair()
+    wire = head + b"".join(frames)
+    bounds = sorted({min(c, len(wire)) for c in cuts} | {0, len(wire)})
+    chunks = [wire[a:b] for a, b in itertools.pairwise(bounds) if b > a]
+    got, got_exc = _feed(fast, chunks, reference=False)
+    want, want_exc = _feed(ref, chunks, reference=True)
+    assert got_exc == want_exc
+    assert _normalise(got) == _normalise(want)
+    assert _state(fast, got_exc is not None) == _state(ref, want_exc is not None)
+
+
+_frames = st.lists(
+    st.tuples(
+        st.sampled_from(["data"] * 8 + ["ping", "trailers"]),
+        st.sampled_from((*SIDS, 7, 0)),
+        st.integers(0, 17000),
+        st.none() | st.integers(0, 255),
+        st.booleans(),
+    ).map(lambda t: _frame(*t)),
+    max_size=14,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(frames=_frames, cuts=st.lists(st.integers(0, 200_000), max_size=12))
+def test_fast_path_matches_h2(frames: list[bytes], cuts: list[int]) -> None:
+    _check(frames, cuts)
+
+
+def test_fast_path_merges_a_run_of_frames_and_respects_windows() -> None:
+    """Frames filling the default 65,535-byte windows exactly come out as one event; one
+    byte more is a FLOW_CONTROL_ERROR, as h2 has it."""
+    frames = [_frame("data", 1, 16384, None, False) for _ in range(3)]
+    frames.append(_frame("data", 1, 16383, None, False))
+    fast, _ref, head = _pair()
+    events = fast.receive_data(head + b"".join(frames))
+    bodies = [
+        (e.stream_id, e.data, e.flow_controlled_length) for e in events if isinstance(e, FastData)
+    ]
+    assert bodies == [(1, b"\x01" * 65535, 65535)]
+    with pytest.raises(h2x.FlowControlError):
+        fast.receive_data(_frame("data", 1, 1, None, False))
+    _check([*frames, _frame("data", 1, 1, None, False)], [])
+
+
+def test_fast_path_content_length_overrun_is_a_stream_event() -> None:
+    frames = [_frame("data", 3, 16000, None, False), _frame("data", 3, 16000, None, False)]
+    _check(frames, [])
+    fast, _ref, head = _pair()
+    events = fast.receive_data(head + b"".join(frames))
+    assert [type(e).__name__ for e in events[-2:]] == ["FastData", "BodyLengthMismatch"]
