@@ -18,6 +18,7 @@ from h2.stream import StreamState
 from hyperframe.exceptions import InvalidPaddingError
 from hyperframe.frame import RstStreamFrame, WindowUpdateFrame
 
+from ._hpack import CachingDecoder, CachingEncoder
 from ._request import StreamRecord
 
 if TYPE_CHECKING:
@@ -303,7 +304,8 @@ class _FrameBuffer(FrameBuffer):
 def new_h2_connection(max_header_list_size: int) -> _H2:
     conn = _H2(config=_CONFIG)
     conn.incoming_buffer = _FrameBuffer(server=False)
+    conn.encoder = CachingEncoder()
     # h2 applies a local MAX_HEADER_LIST_SIZE to its HPACK decoder only when a *changed*
     # setting is ACKed; ours is an initial value, so set the decoder's limit directly.
-    conn.decoder.max_header_list_size = max_header_list_size
+    conn.decoder = CachingDecoder(max_header_list_size)
     return conn

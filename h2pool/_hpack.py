@@ -1,0 +1,119 @@
+"""HPACK with memoised header blocks. I/O thread only (each object belongs to one h2
+connection).
+
+Encoding or decoding a header block is a pure function of the block and the dynamic
+table. Most traffic repeats itself: a client sends the same request headers to the same
+origin, and a server answers with the same response headers (only ``date`` changes,
+once a second). Once a block has been encoded or decoded *without changing the table*,
+the same input gives the same output for as long as the table stays unchanged. The
+classes below keep those results in a small dict that is emptied whenever the table
+changes (an entry added or evicted, a size change). Measured with
+``stress/bench.py``: hpack's Huffman coding was ~30% of the I/O thread's time on small
+GETs; see docs/performance.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from hpack import Decoder, Encoder
+from hpack.table import HeaderTable, table_entry_size
+
+__all__ = ["CachingDecoder", "CachingEncoder"]
+
+_MAX_ENTRIES = 64  # per connection and direction
+_MAX_BLOCK = 2048  # bytes of encoded block worth remembering
+
+
+class _Table(HeaderTable):
+    """hpack's table plus a counter bumped on every change to its contents or size."""
+
+    generation = 0
+
+    def add(self, name: bytes, value: bytes) -> None:
+        self.generation += 1
+        super().add(name, value)
+
+    @property
+    def maxsize(self) -> int:
+        return self._maxsize
+
+    @maxsize.setter
+    def maxsize(self, newmax: int) -> None:
+        self.generation += 1
+        HeaderTable.maxsize.fset(self, newmax)  # type: ignore[attr-defined]
+
+
+class CachingEncoder(Encoder):
+    header_table: _Table
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.header_table = _Table()
+        self._cache: dict[tuple[Any, ...], bytes] = {}
+        self._generation = 0
+
+    def encode(self, headers: Any, huffman: bool = True) -> bytes:
+        table = self.header_table
+        key: tuple[Any, ...] | None = None
+        # Only plain tuples: hpack's NeverIndexedHeaderTuple compares equal to a plain
+        # tuple but must be encoded differently. A pending size change must be sent.
+        if huffman and not table.resized and type(headers) is list:
+            key = tuple(headers)
+            for h in key:
+                if type(h) is not tuple:
+                    key = None
+                    break
+        if key is not None:
+            if table.generation == self._generation:
+                hit = self._cache.get(key)
+                if hit is not None:
+                    return hit
+            else:
+                self._cache.clear()
+                self._generation = table.generation
+        before = table.generation
+        block: bytes = super().encode(headers, huffman)
+        if key is not None and table.generation == before and len(block) <= _MAX_BLOCK:
+            cache = self._cache
+            if len(cache) >= _MAX_ENTRIES:
+                cache.clear()
+            cache[key] = block
+        return block
+
+
+class CachingDecoder(Decoder):
+    header_table: _Table
+
+    def __init__(self, max_header_list_size: int) -> None:
+        super().__init__(max_header_list_size)
+        self.header_table = _Table()
+        self.max_allowed_table_size = self.header_table.maxsize
+        # block -> (inflated size, headers); valid while the table generation is _generation
+        self._cache: dict[bytes, tuple[int, tuple[Any, ...]]] = {}
+        self._generation = 0
+
+    def decode(self, data: Any, raw: bool = False) -> Iterable[Any]:
+        table = self.header_table
+        cacheable = raw and len(data) <= _MAX_BLOCK
+        if cacheable:
+            key = bytes(data)
+            if table.generation == self._generation:
+                hit = self._cache.get(key)
+                if hit is not None and hit[0] <= self.max_header_list_size:
+                    self._assert_valid_table_size()
+                    return list(hit[1])
+            else:
+                self._cache.clear()
+                self._generation = table.generation
+        before = table.generation
+        headers = super().decode(data, raw)
+        if cacheable and table.generation == before:
+            assert isinstance(headers, list)
+            size = sum(table_entry_size(n, v) for n, v in headers)
+            cache = self._cache
+            if len(cache) >= _MAX_ENTRIES:
+                cache.clear()
+            cache[key] = (size, tuple(headers))
+        return headers
