@@ -32,7 +32,10 @@ class _Table(HeaderTable):
     generation = 0
 
     def add(self, name: bytes, value: bytes) -> None:
-        self.generation += 1
+        # An entry larger than the table empties it: no change if it is empty already.
+        # nginx sets its table size to 0 and still sends "incremental indexing" fields.
+        if self.dynamic_entries or table_entry_size(name, value) <= self._maxsize:
+            self.generation += 1
         super().add(name, value)
 
     @property
@@ -96,7 +99,9 @@ class CachingDecoder(Decoder):
 
     def decode(self, data: Any, raw: bool = False) -> Iterable[Any]:
         table = self.header_table
-        cacheable = raw and len(data) <= _MAX_BLOCK
+        # A block opening with a table size update is decoded in full (it is checked
+        # against max_allowed_table_size), and so is anything large.
+        cacheable = raw and 0 < len(data) <= _MAX_BLOCK and data[0] & 0xE0 != 0x20
         if cacheable:
             key = bytes(data)
             if table.generation == self._generation:

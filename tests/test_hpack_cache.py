@@ -105,3 +105,19 @@ def test_sensitive_headers_are_not_served_a_plain_block() -> None:
         assert enc.encode(list(headers)) == ref.encode(list(headers))
     fresh = CachingEncoder()
     assert fresh.encode(list(sensitive))[0] & 0xF0 == 0x10  # never indexed, RFC 7541 §6.2.3
+
+
+def test_nginx_style_blocks_with_a_zero_table_are_cached() -> None:
+    """nginx announces a table size of 0 and still sends incremental-indexing fields;
+    adding to an empty zero-size table changes nothing, so the block stays cached."""
+    block = bytes.fromhex(
+        "887689aa6355e580ae212e1f6197df3dbf4a09c5349fba82009c502cdc69ab8c814c5a37ff"
+        "5f87497ca58ae819aa5c023133"
+    )
+    dec, ref = CachingDecoder(65536), hpack.Decoder(65536)
+    first_block = bytes([0x20]) + block  # nginx's first block carries the size update
+    assert dec.decode(first_block, raw=True) == ref.decode(first_block, raw=True)
+    first = dec.decode(block, raw=True)
+    assert dec._cache  # a repeat is served from here
+    assert dec.decode(block, raw=True) == first == ref.decode(block, raw=True)
+    assert (b"content-length", b"13") in first
