@@ -309,7 +309,7 @@ class H2Conn(Deadlines, BodySender):
         """Move h2's pending output to the socket: one ``send()`` per turn when possible."""
         if self.closed:
             return
-        data = self.h2.data_to_send()
+        data = self.h2.take_output()
         if data:
             if self._unflushed:
                 offset = self._generated
@@ -317,7 +317,11 @@ class H2Conn(Deadlines, BodySender):
                     st.wire_offset = offset
                 self._unflushed.clear()
             self._generated += len(data)
-            self._out += data
+            if self._out_pos >= len(self._out):
+                self._out = data  # nothing pending: take h2's buffer, no copy
+                self._out_pos = 0
+            else:
+                self._out += data
         if len(self._out) > self._out_pos and not (self._events & selectors.EVENT_WRITE):
             self._write()
 

@@ -83,7 +83,7 @@ class BodySender:
                 n = min(window, h2c.max_outbound_frame_size, len(body) - pos)
                 end = pos + n >= len(body)
                 try:
-                    h2c.send_data(st.id, body[pos : pos + n].tobytes(), end_stream=end)
+                    h2c.send_data(st.id, body[pos : pos + n], end_stream=end)
                 except h2x.StreamClosedError:
                     continue  # reset by the peer; its StreamReset event settles it
                 budget -= n

@@ -185,3 +185,65 @@ def test_fast_path_content_length_overrun_is_a_stream_event() -> None:
     fast, _ref, head = _pair()
     events = fast.receive_data(head + b"".join(frames))
     assert [type(e).__name__ for e in events[-2:]] == ["FastData", "BodyLengthMismatch"]
+
+
+# -- sending --------------------------------------------------------------------------
+
+
+def _uploading_pair() -> tuple[Any, Any]:
+    """Two identical client connections with two POSTs open (HEADERS sent, no body yet)
+    and the server's SETTINGS received."""
+    out = []
+    for _ in range(2):
+        c = new_h2_connection(65536)
+        c.initiate_connection()
+        for sid in (1, 3):
+            c.send_headers(
+                sid,
+                [
+                    (b":method", b"POST"),
+                    (b":scheme", b"https"),
+                    (b":authority", b"x"),
+                    (b":path", b"/"),
+                ],
+            )
+        out.append(c)
+    server = H2Connection(H2Configuration(client_side=False, header_encoding=None))
+    server.initiate_connection()
+    server.receive_data(out[0].data_to_send())
+    out[1].data_to_send()
+    settings_bytes = server.data_to_send()
+    for c in out:
+        c.receive_data(settings_bytes)
+        c.data_to_send()  # the SETTINGS ACK
+    return out[0], out[1]
+
+
+def _send_outcome(conn: Any, reference: bool, ops: list[tuple[int, int, bool]]) -> list[Any]:
+    result: list[Any] = []
+    send = (lambda *a: H2Connection.send_data(conn, *a)) if reference else conn.send_data
+    for sid, size, end in ops:
+        try:
+            send(sid, memoryview(bytes([sid]) * size), end)
+            result.append(None)
+        except (h2x.ProtocolError, h2x.StreamClosedError, KeyError) as exc:
+            result.append(type(exc).__name__)
+    streams = {
+        s: (st.state_machine.state, st.outbound_flow_control_window)
+        for s, st in conn.streams.items()
+    }
+    result.append((conn.outbound_flow_control_window, streams, bytes(conn.data_to_send())))
+    return result
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    ops=st.lists(
+        st.tuples(st.sampled_from([1, 3, 5]), st.integers(0, 20000), st.booleans()), max_size=12
+    )
+)
+def test_send_fast_path_matches_h2(ops: list[tuple[int, int, bool]]) -> None:
+    """Same frames on the wire, same windows, same errors (window exceeded, frame too
+    large, stream already ended, unknown stream) as h2's own send_data."""
+    fast, ref = _uploading_pair()
+    assert _send_outcome(fast, False, ops) == _send_outcome(ref, True, ops)
