@@ -57,7 +57,7 @@ def req_method_has_body(method: str) -> bool:
     return method != "HEAD"
 
 
-_RECV_SIZE = 256 * 1024
+_RECV_SIZE = 64 * 1024  # per recv_into; TLS gives at most one 16 KiB record anyway
 _READS_PER_TURN = 64  # then yield to other connections; level-triggered select resumes us
 # Bytes handed to h2 per turn per connection. With the outbound cap (OUT_CAP: stop
 # reading while the peer does not drain our ACKs) this bounds what a PING/SETTINGS
@@ -234,13 +234,21 @@ class H2Conn(Deadlines, BodySender):
 
     def _on_readable(self) -> None:
         sock = self.sock
-        chunks = []
+        # Read into the loop's shared buffer, after the partial frame (if any) left
+        # over from the last read; everything is consumed before we return.
+        buf = self.loop.read_buffer()
+        carry = self.h2.incoming_buffer._data
+        filled = len(carry)
+        if filled:
+            buf[:filled] = carry
+            carry.clear()
+        start = filled
+        limit = min(len(buf), filled + _FEED_PER_TURN)
         eof = False
         error: OSError | None = None
-        budget = _FEED_PER_TURN
         for _ in range(_READS_PER_TURN):
             try:
-                data = sock.recv(_RECV_SIZE)
+                n = sock.recv_into(buf[filled : filled + _RECV_SIZE])
             except (ssl.SSLWantReadError, BlockingIOError, InterruptedError):
                 break
             except ssl.SSLWantWriteError:
@@ -248,12 +256,11 @@ class H2Conn(Deadlines, BodySender):
             except OSError as exc:
                 error = exc
                 break
-            if not data:
+            if not n:
                 eof = True
                 break
-            chunks.append(data)
-            budget -= len(data)
-            if budget <= 0:
+            filled += n
+            if limit - filled < _RECV_SIZE:
                 # Feed h2 in bounded slices: each control frame it reads may queue an
                 # ACK, and a flood read whole would blow the outbound cap in one turn.
                 if isinstance(sock, ssl.SSLSocket) and sock.pending():
@@ -263,11 +270,12 @@ class H2Conn(Deadlines, BodySender):
             # Data may remain inside the TLS layer, where select() cannot see it.
             if isinstance(sock, ssl.SSLSocket) and sock.pending():
                 self.loop.call_soon_threadsafe(self._on_readable_again)
-        if chunks:
-            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-            self.bytes_received += len(data)
+        if filled > start:
+            self.bytes_received += filled - start
             self.last_read = self.loop.now
-            self._receive(data)
+            self._receive(buf[:filled])
+        elif filled:
+            carry += buf[:filled]  # nothing new: keep the partial frame
         if self.closed:
             return
         if error is not None:
@@ -280,7 +288,7 @@ class H2Conn(Deadlines, BodySender):
             self._on_readable()
             self.flush()
 
-    def _receive(self, data: bytes) -> None:
+    def _receive(self, data: bytes | memoryview) -> None:
         if self._preface_bytes < 4:
             # RFC 9113 §3.4: the server's first frame must be SETTINGS (type, byte 3).
             at = 3 - self._preface_bytes

@@ -28,7 +28,7 @@ from h2pool._h2proto import FastData, new_h2_connection
 
 pytestmark = pytest.mark.timeout(120)
 
-SIDS = (1, 3, 5)
+SIDS = (1, 3, 5, 9)  # GETs (half-closed local) and, 9, a POST whose body is still open
 
 
 def _pair() -> tuple[Any, Any, bytes]:
@@ -47,7 +47,7 @@ def _pair() -> tuple[Any, Any, bytes]:
                     (b":authority", b"x"),
                     (b":path", b"/"),
                 ],
-                end_stream=True,
+                end_stream=sid != 9,
             )
         clients.append(c)
     server = H2Connection(H2Configuration(client_side=False, header_encoding=None))
@@ -118,6 +118,7 @@ def _state(conn: Any, failed: bool) -> tuple:
     streams = {
         sid: (
             s.state_machine.state,
+            s.state_machine.stream_closed_by,
             s._inbound_window_manager.current_window_size,
             s._actual_content_length,
         )
@@ -247,3 +248,69 @@ def test_send_fast_path_matches_h2(ops: list[tuple[int, int, bool]]) -> None:
     large, stream already ended, unknown stream) as h2's own send_data."""
     fast, ref = _uploading_pair()
     assert _send_outcome(fast, False, ops) == _send_outcome(ref, True, ops)
+
+
+# -- remembered header validation -----------------------------------------------------
+
+_RESPONSES = [
+    [(b":status", b"200"), (b"content-type", b"text/plain")],
+    [(b":status", b"200"), (b"Content-Type", b"text/plain")],  # upper case: malformed
+    [(b":status", b"200"), (b"connection", b"close")],  # connection-specific: malformed
+    [(b"content-type", b"text/plain")],  # no :status
+    [(b":status", b"200"), (b":status", b"204")],  # duplicate pseudo-header
+    [(b":status", b"204"), (b"x-a", b" padded ")],  # surrounding whitespace
+    [(b":status", b"200"), (b"cookie", b"a=1"), (b"cookie", b"b=2")],
+]
+
+
+def _headers_outcome(conn: Any, blocks: list[bytes]) -> list[Any]:
+    from hpack import Encoder
+
+    out: list[Any] = []
+    enc = Encoder()
+    for i, headers in enumerate(blocks):
+        sid = 1 + 2 * i
+        conn.send_headers(
+            sid,
+            [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"x"), (b":path", b"/")],
+            end_stream=True,
+        )
+        frame = HeadersFrame(sid, data=enc.encode(headers), flags=["END_HEADERS", "END_STREAM"])
+        try:
+            events = conn.receive_data(frame.serialize())
+        except h2x.ProtocolError as exc:
+            out.append(type(exc).__name__)
+            break
+        out.append(
+            [
+                (type(e).__name__, [tuple(h) for h in getattr(e, "headers", None) or []])
+                for e in events
+            ]
+        )
+        out.append(conn.streams[sid].state_machine.state)
+    out.append(conn.data_to_send()[-200:])
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(range(len(_RESPONSES))), min_size=1, max_size=10))
+def test_remembered_validation_matches_h2(picks: list[int]) -> None:
+    """A malformed response is refused every time, also after a valid one that differs
+    only slightly, and valid ones come out the same as h2's own validation."""
+    import types
+
+    from h2.connection import H2Connection
+
+    mine, ref = new_h2_connection(65536), new_h2_connection(65536)
+    ref._begin_new_stream = types.MethodType(H2Connection._begin_new_stream, ref)
+    server = H2Connection(H2Configuration(client_side=False, header_encoding=None))
+    server.initiate_connection()
+    hello = server.data_to_send()
+    for c in (mine, ref):
+        c.initiate_connection()
+        c.receive_data(hello)
+        c.data_to_send()
+    blocks = [_RESPONSES[i] for i in picks]
+    assert _headers_outcome(mine, blocks) == _headers_outcome(ref, blocks)
+    assert type(ref.streams[1]).__name__ == "H2Stream"  # the reference really is h2's
+    assert type(mine.streams[1]).__name__ == "_ValidatingStream"
