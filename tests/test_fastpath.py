@@ -314,3 +314,68 @@ def test_remembered_validation_matches_h2(picks: list[int]) -> None:
     assert _headers_outcome(mine, blocks) == _headers_outcome(ref, blocks)
     assert type(ref.streams[1]).__name__ == "H2Stream"  # the reference really is h2's
     assert type(mine.streams[1]).__name__ == "_ValidatingStream"
+
+
+# -- sending HEADERS ------------------------------------------------------------------
+
+_REQ_HEADERS = st.lists(
+    st.sampled_from(
+        [
+            (b"accept", b"*/*"),
+            (b"x-big", b"v" * 20000),  # more than one 16 KiB frame: CONTINUATION
+            (b"user-agent", b"h2pool"),
+            ("x-str", "text"),  # str: h2's path
+            (b"cookie", b"a=1"),
+        ]
+    ),
+    max_size=4,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    requests=st.lists(
+        st.tuples(
+            st.integers(-2, 3), st.sampled_from([b"GET", b"HEAD"]), _REQ_HEADERS, st.booleans()
+        ),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_send_headers_fast_path_matches_h2(requests: list) -> None:
+    """Same bytes (HEADERS and CONTINUATION), same stream states, same HPACK table and
+    the same errors (stream id too low, an existing stream) as h2's send_headers."""
+    conns = []
+    for _ in range(2):
+        c = new_h2_connection(65536)
+        c.initiate_connection()
+        c.data_to_send()
+        conns.append(c)
+    results: list[list[Any]] = [[], []]
+    for which, conn in enumerate(conns):
+        sid = 1
+        for step, method, extra, end in requests:
+            sid = max(1, sid + 2 * step)
+            headers = [
+                (b":method", method),
+                (b":scheme", b"https"),
+                (b":authority", b"example.com"),
+                (b":path", b"/"),
+                *extra,
+            ]
+            try:
+                if which == 0:
+                    conn.send_headers(sid, headers, end_stream=end)
+                else:
+                    H2Connection.send_headers(conn, sid, headers, end_stream=end)
+                results[which].append(conn.data_to_send())
+            except h2x.ProtocolError as exc:
+                results[which].append(type(exc).__name__)
+        results[which].append(
+            {
+                s: (x.state_machine.state, x._authority, x.request_method, x.state_machine.client)
+                for s, x in conn.streams.items()
+            }
+        )
+        results[which].append(list(conn.encoder.header_table.dynamic_entries))
+    assert results[0] == results[1]
