@@ -174,13 +174,19 @@ class IOLoop:
 
     # -- the loop -----------------------------------------------------------------------
     def _on_wake(self, mask: int) -> None:
-        with self._wake_lock:
-            self._wake_pending = False
+        # Drain first, then clear. Cleared first, a caller that had seen the loop asleep
+        # could set _wake_pending and write its byte during the drain: the byte was
+        # swallowed, the flag stayed set, and no caller ever woke the loop again (a
+        # request posted to an idle client then waited for an unrelated timer, or
+        # forever). This way a byte written after the drain stays in the socket: at
+        # worst one spurious wake-up.
         try:
             while self._wake_r.recv(4096):
                 pass
         except (BlockingIOError, InterruptedError):
             pass
+        with self._wake_lock:
+            self._wake_pending = False
 
     def _contain(self, fn: Callable[..., Any], exc: Exception) -> None:
         """A bug in a handler fails the requests of the object it belongs to (usually a

@@ -1,0 +1,103 @@
+"""A lost wake-up of the I/O thread (the intermittent cancel-storm hang).
+
+``IOLoop._on_wake`` cleared ``_wake_pending`` and only then drained the wake-up socket.
+A caller that had seen the loop asleep (``_asleep`` read just before the loop woke)
+could take ``_wake_lock`` in between, find the flag clear, set it and write its byte;
+the drain swallowed that byte and the flag stayed set with nothing in the socket. From
+then on every caller believed a wake-up was already on its way and skipped the write:
+the loop slept until its next timer (a lazily re-armed read-timeout tick, the keep-alive
+expiry, or never), and a request posted to an idle client was not even submitted to the
+pool, so no ReadTimeout or PoolTimeout could fire for it. The cancel storm (thousands of
+posts while the loop wakes and sleeps) made the race likely enough to hang
+``test_cancel_storm_leaves_client_working`` now and then, always after the storm, when
+nothing but a caller's wake-up could move the loop.
+
+The interleaving is forced: the loop thread is held inside its drain while the test
+thread plays the caller that read ``_asleep`` just before the loop woke up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+
+import pytest
+
+from h2pool._loop import IOLoop
+
+
+def wait_until(predicate, timeout: float = 5.0, interval: float = 0.005):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(interval)
+
+
+class HeldDrain:
+    """Stands in for the loop's wake-up socket (read end): the first ``recv()`` tells the
+    test that the loop is draining, then waits until the test has played the racing
+    caller. Everything else goes to the real socket (the selector holds that one)."""
+
+    def __init__(self, sock) -> None:
+        self._sock = sock
+        self.draining = threading.Event()
+        self.release = threading.Event()
+        self._armed = True
+
+    def recv(self, n: int, *flags: int) -> bytes:
+        if self._armed:
+            self._armed = False
+            self.draining.set()
+            self.release.wait(5.0)
+        return self._sock.recv(n, *flags)
+
+    def __getattr__(self, name: str):
+        return getattr(self._sock, name)
+
+
+@pytest.mark.timeout(60)
+def test_wakeup_posted_while_the_loop_drains_is_not_lost():
+    loop = IOLoop(name="h2pool-io-wake-test")
+    loop.start()
+    real = loop._wake_r
+    try:
+        # Asleep in select() with no timer and no command: only a wake-up moves it.
+        wait_until(lambda: loop._asleep and not loop._commands)
+        held = HeldDrain(real)
+        loop._wake_r = held
+
+        # Caller A: the loop is asleep, so A sets _wake_pending and writes the byte.
+        first = threading.Event()
+        loop.call_soon_threadsafe(first.set)
+        assert held.draining.wait(5.0), "the loop did not wake up for the first post"
+
+        # Caller B read _asleep as True just before the loop woke, and reaches
+        # _wake_lock only now, while the loop is inside _on_wake. (The loop thread is
+        # parked in recv() and reads _asleep nowhere before it sets it again itself.)
+        loop._asleep = True
+        try:
+            loop.call_soon_threadsafe(lambda: None)
+        finally:
+            loop._asleep = False
+        held.release.set()
+        assert first.wait(5.0)
+
+        # The loop goes back to sleep with no timer: the next post must wake it.
+        wait_until(lambda: loop._asleep and not loop._commands)
+        later = threading.Event()
+        loop.call_soon_threadsafe(later.set)
+        assert later.wait(5.0), (
+            "the I/O thread missed a wake-up: _wake_pending="
+            f"{loop._wake_pending} with the wake-up socket empty"
+        )
+    finally:
+        loop._wake_r = real
+        loop.stop()
+        with contextlib.suppress(OSError):
+            loop._wake_w.send(b"\0")  # whatever the flag says
+        assert loop.join(5.0)
