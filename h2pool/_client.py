@@ -449,9 +449,18 @@ class Client:
     ) -> Response:
         req = self._build(method, url, headers, body, timeout, stream, drop)
         fut = self._submit(req, False)
+        # Wait on a plain lock released by a done-callback rather than in
+        # Future.result(): its Condition wakes the caller while the I/O thread still
+        # holds the condition's lock, so the woken caller often blocks a second time
+        # on it (measured: see docs/performance.md). Every way a future completes
+        # (response, error, cancel, the loop dying) runs its done-callbacks.
+        gate = threading.Lock()
+        gate.acquire()
+        fut.add_done_callback(lambda _f: gate.release())
         try:
             if req.upload is not None and not fut.done():
                 pump_body(req.upload_source, req.upload)  # the body is read on this thread
+            gate.acquire()
             return fut.result()
         except BaseException as exc:
             if not isinstance(exc, H2PoolError):

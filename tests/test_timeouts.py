@@ -217,3 +217,32 @@ def test_write_timeout_when_window_stays_shut(h2peer, make_client):
     assert_timeout(upload.exception(timeout=5), h2pool.WriteTimeout)
     assert len(peer.connections) == 1
     assert peer.requests_for("/up")[0].body == b""  # not one byte got through
+
+
+# -- interrupted callers ----------------------------------------------------------------
+
+
+@pytest.mark.timeout(30)
+def test_keyboard_interrupt_while_blocked_resets_the_stream(h2peer, make_client):
+    """Ctrl-C in a thread blocked in ``get()`` raises KeyboardInterrupt there, resets the
+    stream (CANCEL) and leaves the client and its connection working."""
+    import os
+    import signal
+    import threading
+
+    peer = h2peer(routes={"/stall": "stall_headers", "/fast": "respond_13b"})
+    client = make_client(http2_prior_knowledge=True, timeout=20.0)
+    assert client.get(peer.h2c_url + "/fast").content == HELLO
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    start = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            client.get(peer.h2c_url + "/stall")
+    finally:
+        timer.cancel()
+    assert time.monotonic() - start < 5.0
+    assert peer.wait_for(lambda p: any(r.error_code == 8 for r in p.resets), 5.0)
+    assert client.get(peer.h2c_url + "/fast").content == HELLO
+    assert len(peer.connections) == 1
+    assert client.stats()["open_streams"] == 0
