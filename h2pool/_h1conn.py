@@ -246,7 +246,7 @@ class H1Conn:
                 return
             if data:
                 st.last_activity = self.loop.now
-                self._emit(h.send(h11.Data(data=data)) or b"")
+                self._emit(h.send(h11.Data(data=bytes(data))) or b"")
             if end:
                 st.upload = None
                 self._end_body(st)

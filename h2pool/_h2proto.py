@@ -207,16 +207,16 @@ class _H2(H2Connection):
         pad_length: Any = None,
     ) -> None:
         """h2's ``send_data`` builds a DataFrame and serialises it, copying the payload
-        three times: most of the I/O thread's time on an upload. A frame that does not
-        end its stream, on a stream h2 has open, within both windows and the frame size,
-        changes nothing in h2 but the two windows: written here straight into h2's
-        output buffer. Anything else goes through h2."""
+        three times: most of the I/O thread's time on an upload (nginx allows frames up
+        to the window, so these can be megabytes). A frame on a stream h2 has open,
+        within both windows and the frame size, changes nothing in h2 but the two
+        windows and, with END_STREAM, the stream state (h2's own transition is run):
+        written here straight into h2's output buffer. Anything else goes through h2."""
         n = len(data)
         stream = self.streams.get(stream_id)
         if (
-            end_stream
-            or pad_length is not None
-            or not n
+            pad_length is not None
+            or not (n or end_stream)
             or stream is None
             or stream.state_machine.state not in _SEND_STATES
             or self.state_machine.state is not ConnectionState.CLIENT_OPEN
@@ -227,10 +227,14 @@ class _H2(H2Connection):
             super().send_data(stream_id, data, end_stream, pad_length)
             return
         out = self._data_to_send
-        out += n.to_bytes(3, "big") + b"\0\0" + stream_id.to_bytes(4, "big")
+        flags = b"\1" if end_stream else b"\0"
+        out += n.to_bytes(3, "big") + b"\0" + flags + stream_id.to_bytes(4, "big")
         out += data
         self.outbound_flow_control_window -= n
         stream.outbound_flow_control_window -= n
+        if end_stream:
+            # h2's own transition (OPEN -> HALF_CLOSED_LOCAL, HALF_CLOSED_REMOTE -> CLOSED)
+            stream.state_machine.process_input(StreamInputs.SEND_END_STREAM)
 
     def ack_connection(self, nbytes: int) -> None:
         """Return connection-level flow-control credit only (h2 has no public call

@@ -217,7 +217,11 @@ def _send_outcome(conn: Any, reference: bool, ops: list[tuple[int, int, bool]]) 
         except (h2x.ProtocolError, h2x.StreamClosedError, KeyError) as exc:
             result.append(type(exc).__name__)
     streams = {
-        s: (st.state_machine.state, st.outbound_flow_control_window)
+        s: (
+            st.state_machine.state,
+            st.state_machine.stream_closed_by,
+            st.outbound_flow_control_window,
+        )
         for s, st in conn.streams.items()
     }
     result.append((conn.outbound_flow_control_window, streams, bytes(conn.data_to_send())))
