@@ -29,12 +29,12 @@ from ._errors import (
     ProtocolError,
     StreamReset,
 )
+from ._h2fast import FastData
 from ._h2proto import (
     NO_DEADLINE,
     READ,
     WRITE,
     BodyLengthMismatch,
-    FastData,
     H2Stream,
     new_h2_connection,
 )

@@ -1,8 +1,9 @@
 """The h2 state machine as h2pool uses it, and per-stream bookkeeping. I/O thread only.
 
-``_H2`` subclasses ``h2.connection.H2Connection`` to change four behaviours, each for a
-reason given where it is done; everything else is h2's own. ``h2<5`` is pinned in
-pyproject.toml because two of them override private methods.
+``_H2`` subclasses h2's ``H2Connection`` (through ``_h2fast.FastPaths``, the fast paths
+for plain DATA and request HEADERS) to change a few behaviours, each for a reason given
+where it is done; everything else is h2's own. ``h2<5`` is pinned in pyproject.toml
+because these override private methods and read h2 internals.
 """
 
 from __future__ import annotations
@@ -11,14 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 import h2.exceptions as h2x
 from h2.config import H2Configuration
-from h2.connection import AllowedStreamIDs, ConnectionInputs, ConnectionState, H2Connection
+from h2.connection import ConnectionState
 from h2.errors import ErrorCodes
 from h2.frame_buffer import FrameBuffer
-from h2.stream import H2Stream as _H2StreamBase
-from h2.stream import StreamClosedBy, StreamInputs, StreamState
-from hyperframe.exceptions import InvalidPaddingError
 from hyperframe.frame import RstStreamFrame, WindowUpdateFrame
 
+from ._h2fast import FastPaths
 from ._hpack import CachingDecoder, CachingEncoder
 from ._request import StreamRecord
 
@@ -50,60 +49,7 @@ class BodyLengthMismatch:
         self.message = message
 
 
-class FastData:
-    """A run of DATA frames for one stream taken by ``_H2``'s fast path; handled like
-    h2's ``DataReceived`` (same attributes)."""
-
-    __slots__ = ("data", "flow_controlled_length", "stream_ended", "stream_id")
-
-    def __init__(self, stream_id: int, data: bytes, flow: int, ended: bool = False) -> None:
-        self.stream_id = stream_id
-        self.data = data
-        self.flow_controlled_length = flow
-        # h2's DataReceived.stream_ended is a StreamEnded event or None; only "is not
-        # None" is ever asked of it.
-        self.stream_ended = True if ended else None
-
-
-_FAST_STATES = (StreamState.OPEN, StreamState.HALF_CLOSED_LOCAL)  # may receive DATA
-_SEND_STATES = (StreamState.OPEN, StreamState.HALF_CLOSED_REMOTE)  # may send DATA
-
-
-class _ValidatingStream(_H2StreamBase):
-    """h2's stream, with inbound header validation remembered per connection.
-
-    h2 validates and normalises every received header list through a chain of
-    generators (~9% of the I/O thread on small GETs). The result depends only on the
-    list and the validation flags, and servers repeat their response headers, so the
-    result is kept (only for lists that passed, and only small ones) in a dict the
-    connection owns."""
-
-    _validated: dict[Any, tuple[Any, ...]]
-
-    def _process_received_headers(
-        self, headers: Any, header_validation_flags: Any, header_encoding: Any
-    ) -> Any:
-        if header_encoding is not None or type(headers) is not list:
-            return super()._process_received_headers(
-                headers, header_validation_flags, header_encoding
-            )
-        cache = self._validated
-        key = (tuple(headers), header_validation_flags)
-        hit = cache.get(key)
-        if hit is not None:
-            return list(hit)
-        out = super()._process_received_headers(headers, header_validation_flags, None)
-        if sum(len(n) + len(v) for n, v in headers) <= _MAX_VALIDATED:
-            if len(cache) >= 64:
-                cache.clear()
-            cache[key] = tuple(out)
-        return out
-
-
-_MAX_VALIDATED = 4096  # bytes of header list worth remembering
-
-
-class _H2(H2Connection):
+class _H2(FastPaths):
     """h2 moves to CLOSED on receiving GOAWAY and then rejects every frame, but RFC 9113
     §6.8 lets streams up to last_stream_id complete. Keep the connection open for them
     (the owner takes no new streams), and keep output h2 would discard (a SETTINGS ACK
@@ -111,13 +57,6 @@ class _H2(H2Connection):
 
     preserved = b""
     _gc_at = 64
-    _validated: dict[Any, tuple[Any, ...]]  # see _ValidatingStream
-
-    def _begin_new_stream(self, stream_id: int, allowed_ids: Any) -> Any:
-        stream = super()._begin_new_stream(stream_id, allowed_ids)
-        stream.__class__ = _ValidatingStream
-        stream._validated = self._validated  # type: ignore[attr-defined]
-        return stream
 
     def pending_output(self) -> int:
         """Bytes generated but not yet taken by ``data_to_send()``."""
@@ -128,113 +67,6 @@ class _H2(H2Connection):
         out = self._data_to_send
         self._data_to_send = bytearray()
         return out
-
-    def send_headers(
-        self,
-        stream_id: int,
-        headers: Any,
-        end_stream: bool = False,
-        priority_weight: Any = None,
-        priority_depends_on: Any = None,
-        priority_exclusive: Any = None,
-    ) -> None:
-        """h2's ``send_headers`` for a new request, without what h2 does for headers we
-        do not have: converting str to bytes (ours are bytes, validated in the caller's
-        thread), outbound validation flags (validation is off), a HeadersFrame object
-        and its serialisation (~35% of the I/O thread on small GETs). The state machines
-        run as in h2, in h2's order (the transition before the irreversible HPACK
-        encoding). Priority, an existing stream (trailers), str headers or too many
-        streams go through h2."""
-        if (
-            stream_id in self.streams
-            or priority_weight is not None
-            or priority_depends_on is not None
-            or priority_exclusive is not None
-            or type(headers) is not list
-        ):
-            super().send_headers(
-                stream_id,
-                headers,
-                end_stream,
-                priority_weight,
-                priority_depends_on,
-                priority_exclusive,
-            )
-            return
-        method = authority = None
-        for header in headers:
-            name, value = header
-            if type(name) is not bytes or type(value) is not bytes:
-                super().send_headers(stream_id, headers, end_stream)
-                return
-            if name == b":method" and method is None:
-                method = value
-            elif name == b":authority" and authority is None:
-                authority = value
-        if self.open_outbound_streams + 1 > self.remote_settings.max_concurrent_streams:
-            super().send_headers(stream_id, headers, end_stream)  # raises as h2 does
-            return
-        self.state_machine.process_input(ConnectionInputs.SEND_HEADERS)
-        stream = self._begin_new_stream(stream_id, AllowedStreamIDs(self.config.client_side))
-        sm = stream.state_machine
-        sm.process_input(StreamInputs.SEND_HEADERS)
-        block = self.encoder.encode(headers)
-        if end_stream:
-            sm.process_input(StreamInputs.SEND_END_STREAM)
-        # HEADERS, then CONTINUATION frames if the block exceeds the peer's frame size;
-        # END_STREAM on the first frame, END_HEADERS on the last (RFC 9113 §6.2, §6.10).
-        size = self.max_outbound_frame_size
-        sid = stream_id.to_bytes(4, "big")
-        out = self._data_to_send
-        for start in range(0, len(block) or 1, size):
-            chunk = block[start : start + size]
-            flags = 0x4 if start + size >= len(block) else 0
-            if start == 0:
-                kind = 0x1
-                if end_stream:
-                    flags |= 0x1
-            else:
-                kind = 0x9
-            out += len(chunk).to_bytes(3, "big") + bytes((kind, flags)) + sid + chunk
-        stream._authority = authority
-        stream.request_method = method
-
-    def send_data(
-        self,
-        stream_id: int,
-        data: bytes | memoryview,
-        end_stream: bool = False,
-        pad_length: Any = None,
-    ) -> None:
-        """h2's ``send_data`` builds a DataFrame and serialises it, copying the payload
-        three times: most of the I/O thread's time on an upload (nginx allows frames up
-        to the window, so these can be megabytes). A frame on a stream h2 has open,
-        within both windows and the frame size, changes nothing in h2 but the two
-        windows and, with END_STREAM, the stream state (h2's own transition is run):
-        written here straight into h2's output buffer. Anything else goes through h2."""
-        n = len(data)
-        stream = self.streams.get(stream_id)
-        if (
-            pad_length is not None
-            or not (n or end_stream)
-            or stream is None
-            or stream.state_machine.state not in _SEND_STATES
-            or self.state_machine.state is not ConnectionState.CLIENT_OPEN
-            or n > self.max_outbound_frame_size
-            or n > self.outbound_flow_control_window
-            or n > stream.outbound_flow_control_window
-        ):
-            super().send_data(stream_id, data, end_stream, pad_length)
-            return
-        out = self._data_to_send
-        flags = b"\1" if end_stream else b"\0"
-        out += n.to_bytes(3, "big") + b"\0" + flags + stream_id.to_bytes(4, "big")
-        out += data
-        self.outbound_flow_control_window -= n
-        stream.outbound_flow_control_window -= n
-        if end_stream:
-            # h2's own transition (OPEN -> HALF_CLOSED_LOCAL, HALF_CLOSED_REMOTE -> CLOSED)
-            stream.state_machine.process_input(StreamInputs.SEND_END_STREAM)
 
     def ack_connection(self, nbytes: int) -> None:
         """Return connection-level flow-control credit only (h2 has no public call
@@ -262,118 +94,6 @@ class _H2(H2Connection):
         n: int = self._open_streams(1)  # client-initiated streams are odd
         self._gc_at = max(64, 2 * len(self.streams))
         return n
-
-    def receive_data(self, data: Any) -> list[Any]:
-        """h2's ``receive_data`` with a fast path for the frames a download is made of.
-
-        h2 turns every DATA frame into a hyperframe object (three copies of the payload),
-        runs two state machines and builds an event: ~20 us per 8 KiB frame, which was
-        most of the I/O thread on a download. A DATA frame with no flags, on a stream h2
-        has open and has seen headers on, within both flow-control windows and the
-        Content-Length, changes nothing in h2 but those counters; it is parsed here,
-        the counters are updated as h2 would, and consecutive frames of one stream are
-        merged into one ``FastData`` event. Every other frame (END_STREAM, PADDED,
-        anything h2 would reject, anything inside a header block) is fed to h2's own
-        parser one frame at a time, in order.
-        """
-        buf = self.incoming_buffer
-        max_size = buf.max_frame_size = self.max_inbound_frame_size
-        pending = buf._data
-        if pending:
-            data = b"".join((pending, data))
-            pending.clear()
-        events: list[Any] = []
-        view = data = memoryview(data)  # bytes, or a slice of the loop's read buffer
-        end = len(data)
-        pos = 0
-        run_sid = 0  # the stream of the run of fast DATA payloads being merged
-        run: list[memoryview] = []
-        run_len = 0
-        streams = self.streams
-        conn_window = self._inbound_flow_control_window_manager
-        try:
-            while end - pos >= 9:
-                length = (data[pos] << 16) | (data[pos + 1] << 8) | data[pos + 2]
-                if length > max_size:
-                    buf._validate_frame_length(length)  # raises FRAME_SIZE_ERROR
-                stop = pos + 9 + length
-                if stop > end:
-                    break
-                flags = data[pos + 4]
-                end_stream = flags & 0x01
-                if data[pos + 3] == 0 and not (flags & 0x08) and (length or end_stream):
-                    sid = int.from_bytes(data[pos + 5 : pos + 9], "big") & 0x7FFFFFFF
-                    stream = streams.get(sid)
-                    if (
-                        stream is not None
-                        and not buf._headers_buffer
-                        and stream.state_machine.state in _FAST_STATES
-                        and stream.state_machine.headers_received
-                        and self.state_machine.state is ConnectionState.CLIENT_OPEN
-                        and conn_window.current_window_size >= length
-                        and stream._inbound_window_manager.current_window_size >= length
-                        and (
-                            stream._expected_content_length is None
-                            or (
-                                stream._actual_content_length + length
-                                == stream._expected_content_length
-                                if end_stream
-                                else stream._actual_content_length + length
-                                <= stream._expected_content_length
-                            )
-                        )
-                    ):
-                        conn_window.current_window_size -= length
-                        stream._inbound_window_manager.current_window_size -= length
-                        stream._actual_content_length += length
-                        if run and sid != run_sid:
-                            events.append(FastData(run_sid, b"".join(run), run_len))
-                            run = []
-                            run_len = 0
-                        run_sid = sid
-                        if length:
-                            run.append(view[pos + 9 : stop])
-                            run_len += length
-                        pos = stop
-                        if end_stream:
-                            # h2's RECV_END_STREAM: OPEN -> HALF_CLOSED_REMOTE,
-                            # HALF_CLOSED_LOCAL -> CLOSED, closed by the peer's END_STREAM.
-                            sm = stream.state_machine
-                            if sm.state is StreamState.OPEN:
-                                sm.state = StreamState.HALF_CLOSED_REMOTE
-                            else:
-                                sm.state = StreamState.CLOSED
-                                sm.stream_closed_by = StreamClosedBy.RECV_END_STREAM
-                            events.append(FastData(sid, b"".join(run), run_len, True))
-                            run = []
-                            run_len = 0
-                        continue
-                if run:
-                    events.append(FastData(run_sid, b"".join(run), run_len))
-                    run = []
-                    run_len = 0
-                # h2's own path for this one frame; its buffer holds nothing else.
-                buf._data += view[pos:stop]
-                pos = stop
-                for frame in buf:
-                    events.extend(self._receive_frame(frame))
-            if run:
-                events.append(FastData(run_sid, b"".join(run), run_len))
-            if pos < end:
-                buf._data += view[pos:]
-                if end - pos >= 9:
-                    # h2 rejects a bad frame header before its body arrives: so do we.
-                    for frame in buf:  # pragma: no cover - the frame is incomplete
-                        events.extend(self._receive_frame(frame))
-        except InvalidPaddingError as exc:  # as h2's receive_data handles both
-            self._terminate_connection(ErrorCodes.PROTOCOL_ERROR)
-            raise h2x.ProtocolError("Received frame with invalid padding.") from exc
-        except h2x.ProtocolError as exc:
-            self._terminate_connection(exc.error_code)
-            raise
-        finally:
-            view.release()
-        return events
 
     def _receive_frame(self, frame: Any) -> Any:
         """h2's own ``_receive_frame`` minus its trace log, whose eager ``repr(frame)``
