@@ -20,22 +20,11 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 
 import pytest
+from servers.util import wait_until
 
 from h2pool._loop import IOLoop
-
-
-def wait_until(predicate, timeout: float = 5.0, interval: float = 0.005):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(interval)
 
 
 class HeldDrain:

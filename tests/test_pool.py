@@ -22,24 +22,13 @@ import h2.errors
 import h2.settings
 import pytest
 from servers.h2peer import H2Peer
+from servers.util import wait_until
 
 import h2pool
 
 HELLO = b"Hello, world!"
 MCS = h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS
 CANCEL = h2.errors.ErrorCodes.CANCEL
-
-
-def wait_until(predicate, timeout: float = 10.0, interval: float = 0.01):
-    """Poll ``predicate`` (e.g. over ``client.stats()``) until it is truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(interval)  # polling a condition of the I/O thread's state
 
 
 class Holder:
