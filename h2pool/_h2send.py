@@ -80,7 +80,9 @@ class BodySender:
                 if body is None:
                     continue
                 pos = st.body_pos
-                n = min(window, h2c.max_outbound_frame_size, len(body) - pos)
+                # Within the budget too: nginx allows frames as large as the window, and
+                # a frame of megabytes would overfill the outbound buffer (OUT_CAP).
+                n = min(window, h2c.max_outbound_frame_size, len(body) - pos, budget)
                 end = pos + n >= len(body)
                 try:
                     h2c.send_data(st.id, body[pos : pos + n], end_stream=end)
