@@ -84,7 +84,9 @@ class FastPaths(H2Connection):
     """The fast paths, as a base of ``_h2proto._H2`` (which adds h2pool's behaviour
     changes; ``receive_data`` calls its ``_receive_frame`` for frames h2 handles)."""
 
-    _validated: dict[Any, tuple[Any, ...]]  # see _ValidatingStream
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._validated: dict[Any, tuple[Any, ...]] = {}  # see _ValidatingStream
 
     def _begin_new_stream(self, stream_id: int, allowed_ids: Any) -> Any:
         stream = super()._begin_new_stream(stream_id, allowed_ids)

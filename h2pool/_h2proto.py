@@ -199,7 +199,6 @@ class _FrameBuffer(FrameBuffer):
 
 def new_h2_connection(max_header_list_size: int) -> _H2:
     conn = _H2(config=_CONFIG)
-    conn._validated = {}
     conn.incoming_buffer = _FrameBuffer(server=False)
     conn.encoder = CachingEncoder()
     # h2 applies a local MAX_HEADER_LIST_SIZE to its HPACK decoder only when a *changed*
