@@ -24,6 +24,7 @@ from servers.h2peer import H2Peer, server_tls_context
 from servers.hashpeer import HashPeer
 from servers.nghttpd import NghttpdServer, start_nghttpd
 from servers.nginx import NginxServer, start_nginx
+from servers.rawpeer import RawPeer
 from servers.sparse import SparseFiles
 
 LEAK_GRACE = 2.0  # seconds the engine gets to join threads and close fds after a test
@@ -282,3 +283,18 @@ def leak_check(request: pytest.FixtureRequest) -> Iterator[None]:
         fds = fd_count()
     assert not leaked, f"threads still alive after the test: {leaked}"
     assert fds <= fds_before, f"fd leak: {fds_before} open before the test, {fds} after"
+
+
+@pytest.fixture
+def rawpeer() -> Iterator[Callable[..., RawPeer]]:
+    """Factory for scripted raw-frame peers (tests/servers/rawpeer.py), stopped at teardown."""
+    peers: list[RawPeer] = []
+
+    def make(script: Any = None, **kwargs: Any) -> RawPeer:
+        peer = RawPeer(script, **kwargs).start()
+        peers.append(peer)
+        return peer
+
+    yield make
+    for peer in peers:
+        peer.stop()

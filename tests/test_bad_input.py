@@ -22,7 +22,7 @@ import pytest
 from hyperframe.frame import HeadersFrame, SettingsFrame
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from servers.rawpeer import RawConnection, RawPeer, serve_ok
+from servers.rawpeer import RawConnection, serve_ok
 
 import h2pool
 
@@ -98,20 +98,6 @@ def sniffer() -> Iterator[Sniffer]:
     s = Sniffer()
     yield s
     s.close()
-
-
-@pytest.fixture
-def rawpeer() -> Iterator[Callable[..., RawPeer]]:
-    peers: list[RawPeer] = []
-
-    def make(script: Any = None, **kwargs: Any) -> RawPeer:
-        peer = RawPeer(script, **kwargs).start()
-        peers.append(peer)
-        return peer
-
-    yield make
-    for peer in peers:
-        peer.stop()
 
 
 def assert_rejected(client: Any, exc_type: Any, method: Any, url: Any, **kw: Any) -> None:

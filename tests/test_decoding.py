@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import pytest
 from servers.h2peer import PeerConnection, Request
+from servers.util import rss
 
 import h2pool
 from h2pool import _decoders
@@ -214,14 +215,6 @@ def test_decoding_runs_on_the_callers_thread(h2peer, make_client, monkeypatch):
 # -- bombs ---------------------------------------------------------------------------------
 
 
-def _rss() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
-
-
 def _bomb(coding: str, gib: int) -> bytes:
     """``gib`` GiB of zeros, compressed (cheaply: the compressor sees 1 MiB at a time)."""
     zeros = bytes(1 << 20)
@@ -251,7 +244,7 @@ def test_bomb_streamed_in_64k_reads_keeps_memory_bounded(h2peer, make_client, co
     assert len(body) < 8 << 20
     peer = h2peer(routes={"/bomb": _serve(body, coding)})
     client = make_client(http2_prior_knowledge=True)
-    base = _rss()
+    base = rss()
     peak = base
     total = 0
     with client.stream("GET", peer.h2c_url + "/bomb") as r:
@@ -261,6 +254,6 @@ def test_bomb_streamed_in_64k_reads_keeps_memory_bounded(h2peer, make_client, co
             total += len(chunk)
             n += 1
             if n % 1024 == 0:
-                peak = max(peak, _rss())
+                peak = max(peak, rss())
     assert total == gib << 30
     assert peak - base < 64 << 20, f"RSS grew by {(peak - base) >> 20} MiB"

@@ -20,6 +20,7 @@ import h2.errors
 import pytest
 from servers.h2peer import HELLO, PeerConnection, Request
 from servers.hashpeer import blob_route
+from servers.util import rss
 
 import h2pool
 
@@ -30,15 +31,6 @@ PROTOCOL_ERROR = int(h2.errors.ErrorCodes.PROTOCOL_ERROR)
 # What RSS may grow beyond the buffered window: allocator slack, h2/TLS buffers,
 # bytes objects in flight between the I/O thread and the reader.
 RSS_SLACK = 16 * MIB
-
-
-def rss() -> int:
-    """This process's resident set size in bytes (VmRSS)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS in /proc/self/status")
 
 
 def received(client: h2pool.Client) -> int:

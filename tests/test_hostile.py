@@ -11,7 +11,7 @@ from __future__ import annotations
 import concurrent.futures
 import time
 import tracemalloc
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import hpack
@@ -35,28 +35,14 @@ from servers.rawpeer import (
     hostile_first,
     raw_frame,
     serve_ok,
-    vmrss,
 )
+from servers.util import rss as vmrss
 
 import h2pool
 
 HELLO = b"Hello, world!"
 FAST = h2pool.Timeout(connect=5, read=5, write=5, pool=5)
 MiB = 1024 * 1024
-
-
-@pytest.fixture
-def rawpeer() -> Iterator[Callable[..., RawPeer]]:
-    peers: list[RawPeer] = []
-
-    def make(script: Any = None, **kwargs: Any) -> RawPeer:
-        peer = RawPeer(script, **kwargs).start()
-        peers.append(peer)
-        return peer
-
-    yield make
-    for peer in peers:
-        peer.stop()
 
 
 def h2c(make_client: Callable[..., Any], **kwargs: Any) -> Any:

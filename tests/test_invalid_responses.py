@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from hyperframe.frame import GoAwayFrame, RstStreamFrame
-from servers.rawpeer import RawConnection, RawPeer
+from servers.rawpeer import RawConnection
 
 import h2pool
 
@@ -39,20 +39,6 @@ def routed(routes: dict[str, Handler]) -> Callable[[RawConnection], None]:
                 handler(conn, sid)
 
     return script
-
-
-@pytest.fixture
-def rawpeer() -> Iterator[Callable[..., RawPeer]]:
-    peers: list[RawPeer] = []
-
-    def make(script: Any = None, **kwargs: Any) -> RawPeer:
-        peer = RawPeer(script, **kwargs).start()
-        peers.append(peer)
-        return peer
-
-    yield make
-    for peer in peers:
-        peer.stop()
 
 
 def h2c(make_client: Callable[..., Any]) -> Any:

@@ -19,6 +19,7 @@ from typing import Any
 import h2.errors
 import pytest
 from servers.h2peer import PeerConnection, Request
+from servers.util import rss
 
 import h2pool
 
@@ -45,14 +46,6 @@ def sha256_of(total: int, size: int = MIB, seed: int = 0) -> str:
 
 
 UPLOAD_SHA = sha256_of(UPLOAD)
-
-
-def rss() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS in /proc/self/status")
 
 
 class ReadOnly:

@@ -480,12 +480,3 @@ def hostile_first(script: Script) -> Script:
             serve_ok(conn)
 
     return run
-
-
-def vmrss() -> int:
-    """This process's resident set size in bytes (Linux)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")

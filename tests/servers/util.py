@@ -72,3 +72,12 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.01):  # typ
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         time.sleep(interval)  # polling: there is nothing to wait on
+
+
+def rss() -> int:
+    """This process's resident set size in bytes (VmRSS, Linux)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS in /proc/self/status")
