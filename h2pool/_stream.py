@@ -307,16 +307,18 @@ def pump_body(source: Any, pipe: UploadPipe, chunk_size: int = 64 * 1024) -> Non
 def replay_body(source: Any, start: int, old: UploadPipe, new: UploadPipe) -> None:
     """Pump a seekable file again from ``start`` for a retried request; runs on a pump
     thread. The previous pump (aborted) must have let go of the file first."""
-    if not old.pump_done.wait(30.0):
-        new.finish(RuntimeError("the previous read of the request body did not stop"))
-        return
     try:
-        source.seek(start)
-    except (OSError, ValueError) as exc:
-        new.finish(exc)
-        new.pump_done.set()
-        return
-    pump_body(source, new)
+        if not old.pump_done.wait(30.0):
+            new.finish(RuntimeError("the previous read of the request body did not stop"))
+            return
+        try:
+            source.seek(start)
+        except (OSError, ValueError) as exc:
+            new.finish(exc)
+            return
+        pump_body(source, new)
+    finally:
+        new.pump_done.set()  # on every path, so a further retry does not wait in vain
 
 
 def _pump(source: Any, pipe: UploadPipe, chunk_size: int) -> None:
