@@ -45,6 +45,9 @@ class OriginPool:
         self.label = f"{self.host}:{self.port}"
         self.conns: list[H2Conn] = []
         self.queue: deque[Request] = deque()
+        # Refused requests waiting out their retry backoff: in no queue and on no
+        # connection, so closing or aborting must fail them here.
+        self.backing_off: dict[Request, Timer] = {}
         self.dialers: list[Dialer] = []
         self.connections_opened = 0
         # Set once a connection negotiated HTTP/1.1: later dials expect one request per
@@ -239,7 +242,8 @@ class OriginPool:
         if req.attempts >= 2 and not graceful:
             # Repeated refusals: back off a little (25, 50, 100, 200 ms) so a struggling
             # server is not hammered; the pool timeout still bounds the whole wait.
-            self.pool.loop.call_later(0.0125 * 2 ** (req.attempts - 1), self._resubmit, req)
+            delay = 0.0125 * 2 ** (req.attempts - 1)
+            self.backing_off[req] = self.pool.loop.call_later(delay, self._resubmit, req)
             return
         self.submit(req)
 
@@ -259,6 +263,7 @@ class OriginPool:
         ).start()
 
     def _resubmit(self, req: Request) -> None:
+        self.backing_off.pop(req, None)
         if req.done or req.future.done():
             return
         if self.pool.closing:
@@ -291,15 +296,25 @@ class OriginPool:
             if req.upload is not None:
                 req.upload.abort()
             self._unqueue(req)
+            timer = self.backing_off.pop(req, None)
+            if timer is not None:
+                timer.cancel()
             with contextlib.suppress(ValueError):
                 self.queue.remove(req)
 
     # -- closing ------------------------------------------------------------------------------
+    def _fail_backing_off(self, exc: BaseException) -> None:
+        for req, timer in list(self.backing_off.items()):
+            timer.cancel()
+            req.fail(exc)
+        self.backing_off.clear()
+
     def begin_close(self) -> None:
         while self.queue:
             req = self.queue.popleft()
             self._unqueue(req)
             req.fail(ClientClosed("the client closed before the request was sent"))
+        self._fail_backing_off(ClientClosed("the client closed before the request was retried"))
         for dialer in list(self.dialers):
             dialer.cancel(ClientClosed("the client closed while connecting"))
         for conn in list(self.conns):
@@ -464,6 +479,7 @@ class Pool:
             for req in list(origin.queue):
                 req.fail(exc)
             origin.queue.clear()
+            origin._fail_backing_off(exc)
             for conn in list(origin.conns):
                 for st in list(conn.streams.values()):
                     if st.pipe is not None:

@@ -487,3 +487,29 @@ def test_goaway_retry_replays_a_seekable_file_body_not_a_generator(h2peer, make_
     assert handler.processed["/file"] == 1
     assert "/gen" not in handler.processed
     assert client.stats()["retries"] == 1
+
+
+@pytest.mark.timeout(30)
+def test_close_during_retry_backoff_fails_the_request(h2peer, make_client):
+    """A refused request waits 25-200 ms before its next attempt. A Client closed in
+    that window must fail it (ClientClosed), not leave its caller waiting forever."""
+    import threading
+
+    third = threading.Event()
+    arrivals: list[float] = []
+
+    def refuse(conn, stream_id, request):
+        arrivals.append(time.monotonic())
+        conn.reset(stream_id, E.REFUSED_STREAM)
+        if len(arrivals) == 3:
+            third.set()
+
+    peer = h2peer(default=refuse)
+    client = make_client(http2_prior_knowledge=True, timeout=20.0)
+    fut = client.submit("GET", peer.h2c_url + "/refuse")
+    assert third.wait(10)
+    # The third refusal arms a 50 ms backoff before attempt 4: close inside it.
+    client.close(timeout=1.0)
+    exc = fut.exception(timeout=5)
+    assert isinstance(exc, h2pool.ClientClosed), repr(exc)
+    assert len(arrivals) == 3
