@@ -59,7 +59,8 @@ class Response:
         #: The redirect responses that led here, oldest first (``follow_redirects``).
         self.history: list[Response] = []
         self._trailers = trailers
-        self._raw = content  # encoded bytes not yet read (buffered responses)
+        self._raw = content  # encoded body of a buffered response, read from _raw_pos on
+        self._raw_pos = 0
         self._content: bytes | None = None  # .content, once read
         self._pipe = pipe
         self._consumed = content is not None
@@ -107,14 +108,15 @@ class Response:
 
     def _read_raw(self, amt: int | None, partial: bool) -> bytes:
         if self._pipe is None or self._consumed:
-            raw = self._raw
-            if not raw:
+            # By offset: slicing off what was read would copy the rest on every read.
+            raw, pos = self._raw, self._raw_pos
+            if not raw or pos >= len(raw):
                 return b""
-            if amt is None or amt >= len(raw):
-                self._raw = b""
-                return raw
-            self._raw = raw[amt:]
-            return raw[:amt]
+            if amt is None or pos + amt >= len(raw):
+                self._raw, self._raw_pos = b"", 0
+                return raw[pos:] if pos else raw
+            self._raw_pos = pos + amt
+            return raw[pos : pos + amt]
         data = self._pipe.read(amt, partial=partial)
         if amt is None or not data:
             self._finish()
@@ -123,9 +125,11 @@ class Response:
     # -- body, decoded ------------------------------------------------------------------
     def _get_decoder(self) -> ChainDecoder | None:
         if not self._decoder_ready:
-            self._decoder_ready = True
             if self.method != "HEAD" and self.status not in (204, 304):
+                # Raises for an unsupported chain: then again on every read, never
+                # handing out the still-encoded body as if it were decoded.
                 self._decoder = make_decoder(self.headers.get_all("content-encoding"))
+            self._decoder_ready = True
         return self._decoder
 
     @property
@@ -176,8 +180,8 @@ class Response:
                 return out
             raw = self._read_raw(max(limit, 16384), True)
             if not raw:
+                decoder.finish()  # raises for a truncated body, again on a later read
                 self._decode_done = True
-                decoder.finish()
                 break
             decoder.feed(raw)
         return b""

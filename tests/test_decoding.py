@@ -178,6 +178,11 @@ def test_six_codings_are_refused(h2peer, make_client):
     with client.stream("GET", peer.h2c_url + "/x") as r, pytest.raises(h2pool.DecodingError):
         r.read(10)
     assert client.get(peer.h2c_url + "/x").read_raw() == body  # raw access still works
+    # Asked again, the same response refuses again (it never hands out the raw body).
+    r = client.get(peer.h2c_url + "/x")
+    for _ in range(2):
+        with pytest.raises(h2pool.DecodingError, match="at most 5"):
+            r.read(10)
 
 
 @pytest.mark.parametrize("codings", [["gzip"], ["deflate"]])
@@ -257,3 +262,26 @@ def test_bomb_streamed_in_64k_reads_keeps_memory_bounded(h2peer, make_client, co
                 peak = max(peak, rss())
     assert total == gib << 30
     assert peak - base < 64 << 20, f"RSS grew by {(peak - base) >> 20} MiB"
+
+
+def test_a_decoding_error_is_raised_again_not_hidden(h2peer, make_client):
+    """After a truncated body raised DecodingError, reading on must raise again, not
+    return b"" as if the body had ended cleanly."""
+    good = _encode_chain(["gzip"], DATA)
+    peer = h2peer(routes={"/x": _serve(good[: len(good) // 2], "gzip")})
+    r = make_client(http2_prior_knowledge=True).get(peer.h2c_url + "/x")
+    for _ in range(2):
+        with pytest.raises(h2pool.DecodingError):
+            r.read()
+
+
+def test_buffered_body_iterates_in_chunks_exactly(h2peer, make_client):
+    """A buffered response read in small chunks yields exactly its body (read by offset,
+    not by slicing the rest off each time)."""
+    body = bytes(range(256)) * 4096 + b"tail"  # 1 MiB + 4
+    peer = h2peer(routes={"/x": _serve(body, "identity")})
+    r = make_client(http2_prior_knowledge=True).get(peer.h2c_url + "/x")
+    chunks = list(r.iter_bytes(65536))
+    assert [len(c) for c in chunks] == [65536] * 16 + [4]
+    assert b"".join(chunks) == body
+    assert r.read() == b""
