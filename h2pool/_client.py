@@ -31,7 +31,7 @@ from ._pool import Pool
 from ._redirects import follow_chain, is_redirect, replay_point
 from ._request import Request, ResponseFuture
 from ._response import Response
-from ._stream import UploadPipe, pump_body
+from ._stream import UploadPipe, pump_body, rewind_point
 from ._urls import parse_url
 
 __all__ = ["BodyTypes", "Client", "InsecureRequestWarning", "default_client"]
@@ -69,16 +69,6 @@ def _body_length(source: Any) -> int | None:
             end = source.seek(0, io.SEEK_END)
             source.seek(here)
             return int(end - here)
-    except (AttributeError, OSError, ValueError):
-        pass
-    return None
-
-
-def _rewind_point(source: Any) -> int | None:
-    """Where a seekable file body starts, so a retry can read it again; None otherwise."""
-    try:
-        if callable(getattr(source, "read", None)) and source.seekable():
-            return int(source.tell())
     except (AttributeError, OSError, ValueError):
         pass
     return None
@@ -355,7 +345,7 @@ class Client:
         if source is not None:
             req.upload = UploadPipe(_UPLOAD_BUFFER, declared)
             req.upload_source = source
-            req.upload_start = _rewind_point(source)
+            req.upload_start = rewind_point(source)
         return req
 
     # -- public API ------------------------------------------------------------------------

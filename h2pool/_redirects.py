@@ -17,13 +17,13 @@ requests and httpx do where the RFC leaves a choice:
 
 from __future__ import annotations
 
-import io
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import urldefrag, urljoin
 
 from ._errors import InvalidURL, RedirectError, TooManyRedirects
 from ._headers import HeaderTypes, normalize_headers
+from ._stream import rewind_point
 from ._urls import parse_url
 
 if TYPE_CHECKING:
@@ -49,14 +49,8 @@ def replay_point(body: BodyTypes) -> tuple[bool, int | None]:
     first request reads the body."""
     if body is None or isinstance(body, (bytes, bytearray, memoryview, str)):
         return True, None
-    if isinstance(body, io.IOBase) or callable(getattr(body, "read", None)):
-        file: Any = body
-        try:
-            if file.seekable():
-                return True, int(file.tell())
-        except (AttributeError, OSError, ValueError):
-            pass
-    return False, None
+    pos = rewind_point(body)
+    return pos is not None, pos
 
 
 def follow_chain(

@@ -296,6 +296,17 @@ class UploadPipe:
             self._cond.notify_all()
 
 
+def rewind_point(source: Any) -> int | None:
+    """Where a seekable file body starts, so a retry or a redirect can read it again;
+    None for anything else."""
+    try:
+        if callable(getattr(source, "read", None)) and source.seekable():
+            return int(source.tell())
+    except (AttributeError, OSError, ValueError):
+        pass
+    return None
+
+
 def pump_body(source: Any, pipe: UploadPipe, chunk_size: int = 64 * 1024) -> None:
     """Read the user's body source into ``pipe``; runs on a caller or pump thread."""
     try:
