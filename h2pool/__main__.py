@@ -205,7 +205,9 @@ def main(argv: list[str] | None = None) -> int:
         except (H2PoolError, OSError) as exc:
             return url, None, b"", exc, time.monotonic() - t0
 
-    with client, ThreadPoolExecutor(max(1, args.parallel)) as pool:
+    # The client closes first on the way out: after Ctrl-C or a closed stdout, transfers
+    # still running fail at once instead of the pool waiting for each to finish.
+    with ThreadPoolExecutor(max(1, args.parallel)) as pool, client:
         for url, r, data, error, elapsed in pool.map(fetch, args.urls):
             if error is not None or r is None:
                 print(f"h2pool: {url}: {type(error).__name__}: {error}", file=sys.stderr)
