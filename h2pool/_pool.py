@@ -25,7 +25,7 @@ from ._errors import (
     H2PoolError,
     PoolTimeout,
 )
-from ._h2conn import H2Conn
+from ._http2.connection import H2Conn
 from ._loop import IOLoop, Timer
 from ._request import MAX_ATTEMPTS, MAX_BOUNCES, Request
 from ._stream import UploadPipe, replay_body
@@ -139,7 +139,7 @@ class OriginPool:
                 conn = H2Conn(self.pool.loop, self, sock, self.pool.limits, self.label)
                 self.http1 = False
             elif self.pool.http1 and alpn in ("http/1.1", None):
-                from ._h1conn import H1Conn
+                from ._http11 import H1Conn
 
                 conn = H1Conn(self.pool.loop, self, sock, self.pool.limits, self.label)
                 self.http1 = True  # remembered: dial for one request per connection

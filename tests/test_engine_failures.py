@@ -14,7 +14,8 @@ import h2.events
 import pytest
 
 import h2pool
-from h2pool import _h2conn, _loop
+from h2pool import _loop
+from h2pool._http2 import connection as _h2conn
 
 
 @pytest.mark.timeout(30)

@@ -24,8 +24,8 @@ from hyperframe.frame import ContinuationFrame, HeadersFrame, PingFrame
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from h2pool._h2fast import FastData
-from h2pool._h2proto import new_h2_connection
+from h2pool._http2.fastpath import FastData
+from h2pool._http2.protocol import new_h2_connection
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -15,7 +15,7 @@ from hpack import NeverIndexedHeaderTuple
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from h2pool._hpack import CachingDecoder, CachingEncoder
+from h2pool._http2.hpack import CachingDecoder, CachingEncoder
 
 pytestmark = pytest.mark.timeout(120)
 

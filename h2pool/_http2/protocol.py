@@ -1,6 +1,6 @@
 """The h2 state machine as h2pool uses it, and per-stream bookkeeping. I/O thread only.
 
-``_H2`` subclasses h2's ``H2Connection`` (through ``_h2fast.FastPaths``, the fast paths
+``_H2`` subclasses h2's ``H2Connection`` (through ``fastpath.FastPaths``, the fast paths
 for plain DATA and request HEADERS) to change a few behaviours, each for a reason given
 where it is done; everything else is h2's own. ``h2<5`` is pinned in pyproject.toml
 because these override private methods and read h2 internals.
@@ -17,12 +17,12 @@ from h2.errors import ErrorCodes
 from h2.frame_buffer import FrameBuffer
 from hyperframe.frame import RstStreamFrame, WindowUpdateFrame
 
-from ._h2fast import FastPaths
-from ._hpack import CachingDecoder, CachingEncoder
-from ._request import StreamRecord
+from .._request import StreamRecord
+from .fastpath import FastPaths
+from .hpack import CachingDecoder, CachingEncoder
 
 if TYPE_CHECKING:
-    from ._request import Request
+    from .._request import Request
 
 __all__ = ["BodyLengthMismatch", "H2Stream", "new_h2_connection"]
 

@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING, Any
 
 import h2.events as ev
 
-from ._config import Limits
-from ._errors import ConnectionLost, H2PoolError, ReadTimeout, WriteTimeout
-from ._h2proto import NO_DEADLINE, READ, WRITE, H2Stream
+from .._config import Limits
+from .._errors import ConnectionLost, H2PoolError, ReadTimeout, WriteTimeout
+from .protocol import NO_DEADLINE, READ, WRITE, H2Stream
 
 if TYPE_CHECKING:
-    from ._h2proto import _H2
-    from ._loop import IOLoop, Timer
+    from .._loop import IOLoop, Timer
+    from .protocol import _H2
 
 
 class Deadlines:

@@ -20,8 +20,8 @@ from h2.connection import ConnectionState
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes, Settings
 
-from ._config import Limits
-from ._errors import (
+from .._config import Limits
+from .._errors import (
     ClientClosed,
     ConnectionLost,
     H2PoolError,
@@ -29,8 +29,13 @@ from ._errors import (
     ProtocolError,
     StreamReset,
 )
-from ._h2fast import FastData
-from ._h2proto import (
+from .._headers import Headers
+from .._response import Response
+from .._sockio import send_some
+from .._stream import BodyPipe
+from .fastpath import FastData
+from .health import Deadlines
+from .protocol import (
     NO_DEADLINE,
     READ,
     WRITE,
@@ -38,16 +43,11 @@ from ._h2proto import (
     H2Stream,
     new_h2_connection,
 )
-from ._h2send import OUT_CAP, BodySender
-from ._h2timers import Deadlines
-from ._headers import Headers
-from ._response import Response
-from ._sockio import send_some
-from ._stream import BodyPipe
+from .send import OUT_CAP, BodySender
 
 if TYPE_CHECKING:
-    from ._loop import IOLoop, Timer
-    from ._request import Request
+    from .._loop import IOLoop, Timer
+    from .._request import Request
 
 log = logging.getLogger("h2pool")
 

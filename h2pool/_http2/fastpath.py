@@ -81,7 +81,7 @@ _MAX_VALIDATED = 4096  # bytes of header list worth remembering
 
 
 class FastPaths(H2Connection):
-    """The fast paths, as a base of ``_h2proto._H2`` (which adds h2pool's behaviour
+    """The fast paths, as a base of ``protocol._H2`` (which adds h2pool's behaviour
     changes; ``receive_data`` calls its ``_receive_frame`` for frames h2 handles)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -1,6 +1,6 @@
 """One HTTP/1.1 connection: a socket, an ``h11`` state machine and at most one request.
 
-The sibling of :class:`~h2pool._h2conn.H2Conn` for origins whose ALPN did not pick h2
+The sibling of :class:`~h2pool._http2.connection.H2Conn` for origins whose ALPN did not pick h2
 (or ``http://`` without prior knowledge). It offers the pool the same interface, so
 queueing, timeouts, retries and ``stats()`` work unchanged; the pool dials one
 connection per concurrent request instead of multiplexing.

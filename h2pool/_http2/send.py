@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING
 
 import h2.exceptions as h2x
 
-from ._errors import H2PoolError, RequestBodyError
-from ._h2proto import H2Stream
+from .._errors import H2PoolError, RequestBodyError
+from .protocol import H2Stream
 
 if TYPE_CHECKING:
-    from ._h2proto import _H2
-    from ._loop import IOLoop
+    from .._loop import IOLoop
+    from .protocol import _H2
 
 # Outbound bytes we buffer per connection before we stop generating DATA and stop
 # reading the socket. h2 acknowledges PING and SETTINGS without limit, so a peer that
