@@ -1,9 +1,11 @@
 """One HTTP/1.1 connection: a socket, an ``h11`` state machine and at most one request.
 
-The sibling of :class:`~h2pool._http2.connection.H2Conn` for origins whose ALPN did not pick h2
-(or ``http://`` without prior knowledge). It offers the pool the same interface, so
-queueing, timeouts, retries and ``stats()`` work unchanged; the pool dials one
-connection per concurrent request instead of multiplexing.
+The sibling of :class:`~h2pool._http2.connection.H2Conn` for origins whose ALPN did not
+pick h2 (or ``http://`` without prior knowledge). It offers the pool the same
+:class:`~h2pool._connection.Connection` interface, so queueing, timeouts, retries and
+``stats()`` work unchanged; the pool dials one connection per concurrent request
+instead of multiplexing. Like H2Conn it reports a ``Fact`` when a request cannot
+complete and leaves the retry decision to the pool (``h2pool._retry``).
 
 Everything here runs on the I/O thread, except ``post_consumed``/``post_cancel``,
 which streamed-response readers call and which only post work to the I/O thread.
@@ -11,17 +13,24 @@ which streamed-response readers call and which only post work to the I/O thread.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import selectors
 import socket
 import ssl
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING
 
 import h11
 
 from ._config import Limits
+from ._connection import (
+    ConnectionBase,
+    ConnectionInfo,
+    ConnState,
+    Origin,
+    StreamRecord,
+    take_upload,
+)
 from ._errors import (
     ClientClosed,
     ConnectionLost,
@@ -29,13 +38,10 @@ from ._errors import (
     InvalidHeader,
     ProtocolError,
     ReadTimeout,
-    RequestBodyError,
     WriteTimeout,
 )
 from ._headers import Headers
-from ._request import StreamRecord
-from ._response import Response
-from ._sockio import send_some
+from ._retry import Fact
 from ._stream import BodyPipe
 
 if TYPE_CHECKING:
@@ -50,17 +56,6 @@ _READS_PER_TURN = 64
 # buffer full, small enough that a 1 GiB body is never copied whole.
 _OUT_CAP = 1024 * 1024
 _BODY_CHUNK = 256 * 1024
-# RFC 9110 §9.2.2: a request with an idempotent method may be retried automatically
-# when the connection fails before any response byte (the keep-alive race, D12).
-_IDEMPOTENT = frozenset(["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"])
-
-
-class Origin(Protocol):
-    """What a connection needs from its pool entry (all calls on the I/O thread)."""
-
-    def on_slot_free(self, conn: Any) -> None: ...
-    def on_conn_closed(self, conn: Any) -> None: ...
-    def retry(self, req: Request, cause: H2PoolError) -> None: ...
 
 
 class H1Stream(StreamRecord):
@@ -76,7 +71,7 @@ class H1Stream(StreamRecord):
         self.wire_start = 0  # offset of the request's first byte in our output
 
 
-class H1Conn:
+class H1Conn(ConnectionBase[H1Stream]):
     """An HTTP/1.1 connection carrying one request at a time. I/O thread only."""
 
     http_version = "HTTP/1.1"
@@ -89,32 +84,16 @@ class H1Conn:
         limits: Limits,
         label: str,
     ) -> None:
-        self.loop = loop
-        self.origin = origin
-        self.sock = sock
-        self.label = label
-        self.limits = limits
-        self.streams: dict[int, H1Stream] = {}
-        self.closed = False
-        self.draining = False  # no new requests (client closing, or Connection: close)
+        super().__init__(loop, origin, sock, limits, label, ConnState.OPEN, _OUT_CAP)
         self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=limits.max_header_list_size)
         self._ids = itertools.count(1)
-        self._out = bytearray()
-        self._out_pos = 0
-        self._written = 0  # bytes handed to the kernel
-        self._written_hi = 0  # bytes that may have reached the kernel (see _sockio)
-        self._generated = 0  # bytes put into _out
         self._events = selectors.EVENT_READ
         self._reading = True  # False while a slow reader has a full stream window
         self._eof = False
-        self.idle_since = loop.now
-        self.bytes_sent = 0
-        self.bytes_received = 0
-        self.requests_started = 0
         loop.selector.register(sock, self._events, self._on_io)
 
     def __repr__(self) -> str:
-        return f"<H1Conn {self.label} busy={bool(self.streams)} closed={self.closed}>"
+        return f"<H1Conn {self.label} busy={bool(self.streams)} {self._state.name}>"
 
     @property
     def free_slots(self) -> int:
@@ -122,7 +101,7 @@ class H1Conn:
             return 0
         return 1 if self.h11.our_state is h11.IDLE and self.h11.their_state is h11.IDLE else 0
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> ConnectionInfo:
         """Per-connection state for ``Client.stats()``, shaped like ``H2Conn.describe``."""
         return {
             "http_version": self.http_version,
@@ -143,7 +122,7 @@ class H1Conn:
         self.streams[st.id] = st
         req.conn = self
         self.requests_started += 1
-        st.wire_start = self._generated
+        st.wire_start = self.out.generated
         try:
             head = self.h11.send(
                 h11.Request(
@@ -195,9 +174,7 @@ class H1Conn:
         return out
 
     def _emit(self, data: bytes) -> None:
-        if data:
-            self._out += data
-            self._generated += len(data)
+        self.out.append(data)
 
     def _arm_read_timer(self, st: H1Stream) -> None:
         read = st.req.timeout.read
@@ -214,7 +191,7 @@ class H1Conn:
             return
         h = self.h11
         while st.body is not None or st.upload is not None:
-            budget = _OUT_CAP - (len(self._out) - self._out_pos)
+            budget = _OUT_CAP - self.out.pending
             if budget <= 0:
                 return
             limit = min(budget, _BODY_CHUNK)
@@ -230,19 +207,9 @@ class H1Conn:
                 continue
             upload = st.upload
             assert upload is not None
-            data, end, error = upload.take(limit)
+            data, end, error = take_upload(upload, limit)
             if error is not None:
-                err = RequestBodyError(f"reading the request body failed: {error!r}")
-                err.__cause__ = error
-                self._fail_stream(st, err)
-                return
-            declared = upload.declared_length
-            if declared is not None and (
-                upload.taken > declared or (end and upload.taken != declared)
-            ):
-                longer = "longer" if upload.taken > declared else "shorter"
-                msg = f"request body is {longer} than its Content-Length {declared}"
-                self._fail_stream(st, RequestBodyError(msg))
+                self._fail_stream(st, error)
                 return
             if data:
                 st.last_activity = self.loop.now
@@ -325,38 +292,24 @@ class H1Conn:
         """Write pending output (called by the loop at the end of a turn)."""
         if self.closed:
             return
-        if len(self._out) > self._out_pos and not (self._events & selectors.EVENT_WRITE):
+        if self.out.pending and not (self._events & selectors.EVENT_WRITE):
             self._write()
 
     def _write(self) -> None:
-        out = self._out
-        pos = self._out_pos
+        out = self.out
         sock = self.sock
-        tls = isinstance(sock, ssl.SSLSocket)
         while True:
-            pos, hi, error = send_some(sock, out, pos, tls)
-            # A TLS slice that raised may be in the kernel: count it as possibly sent.
-            self._written_hi = max(self._written_hi, self._written + hi - self._out_pos)
-            progressed = pos - self._out_pos
-            self._written += progressed
-            self.bytes_sent += progressed
-            self._out_pos = pos
-            if progressed:
+            sent, error = out.send(sock)
+            if sent:
                 st = self._current()
                 if st is not None and (st.body is not None or st.upload is not None):
                     st.last_activity = self.loop.now
-            if pos >= len(out):
-                out.clear()
-                pos = self._out_pos = 0
-            elif pos > _OUT_CAP:
-                del out[:pos]
-                pos = self._out_pos = 0
-            if error is not None or pos < len(out):
+            if error is not None or out.pending:
                 break
             # Everything went out: generate more of the request body, if any.
-            before = len(out)
+            before = out.generated
             self._pump_body()
-            if self.closed or len(out) == before:
+            if self.closed or out.generated == before:
                 break
         if self.closed:
             return
@@ -364,15 +317,14 @@ class H1Conn:
             self._on_write_error(error)
             return
         self._set_events(
-            (selectors.EVENT_WRITE if len(out) > pos else 0)
+            (selectors.EVENT_WRITE if out.pending else 0)
             | (selectors.EVENT_READ if self._reading else 0)
         )
 
     def _on_write_error(self, exc: OSError) -> None:
         # A server may answer early (413, 401) and close before reading the whole body;
         # its response may already wait in our receive buffer. Read it before giving up.
-        self._out.clear()
-        self._out_pos = 0
+        self.out.clear()
         st = self._current()
         if st is not None:
             st.body = None
@@ -428,14 +380,7 @@ class H1Conn:
         if req.stream:
             pipe = BodyPipe(self, st.id, self.limits.stream_window, req.timeout.read)
             st.pipe = pipe
-            resp = Response(
-                st.status,
-                Headers._from_raw(st.headers),
-                url=req.url.url,
-                http_version="HTTP/1.1",
-                pipe=pipe,
-                method=req.method,
-            )
+            resp = st.streamed_response("HTTP/1.1", pipe)
             # From here the reader's own waits enforce the read timeout; a reader that
             # pauses must not be blamed on the server.
             if st.timer is not None and st.body is None and st.upload is None:
@@ -471,20 +416,7 @@ class H1Conn:
         if st.pipe is not None:
             st.pipe.feed_eof(trailers)
         else:
-            chunks = st.chunks
-            content = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-            assert st.headers is not None
-            req.resolve(
-                Response(
-                    st.status,
-                    Headers._from_raw(st.headers),
-                    url=req.url.url,
-                    http_version="HTTP/1.1",
-                    content=content,
-                    trailers=trailers,
-                    method=req.method,
-                )
-            )
+            req.resolve(st.buffered_response("HTTP/1.1", trailers))
         self._next_cycle()
 
     def _next_cycle(self) -> None:
@@ -576,13 +508,11 @@ class H1Conn:
         if st is not None and st.req is req:
             self._fail_stream(st, ClientClosed("request cancelled"))
 
-    def post_consumed(self, stream_id: int, nbytes: int) -> None:
-        """Reader thread: ``nbytes`` of a streamed body were consumed."""
-        self.loop.call_soon_threadsafe(self._ack, stream_id, nbytes)
-
-    def post_cancel(self, stream_id: int, unread: int) -> None:
-        """Reader thread: the reader went away before the end of the body."""
-        self.loop.call_soon_threadsafe(self._reader_gone, stream_id)
+    def drain(self) -> None:
+        """No new requests (the client is closing); close once the one in flight ends."""
+        self._move_to(ConnState.DRAINING)
+        if not self.streams:
+            self.close()
 
     def _ack(self, stream_id: int, nbytes: int) -> None:
         st = self.streams.get(stream_id)
@@ -595,7 +525,7 @@ class H1Conn:
             # Bytes may already wait inside the TLS layer, invisible to select().
             self._on_readable_again()
 
-    def _reader_gone(self, stream_id: int) -> None:
+    def _reader_gone(self, stream_id: int, unread: int) -> None:
         st = self.streams.get(stream_id)
         if st is not None and not self.closed:
             # The rest of the body would have to be read and thrown away to reuse the
@@ -615,15 +545,18 @@ class H1Conn:
         err.__cause__ = exc
         self._shutdown(err, retry=False)
 
-    def _may_retry(self, st: H1Stream) -> bool:
-        """Go's ``shouldRetryRequest``: a request is retried when no byte of it reached
-        the kernel, or when a *reused* connection died before any response byte (the
-        server closed an idle keep-alive connection as we sent) and it is idempotent."""
+    def _fact(self, st: H1Stream, lost: bool) -> Fact:
+        """What is known about ``st`` as the connection ends (Go's
+        ``shouldRetryRequest`` distinguishes the same cases)."""
         if st.got_bytes or st.status:
-            return False
-        if max(self._written, self._written_hi) <= st.wire_start:
-            return True
-        return self.requests_started > 1 and st.req.method in _IDEMPOTENT
+            return Fact.RESPONSE_BEGUN
+        if not lost:
+            return Fact.BROKEN
+        if not self.out.possibly_sent(st.wire_start):
+            return Fact.LOST_UNSENT
+        if self.requests_started > 1:
+            return Fact.KEEPALIVE_RACE  # the server closed it as idle while we sent
+        return Fact.LOST_AFTER_SEND
 
     def _shutdown(self, err: H2PoolError, retry: bool) -> None:
         if self.closed:
@@ -637,27 +570,20 @@ class H1Conn:
                 st.timer = None
             req = st.req
             req.conn = None
-            if retry and self._may_retry(st):
-                st.upload = None  # the pool decides whether a streamed body can replay
-                self.origin.retry(req, err)
+            upload, st.upload = st.upload, None  # the pool decides whether it can replay
+            if self.origin.retry(req, self._fact(st, retry), err):
                 continue
-            if st.upload is not None:
-                st.upload.abort()
+            if upload is not None:
+                upload.abort()
             if st.pipe is not None:
                 st.pipe.feed_error(err)
             req.fail(err)
         self.origin.on_conn_closed(self)
 
-    def close(self, error_code: int = 0) -> None:
+    def close(self) -> None:
         """Close now; a request still in flight fails with :class:`ClientClosed`."""
         self._shutdown(ClientClosed(f"connection to {self.label} closed"), retry=False)
 
     def _close_socket(self) -> None:
-        self.closed = True
-        self.draining = True
-        self._out.clear()
-        self._out_pos = 0
-        with contextlib.suppress(KeyError, ValueError):
-            self.loop.selector.unregister(self.sock)
-        with contextlib.suppress(OSError):
-            self.sock.close()
+        self.out.clear()
+        super()._close_socket()

@@ -4,7 +4,9 @@ Runs on the I/O thread only. A request gets a connection only when it can take a
 stream slot there (never more streams than the peer's MAX_CONCURRENT_STREAMS);
 otherwise it waits in its origin's FIFO queue, bounded by ``Timeout.pool``, while at
 most one new connection per origin is dialled for it (more only if the queue needs
-more).
+more). Connections are seen only through ``_connection.Connection``; when one cannot
+complete a request it reports a ``Fact`` and the pool's ``RetryPolicy``
+(``_retry.py``) decides whether it is sent again.
 """
 
 from __future__ import annotations
@@ -12,12 +14,14 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import socket
 import ssl
 import threading
 from collections import deque
 from typing import Any
 
 from ._config import Limits, Proxies
+from ._connection import Connection
 from ._dial import Dialer, DialResult
 from ._errors import (
     ClientClosed,
@@ -26,8 +30,10 @@ from ._errors import (
     PoolTimeout,
 )
 from ._http2.connection import H2Conn
+from ._http11 import H1Conn
 from ._loop import IOLoop, Timer
-from ._request import MAX_ATTEMPTS, MAX_BOUNCES, Request
+from ._request import Request
+from ._retry import Fact, RetryPolicy, Verdict
 from ._stream import UploadPipe, replay_body
 
 log = logging.getLogger("h2pool")
@@ -43,7 +49,7 @@ class OriginPool:
         self.key = key
         self.scheme, self.host, self.port = key
         self.label = f"{self.host}:{self.port}"
-        self.conns: list[H2Conn] = []
+        self.conns: list[Connection] = []
         self.queue: deque[Request] = deque()
         # Refused requests waiting out their retry backoff: in no queue and on no
         # connection, so closing or aborting must fail them here.
@@ -54,7 +60,11 @@ class OriginPool:
         # connection. A server that starts offering h2 is picked up on the next dial.
         self.http1 = False
         # Connections whose socket writes make no progress this long are closed.
-        self.stall_timeout = pool.stall_timeout
+        self._stall_timeout = pool.stall_timeout
+
+    @property
+    def stall_timeout(self) -> float | None:
+        return self._stall_timeout
 
     # -- assignment --------------------------------------------------------------------------
     def submit(self, req: Request) -> None:
@@ -71,16 +81,16 @@ class OriginPool:
             req.pool_timer = self.pool.loop.call_later(pool_timeout, self._on_pool_timeout, req)
         self._maybe_dial()
 
-    def _pick(self) -> H2Conn | None:
+    def _pick(self) -> Connection | None:
         """The busiest connection that still has a free slot: packing streams keeps the
         number of connections (and TLS sessions, and server memory) low."""
-        best: H2Conn | None = None
+        best: Connection | None = None
         for conn in self.conns:
             if conn.free_slots > 0 and (best is None or len(conn.streams) > len(best.streams)):
                 best = conn
         return best
 
-    def _start(self, conn: H2Conn, req: Request) -> None:
+    def _start(self, conn: Connection, req: Request) -> None:
         if req.pool_timer is not None:
             req.pool_timer.cancel()
             req.pool_timer = None
@@ -127,11 +137,11 @@ class OriginPool:
         assert error is not None
         self._dial_failed(error)
 
-    def _adopt(self, sock: Any, alpn: str | None) -> None:
+    def _adopt(self, sock: socket.socket, alpn: str | None) -> None:
         """Wrap a dialled socket in the connection class its protocol needs."""
         error: H2PoolError | None = None
         try:
-            conn: Any = None
+            conn: Connection | None = None
             if self.pool.closing:
                 sock.close()
                 error = ClientClosed("the client closed while connecting")
@@ -139,8 +149,6 @@ class OriginPool:
                 conn = H2Conn(self.pool.loop, self, sock, self.pool.limits, self.label)
                 self.http1 = False
             elif self.pool.http1 and alpn in ("http/1.1", None):
-                from ._http11 import H1Conn
-
                 conn = H1Conn(self.pool.loop, self, sock, self.pool.limits, self.label)
                 self.http1 = True  # remembered: dial for one request per connection
             else:
@@ -173,7 +181,7 @@ class OriginPool:
             self._maybe_dial()
 
     # -- callbacks from connections ------------------------------------------------------------
-    def on_slot_free(self, conn: H2Conn) -> None:
+    def on_slot_free(self, conn: Connection) -> None:
         if not conn.streams and self.pool._keepalive_timer is None:
             self.pool._arm_keepalive()
         queue = self.queue
@@ -189,63 +197,52 @@ class OriginPool:
                 continue
             self._start(conn, req)
 
-    def on_conn_closed(self, conn: H2Conn) -> None:
+    def on_conn_closed(self, conn: Connection) -> None:
         if conn in self.conns:
             self.conns.remove(conn)
             counters = self.pool.counters
             counters["bytes_sent"] += conn.bytes_sent
             counters["bytes_received"] += conn.bytes_received
             counters["connections_closed"] += 1
-            counters["resets_sent"] += getattr(conn, "resets_sent", 0)
+            counters["resets_sent"] += conn.resets_sent
         if self.queue:
             self._maybe_dial()
         self.pool.on_conn_closed(self, conn)
 
-    def retry(self, req: Request, cause: H2PoolError, graceful: bool = False) -> None:
-        """Resubmit a request the server provably did not process (RFC 9113 §8.7).
-
-        ``graceful``: bounced by a NO_ERROR GOAWAY (a server rotating connections, like
-        nginx every ``keepalive_requests``). Under many threads one request can be bounced
-        several times in a row through no fault of the server, so bounces do not count as
-        failed attempts; they have a larger cap of their own.
-        """
+    def retry(self, req: Request, fact: Fact, cause: H2PoolError) -> bool:
+        """A connection could not complete ``req`` (``fact`` says what it knows). Send it
+        again if the retry policy allows; True if the pool took it back, False if the
+        connection is to fail it with ``cause``."""
         req.conn = None
-        if graceful and req.bounces < MAX_BOUNCES:
-            req.bounces += 1
-        else:
-            req.attempts += 1
         if req.done or req.future.done():
-            return
+            return False  # cancelled or answered meanwhile: the connection settles it
+        policy = self.pool.retry_policy
+        verdict = policy.judge(req, fact)
+        if verdict is Verdict.FAIL:
+            return False
         if self.pool.closing:
             req.fail(ClientClosed("the client closed before the request could be retried"))
-            return
-        if req.upload is not None and req.upload.taken:
-            if req.upload_start is not None and not req.done:
-                self._rewind_upload(req)  # a seekable file: read it again
-            else:
-                req.replayable = False  # part of a streamed body is gone
-        if not req.replayable or req.attempts >= MAX_ATTEMPTS:
-            if req.upload is not None:
-                req.upload.abort()
-            req.fail(cause)
-            return
+            return True
+        upload = req.upload
+        if upload is not None and upload.taken:
+            self._rewind_upload(req)  # a seekable file (judge checked): read it again
         log.debug(
-            "retrying %s %s://%s%s (attempt %d): %s",
+            "retrying %s %s://%s%s (attempt %d): %s, %s",
             req.method,
             req.url.scheme,
             req.url.authority.decode(),
             req.url.target.split(b"?", 1)[0].decode(),  # the query may carry tokens
             req.attempts + 1,
+            fact.value,
             type(cause).__name__,
         )
-        self.pool.counters["retries"] += 1
-        if req.attempts >= 2 and not graceful:
-            # Repeated refusals: back off a little (25, 50, 100, 200 ms) so a struggling
-            # server is not hammered; the pool timeout still bounds the whole wait.
-            delay = 0.0125 * 2 ** (req.attempts - 1)
+        policy.retries += 1
+        delay = policy.backoff(req, verdict)
+        if delay:
             self.backing_off[req] = self.pool.loop.call_later(delay, self._resubmit, req)
-            return
-        self.submit(req)
+        else:
+            self.submit(req)
+        return True
 
     def _rewind_upload(self, req: Request) -> None:
         """Give a retried seekable-file body a fresh pipe, refilled from its start by a
@@ -318,9 +315,7 @@ class OriginPool:
         for dialer in list(self.dialers):
             dialer.cancel(ClientClosed("the client closed while connecting"))
         for conn in list(self.conns):
-            conn.draining = True
-            if not conn.streams:
-                conn.close()
+            conn.drain()
 
     def force_close(self) -> None:
         for conn in list(self.conns):
@@ -351,6 +346,7 @@ class Pool:
         self.proxies = proxies if proxies is not None else Proxies()
         self.stall_timeout = stall_timeout
         self.counters: collections.Counter[str] = collections.Counter()
+        self.retry_policy = RetryPolicy()
         self.http1 = http1
         self.h2c = h2c
         self.limits = limits
@@ -376,7 +372,7 @@ class Pool:
         if origin is not None:
             origin.cancel(req)
 
-    def on_conn_closed(self, origin: OriginPool, conn: H2Conn | None) -> None:
+    def on_conn_closed(self, origin: OriginPool, conn: Connection | None) -> None:
         if self.closing and all(o.idle for o in self.origins.values()):
             self._finish_close()
 
@@ -438,9 +434,9 @@ class Pool:
             "bytes_received": received + counters["bytes_received"],
             "connections_opened": counters["connections_opened"],
             "connections_closed": counters["connections_closed"],
-            "retries": counters["retries"],
+            "retries": self.retry_policy.retries,
             "resets_sent": counters["resets_sent"]
-            + sum(getattr(c, "resets_sent", 0) for o in self.origins.values() for c in o.conns),
+            + sum(c.resets_sent for o in self.origins.values() for c in o.conns),
             "per_origin": per_origin,
         }
 
@@ -481,13 +477,7 @@ class Pool:
             origin.queue.clear()
             origin._fail_backing_off(exc)
             for conn in list(origin.conns):
-                for st in list(conn.streams.values()):
-                    if st.pipe is not None:
-                        st.pipe.feed_error(exc)
-                    st.req.fail(exc)
-                conn.streams.clear()
-                with contextlib.suppress(OSError):
-                    conn.sock.close()
+                conn.abort(exc)
             for dialer in origin.dialers:
                 with contextlib.suppress(Exception):
                     dialer.cancel(ClientClosed("the I/O thread stopped"))

@@ -12,14 +12,12 @@ from ._errors import clone
 from ._urls import URL
 
 if TYPE_CHECKING:
+    from ._connection import Connection
     from ._loop import Timer
     from ._response import Response
-    from ._stream import BodyPipe, UploadPipe
+    from ._stream import UploadPipe
 
 __all__ = ["Request", "ResponseFuture"]
-
-MAX_ATTEMPTS = 6  # Go's roundTripViaPool: a few retries of unprocessed requests
-MAX_BOUNCES = 32  # graceful-GOAWAY bounces, counted apart from failed attempts
 
 
 class ResponseFuture(Future["Response"]):
@@ -42,36 +40,6 @@ class ResponseFuture(Future["Response"]):
 
 _RESOLVED: ResponseFuture = ResponseFuture()
 _RESOLVED.set_result(None)  # type: ignore[arg-type]  # a done placeholder, result unused
-
-
-class StreamRecord:
-    """What every connection kind keeps per request in flight (I/O thread only):
-    the response as it arrives and the request body as it leaves."""
-
-    __slots__ = (
-        "body",
-        "body_pos",
-        "chunks",
-        "headers",
-        "id",
-        "last_activity",
-        "pipe",
-        "req",
-        "status",
-        "upload",
-    )
-
-    def __init__(self, sid: int, req: Request, now: float) -> None:
-        self.id = sid
-        self.req = req
-        self.status = 0
-        self.headers: list[tuple[bytes, bytes]] | None = None
-        self.chunks: list[bytes] = []
-        self.pipe: BodyPipe | None = None
-        self.body: memoryview | None = None
-        self.body_pos = 0
-        self.upload: UploadPipe | None = req.upload
-        self.last_activity = now
 
 
 class Request:
@@ -120,7 +88,7 @@ class Request:
         self.attempts = 0
         self.bounces = 0
         self.header_size = 0
-        self.conn: Any = None  # the connection carrying it, while it has a stream
+        self.conn: Connection | None = None  # the connection carrying it, while it has a stream
         self.pool_timer: Timer | None = None
         self.done = False
 

@@ -24,7 +24,7 @@ import h2.errors
 import pytest
 
 import h2pool
-from h2pool._request import MAX_ATTEMPTS
+from h2pool._retry import MAX_ATTEMPTS
 
 HELLO = b"Hello, world!"
 E = h2.errors.ErrorCodes

@@ -1,7 +1,12 @@
 """One HTTP/2 connection: a socket, an ``h2`` state machine and its streams.
 
-Everything here runs on the I/O thread, except the two ``post_*`` methods that
-streamed-response readers call to hand work *to* the I/O thread.
+``H2Conn`` reads and writes the socket, dispatches h2's events and ends the
+connection. It owns a ``Health`` (every deadline, one timer) and a ``BodyScheduler``
+(request bodies). When a request cannot complete here it reports a ``Fact`` to the
+pool, which decides on a retry (``h2pool._retry``); nothing here decides one.
+
+Everything here runs on the I/O thread, except ``post_consumed``/``post_cancel``
+(``ConnectionBase``), which streamed-response readers call to hand work *to* it.
 """
 
 from __future__ import annotations
@@ -11,8 +16,8 @@ import logging
 import selectors
 import socket
 import ssl
-from collections import deque
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import h2.events as ev
 import h2.exceptions as h2x
@@ -21,6 +26,7 @@ from h2.errors import ErrorCodes
 from h2.settings import SettingCodes, Settings
 
 from .._config import Limits
+from .._connection import ConnectionBase, ConnectionInfo, ConnState, Origin
 from .._errors import (
     ClientClosed,
     ConnectionLost,
@@ -30,23 +36,15 @@ from .._errors import (
     StreamReset,
 )
 from .._headers import Headers
-from .._response import Response
-from .._sockio import send_some
+from .._retry import Fact
 from .._stream import BodyPipe
 from .fastpath import FastData
-from .health import Deadlines
-from .protocol import (
-    NO_DEADLINE,
-    READ,
-    WRITE,
-    BodyLengthMismatch,
-    H2Stream,
-    new_h2_connection,
-)
-from .send import OUT_CAP, BodySender
+from .health import NO_DEADLINE, READ, Health
+from .protocol import BodyLengthMismatch, H2Stream, new_h2_connection
+from .send import OUT_CAP, BodyScheduler
 
 if TYPE_CHECKING:
-    from .._loop import IOLoop, Timer
+    from .._loop import IOLoop
     from .._request import Request
 
 log = logging.getLogger("h2pool")
@@ -68,15 +66,7 @@ _DEFAULT_MAX_STREAMS = 100  # assumed until the peer's first SETTINGS (RFC 9113 
 _UNLIMITED_STREAMS = 1000  # when the peer's SETTINGS set no limit (Go does the same)
 
 
-class Origin(Protocol):
-    """What a connection needs from its pool entry (all calls on the I/O thread)."""
-
-    def on_slot_free(self, conn: H2Conn) -> None: ...
-    def on_conn_closed(self, conn: H2Conn) -> None: ...
-    def retry(self, req: Request, cause: H2PoolError, graceful: bool = False) -> None: ...
-
-
-class H2Conn(Deadlines, BodySender):
+class H2Conn(ConnectionBase[H2Stream]):
     """An HTTP/2 connection. All state is owned by the I/O thread."""
 
     http_version = "HTTP/2"
@@ -89,49 +79,22 @@ class H2Conn(Deadlines, BodySender):
         limits: Limits,
         label: str,
     ) -> None:
-        self.loop = loop
-        self.origin = origin
-        self.sock = sock
-        self.label = label
-        self.limits = limits
-        self.streams: dict[int, H2Stream] = {}
-        self.closed = False
-        self.draining = False  # GOAWAY received or sent: no new streams
-        self._settings_seen = False
+        super().__init__(loop, origin, sock, limits, label, ConnState.HANDSHAKE, OUT_CAP)
+        # Facts about the peer (not lifecycle: a connection may drain before SETTINGS).
+        self.settings_seen = False
+        self.goaway_received = False
         self._preface_bytes = 0
         self._peer_header_limit: int | None = None
         self._peer_max_streams = _DEFAULT_MAX_STREAMS
         self.max_streams = self._compute_max_streams()
-        self._out = bytearray()
-        self._out_pos = 0
-        self._written = 0  # bytes handed to the kernel
-        self._written_hi = 0  # bytes that may have reached the kernel (TLS retries)
-        self._tls = isinstance(sock, ssl.SSLSocket)
-        self._generated = 0  # bytes taken from h2
         self._unflushed: list[H2Stream] = []  # streams started since the last flush
-        self._senders: deque[H2Stream] = deque()  # streams with body left to send
-        self._pump_pending = False
         self._events = selectors.EVENT_READ
+        # False while the peer does not drain our output (above OUT_CAP): stop reading,
+        # so a control-frame flood meets TCP backpressure instead of our memory.
         self._reading = True
-        self.idle_since = loop.now
-        self.last_read = loop.now
-        self.last_progress = loop.now  # last response HEADERS or DATA on any stream
-        self._last_write_progress = loop.now
-        self.bytes_sent = 0
-        self.bytes_received = 0
-        self.requests_started = 0
         self.responses_completed = 0
-        self.resets_sent = 0
-        self.goaway_received = False
-        # Streams we reset still count against the peer's limit until it has surely
-        # processed the RST_STREAM: the ACK of a PING sent after it (Go f35fec92). Else
-        # a client cancelling fast can exceed MAX_CONCURRENT_STREAMS on the server.
-        self._pending_resets = 0
-        self._ping_sent_at: float | None = None
-        self._suspect = False
-        self._ping_payload = 0
-        self._tick: Timer | None = None
-        self.stall_timeout: float | None = getattr(origin, "stall_timeout", None)
+        self.health = Health(self, loop, limits, origin.stall_timeout)
+        self.sender = BodyScheduler(self, loop)
         self.h2 = new_h2_connection(limits.max_header_list_size)
         self.h2.local_settings = Settings(
             client=True,
@@ -148,7 +111,7 @@ class H2Conn(Deadlines, BodySender):
         loop.mark_dirty(self)
 
     def __repr__(self) -> str:
-        return f"<H2Conn {self.label} streams={len(self.streams)} closed={self.closed}>"
+        return f"<H2Conn {self.label} streams={len(self.streams)} {self._state.name}>"
 
     # -- capacity --------------------------------------------------------------------------
     def _compute_max_streams(self) -> int:
@@ -157,22 +120,28 @@ class H2Conn(Deadlines, BodySender):
 
     @property
     def free_slots(self) -> int:
-        if self.closed or self.draining:
+        state = self._state
+        if state is not ConnState.OPEN and state is not ConnState.HANDSHAKE:
             return 0
-        if self._suspect or len(self._out) - self._out_pos > _BACKLOG_LIMIT:
+        health = self.health
+        if health.suspect or self.out.pending > _BACKLOG_LIMIT:
             # Suspect: streams stalled and the health PING is unanswered. A large unsent
             # backlog: the peer is not draining our output. A new request would wait
             # and, if the connection then dies, could not be told apart from a sent
             # one: it goes elsewhere (or waits) instead.
             return 0
-        return self.max_streams - len(self.streams) - self._pending_resets
+        return self.max_streams - len(self.streams) - health.pending_resets
 
-    def describe(self) -> dict[str, Any]:
+    @property
+    def unsent(self) -> int:
+        return self.out.pending
+
+    def describe(self) -> ConnectionInfo:
         """Per-connection state for ``Client.stats()`` (like Go's ClientConnState)."""
         return {
             "http_version": self.http_version,
             "active_streams": len(self.streams),
-            "resetting_streams": self._pending_resets,
+            "resetting_streams": self.health.pending_resets,
             "max_streams": self.max_streams,
             "goaway_received": self.goaway_received,
             "idle_since": None if self.streams else self.idle_since,
@@ -195,34 +164,27 @@ class H2Conn(Deadlines, BodySender):
             )
             return
         h2c = self.h2
-        if not self.streams:
-            # The read-idle clock of the PING health check starts with the first stream.
-            self.last_read = self.loop.now
         sid = h2c.get_next_available_stream_id()
         st = H2Stream(sid, req, self.loop.now)
         self.streams[sid] = st
         req.conn = self
         self.requests_started += 1
-        if self._tick is None:
-            self._arm_tick()
+        self.health.started()
         body = req.body
         upload = st.upload
         h2c.send_headers(sid, req.headers, end_stream=not body and upload is None)
         self._unflushed.append(st)
         if upload is not None:
             loop = self.loop
-            upload.bind(lambda: loop.call_soon_threadsafe(self._resume_upload, st))
+            resume = self.sender.resume
+            upload.bind(lambda: loop.call_soon_threadsafe(resume, st))
         if body or upload is not None:
             if body:
                 st.body = memoryview(body)
-            self._senders.append(st)
-            self._pump_bodies()
-            write = req.timeout.write
-            if write is not None:
-                st.deadline_kind = WRITE
-                self._ensure_tick(self.loop.now + write)
+            self.sender.add(st)
+            self.health.arm_write(st)
         else:
-            self._arm_read_timer(st)
+            self.health.arm_read(st)
         self.loop.mark_dirty(self)
 
     # -- socket I/O ------------------------------------------------------------------------
@@ -237,11 +199,10 @@ class H2Conn(Deadlines, BodySender):
         # Read into the loop's shared buffer, after the partial frame (if any) left
         # over from the last read; everything is consumed before we return.
         buf = self.loop.read_buffer()
-        carry = self.h2.incoming_buffer._data
+        carry = self.h2.take_partial_frame()
         filled = len(carry)
         if filled:
             buf[:filled] = carry
-            carry.clear()
         start = filled
         limit = min(len(buf), filled + _FEED_PER_TURN)
         eof = False
@@ -272,10 +233,10 @@ class H2Conn(Deadlines, BodySender):
                 self.loop.call_soon_threadsafe(self._on_readable_again)
         if filled > start:
             self.bytes_received += filled - start
-            self.last_read = self.loop.now
+            self.health.last_read = self.loop.now
             self._receive(buf[:filled])
         elif filled:
-            carry += buf[:filled]  # nothing new: keep the partial frame
+            self.h2.keep_partial_frame(buf[:filled])  # nothing new: keep it
         if self.closed:
             return
         if error is not None:
@@ -308,9 +269,7 @@ class H2Conn(Deadlines, BodySender):
                 handler(self, event)
             if self.closed:
                 return
-        if self._pump_pending:
-            self._pump_pending = False
-            self._pump_bodies()
+        self.sender.pump_if_pending()
         self.loop.mark_dirty(self)
 
     def flush(self) -> None:
@@ -318,42 +277,26 @@ class H2Conn(Deadlines, BodySender):
         if self.closed:
             return
         data = self.h2.take_output()
+        out = self.out
         if data:
             if self._unflushed:
-                offset = self._generated
+                offset = out.generated
                 for st in self._unflushed:
                     st.wire_offset = offset
                 self._unflushed.clear()
-            self._generated += len(data)
-            if self._out_pos >= len(self._out):
-                self._out = data  # nothing pending: take h2's buffer, no copy
-                self._out_pos = 0
-            else:
-                self._out += data
-        if len(self._out) > self._out_pos and not (self._events & selectors.EVENT_WRITE):
+            out.append(data)  # takes h2's buffer when nothing is pending: no copy
+        if out.pending and not (self._events & selectors.EVENT_WRITE):
             self._write()
 
     def _write(self) -> None:
-        out = self._out
-        pos, hi, error = send_some(self.sock, out, self._out_pos, self._tls)
-        # A TLS slice that raised may be in the kernel: count it as possibly sent.
-        self._written_hi = max(self._written_hi, self._written + hi - self._out_pos)
+        out = self.out
+        sent, error = out.send(self.sock)
         if error is not None:
-            self._out_pos = pos
             self._lost(ConnectionLost(f"connection to {self.label} failed: {error}"), error)
             return
-        if pos != self._out_pos:
-            self._last_write_progress = self.loop.now
-        self._written += pos - self._out_pos
-        self.bytes_sent += pos - self._out_pos
-        if pos >= len(out):
-            out.clear()
-            pos = 0
-        elif pos > OUT_CAP:
-            del out[:pos]
-            pos = 0
-        self._out_pos = pos
-        pending = len(out) - pos
+        if sent:
+            self.health.last_write_progress = self.loop.now
+        pending = out.pending
         want = selectors.EVENT_WRITE if pending else 0
         # Stop reading while the peer does not drain our output (control-frame floods).
         self._reading = pending < OUT_CAP
@@ -362,10 +305,10 @@ class H2Conn(Deadlines, BodySender):
         if want != self._events:
             self._events = want
             self.loop.selector.modify(self.sock, want or selectors.EVENT_READ, self._on_io)
-        if pending and self._tick is None:
-            self._arm_tick()
-        if not pending and self._senders:
-            self._pump_bodies()
+        if pending:
+            self.health.arm_if_idle()
+        elif self.sender:
+            self.sender.pump()
             self.loop.mark_dirty(self)
 
     # -- h2 events -------------------------------------------------------------------------
@@ -373,7 +316,7 @@ class H2Conn(Deadlines, BodySender):
         st = self.streams.get(event.stream_id)
         if st is None:
             return
-        st.last_activity = self.last_progress = self.loop.now
+        st.last_activity = self.health.last_progress = self.loop.now
         headers = event.headers
         status = 0
         raw = headers[0][1] if headers and headers[0][0] == b":status" else None
@@ -402,14 +345,7 @@ class H2Conn(Deadlines, BodySender):
         if req.stream:
             pipe = BodyPipe(self, st.id, self.limits.stream_window, req.timeout.read)
             st.pipe = pipe
-            resp = Response(
-                status,
-                Headers._from_raw(st.headers),
-                url=req.url.url,
-                http_version="HTTP/2",
-                pipe=pipe,
-                method=req.method,
-            )
+            resp = st.streamed_response("HTTP/2", pipe)
             if event.stream_ended is not None:
                 pipe.feed_eof(None)
             # Once the headers are delivered, the reader's own waits enforce the read
@@ -433,7 +369,7 @@ class H2Conn(Deadlines, BodySender):
         if data:
             # Empty DATA frames are not progress: a peer dribbling them (CVE-2019-9518)
             # must still hit the read timeout.
-            st.last_activity = self.last_progress = self.loop.now
+            st.last_activity = self.health.last_progress = self.loop.now
             st.received += len(data)
             if st.no_body:
                 if flow:
@@ -482,10 +418,7 @@ class H2Conn(Deadlines, BodySender):
             return
         code = int(event.error_code)
         if code == ErrorCodes.REFUSED_STREAM and st.status == 0:
-            # RFC 9113 §8.7: REFUSED_STREAM guarantees the request was not processed.
-            self._drop_stream(st, retrying=True)
-            self.origin.retry(st.req, StreamReset("stream refused by the server", code))
-            self.origin.on_slot_free(self)
+            self._settle(st, Fact.REFUSED, StreamReset("stream refused by the server", code))
             return
         try:
             name = ErrorCodes(code).name
@@ -512,8 +445,10 @@ class H2Conn(Deadlines, BodySender):
             # RFC 9113 §6.5.2: a server must not send SETTINGS_ENABLE_PUSH=1.
             self._protocol_error(h2x.ProtocolError("server sent SETTINGS_ENABLE_PUSH=1"))
             return
-        first = not self._settings_seen
-        self._settings_seen = True
+        first = not self.settings_seen
+        self.settings_seen = True
+        if first and self._state is ConnState.HANDSHAKE:
+            self._move_to(ConnState.OPEN)
         mhl = changed.get(SettingCodes.MAX_HEADER_LIST_SIZE)
         if mhl is not None:
             self._peer_header_limit = mhl.new_value
@@ -524,42 +459,39 @@ class H2Conn(Deadlines, BodySender):
             # No limit announced: RFC 9113 says unlimited; like Go, assume a sane 1000.
             self._peer_max_streams = _UNLIMITED_STREAMS
         self.max_streams = self._compute_max_streams()
-        if (first or SettingCodes.INITIAL_WINDOW_SIZE in changed) and self._senders:
-            self._pump_pending = True
+        if (first or SettingCodes.INITIAL_WINDOW_SIZE in changed) and self.sender:
+            self.sender.pending = True
         self.origin.on_slot_free(self)
 
     def _on_window_update(self, event: ev.WindowUpdated) -> None:
-        # Pump after the whole batch of events: a later event of this batch may be the
-        # RST_STREAM that h2 has already applied, and sending on that stream would fail.
-        if self._senders:
-            self._pump_pending = True
+        if self.sender:
+            self.sender.pending = True  # pumped after the whole batch (see BodyScheduler)
+
+    def _on_ping_ack(self, event: ev.PingAckReceived) -> None:
+        self.health.on_ping_ack()
+
+    def on_healthy(self) -> None:
+        """Health: a PING was answered, so held-back slots may be free again."""
+        self.origin.on_slot_free(self)
 
     def _on_goaway(self, event: ev.ConnectionTerminated) -> None:
-        self.draining = True
+        self._move_to(ConnState.DRAINING)
         self.goaway_received = True
-        preserved = self.h2.preserved
-        if preserved:
-            self.h2.preserved = b""
-            self._out += preserved
-            self._generated += len(preserved)
+        self.out.append(self.h2.take_preserved())
         last = event.last_stream_id if event.last_stream_id is not None else 2**31
         code = int(event.error_code) if event.error_code is not None else 0
         log.info("GOAWAY from %s: error_code=%s last_stream_id=%s", self.label, code, last)
         exc: H2PoolError
-        # An error GOAWAY on a connection that never completed a response is the server
-        # refusing us, not a restart: retrying would loop (Go ec05fdcd).
-        fresh_error = code != 0 and self.responses_completed == 0
+        # RFC 9113 §6.8: streams above last_stream_id were not processed.
+        if code == 0:
+            fact, exc = Fact.GOAWAY_GRACEFUL, ConnectionLost(f"GOAWAY from {self.label}")
+        elif self.responses_completed:
+            fact, exc = Fact.GOAWAY_ERROR, ConnectionLost(f"GOAWAY from {self.label}")
+        else:
+            fact = Fact.GOAWAY_ON_FIRST
+            exc = ProtocolError(f"{self.label} refused the connection: GOAWAY error {code}")
         for st in [s for s in self.streams.values() if s.id > last]:
-            # RFC 9113 §6.8: streams above last_stream_id were not processed.
-            if fresh_error:
-                self._fail_stream(
-                    st,
-                    ProtocolError(f"{self.label} refused the connection: GOAWAY error {code}"),
-                    send_rst=False,
-                )
-                continue
-            self._drop_stream(st, retrying=True)
-            self.origin.retry(st.req, ConnectionLost(f"GOAWAY from {self.label}"), code == 0)
+            self._settle(st, fact, exc, quiet=True)
         if code != 0:
             exc = ProtocolError(f"{self.label} sent GOAWAY with error code {code}")
             for st in list(self.streams.values()):
@@ -592,20 +524,7 @@ class H2Conn(Deadlines, BodySender):
         if st.pipe is not None:
             st.pipe.feed_eof(trailers)
         elif st.status:
-            chunks = st.chunks
-            content = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-            assert st.headers is not None
-            req.resolve(
-                Response(
-                    st.status,
-                    Headers._from_raw(st.headers),
-                    url=req.url.url,
-                    http_version="HTTP/2",
-                    content=content,
-                    trailers=trailers,
-                    method=req.method,
-                )
-            )
+            req.resolve(st.buffered_response("HTTP/2", trailers))
         else:
             req.fail(ProtocolError(f"stream ended without a response from {self.label}"))
         self._after_stream_closed()
@@ -629,6 +548,23 @@ class H2Conn(Deadlines, BodySender):
                 return
         self.origin.on_slot_free(self)
 
+    def _settle(self, st: H2Stream, fact: Fact, exc: H2PoolError, quiet: bool = False) -> None:
+        """``st`` cannot complete here: the pool sends it again if the retry policy
+        allows, else it fails with ``exc``. ``quiet``: the caller tells the pool about
+        the slot itself (a GOAWAY settling many streams at once)."""
+        self._drop_stream(st, retrying=True)
+        if not self.origin.retry(st.req, fact, exc):
+            self._fail_dropped(st, exc)
+        if not quiet:
+            self._after_stream_closed()
+
+    def _fail_dropped(self, st: H2Stream, exc: H2PoolError) -> None:
+        if st.upload is not None:
+            st.upload.abort()
+        if st.pipe is not None:
+            st.pipe.feed_error(exc)
+        st.req.fail(exc)
+
     def _fail_stream(
         self,
         st: H2Stream,
@@ -645,13 +581,14 @@ class H2Conn(Deadlines, BodySender):
                 pass
             else:
                 self.resets_sent += 1
-                self._pending_resets += 1
-                self._send_ping()
+                self.health.reset_sent()
             self.loop.mark_dirty(self)
-        if st.pipe is not None:
-            st.pipe.feed_error(exc)
-        st.req.fail(exc)
+        self._fail_dropped(st, exc)
         self._after_stream_closed()
+
+    def fail_stream(self, st: H2Stream, exc: H2PoolError) -> None:
+        """Health and BodyScheduler: fail one stream with RST_STREAM(CANCEL)."""
+        self._fail_stream(st, exc)
 
     # -- from the pool and from readers ------------------------------------------------------
     def cancel(self, req: Request) -> None:
@@ -662,13 +599,11 @@ class H2Conn(Deadlines, BodySender):
                 self._fail_stream(st, exc)
                 return
 
-    def post_consumed(self, stream_id: int, nbytes: int) -> None:
-        """Reader thread: ``nbytes`` of a streamed body were consumed."""
-        self.loop.call_soon_threadsafe(self._ack, stream_id, nbytes)
-
-    def post_cancel(self, stream_id: int, unread: int) -> None:
-        """Reader thread: the reader went away; reset the stream, return the credit."""
-        self.loop.call_soon_threadsafe(self._reader_gone, stream_id, unread)
+    def drain(self) -> None:
+        """No new streams (the client is closing); close once the open ones end."""
+        self._move_to(ConnState.DRAINING)
+        if not self.streams:
+            self.close()
 
     def _ack(self, stream_id: int, nbytes: int) -> None:
         if not self.closed:
@@ -707,6 +642,10 @@ class H2Conn(Deadlines, BodySender):
         log.info("connection %s lost: %s", self.label, err)
         self._shutdown(err, retry_unsent=True)
 
+    def lost(self, err: H2PoolError) -> None:
+        """Health: give the connection up as lost."""
+        self._lost(err, None)
+
     def fail_internal(self, exc: BaseException) -> None:
         """A bug in our own handling: fail this connection's requests, keep the loop."""
         err = ProtocolError(f"internal error on connection {self.label}: {exc!r}")
@@ -726,45 +665,37 @@ class H2Conn(Deadlines, BodySender):
         streams = list(self.streams.values())
         self.streams.clear()
         self._close_socket()
+        out = self.out
         for st in streams:
             st.deadline_kind = NO_DEADLINE
-            req = st.req
-            req.conn = None
-            written = max(self._written, self._written_hi)
-            unsent = st.wire_offset < 0 or written <= st.wire_offset
-            if retry_unsent and unsent and st.status == 0:
-                # No byte of this request reached the kernel: it was not processed.
-                self.origin.retry(req, err)
-                continue
-            if st.upload is not None:
-                st.upload.abort()
-            if st.pipe is not None:
-                st.pipe.feed_error(err)
-            req.fail(err)
+            st.req.conn = None
+            if st.status:
+                fact = Fact.RESPONSE_BEGUN
+            elif not retry_unsent:
+                fact = Fact.BROKEN
+            elif st.wire_offset < 0 or not out.possibly_sent(st.wire_offset):
+                fact = Fact.LOST_UNSENT  # no byte of it reached the kernel
+            else:
+                fact = Fact.LOST_AFTER_SEND
+            if not self.origin.retry(st.req, fact, err):
+                self._fail_dropped(st, err)
         self.origin.on_conn_closed(self)
 
-    def close(self, error_code: int = 0) -> None:
+    def close(self) -> None:
         """Send GOAWAY and close. Streams still open fail with :class:`ClientClosed`."""
         if self.closed:
             return
         with contextlib.suppress(h2x.H2Error):
-            self.h2.close_connection(error_code=error_code)
+            self.h2.close_connection(error_code=0)
         self.flush()
         self._shutdown(ClientClosed(f"connection to {self.label} closed"), retry_unsent=False)
 
     def _close_socket(self) -> None:
-        self.closed = True
-        self.draining = True
-        if self._tick is not None:
-            self._tick.cancel()
-            self._tick = None
-        with contextlib.suppress(KeyError, ValueError):
-            self.loop.selector.unregister(self.sock)
-        with contextlib.suppress(OSError):
-            self.sock.close()
+        self.health.stop()
+        super()._close_socket()
 
 
-_HANDLERS: dict[type, Any] = {
+_HANDLERS: dict[type, Callable[[H2Conn, Any], None]] = {
     ev.ResponseReceived: H2Conn._on_response,
     ev.DataReceived: H2Conn._on_data,
     FastData: H2Conn._on_data,

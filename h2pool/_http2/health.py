@@ -1,67 +1,135 @@
-"""Deadlines of an HTTP/2 connection: stream read/write timeouts, the PING health
-check and the write-stall check, all kept by one lazily re-armed timer per connection.
-A mixin of ``H2Conn``; I/O thread only.
+"""Deadlines of one HTTP/2 connection: stream read/write timeouts, the PING health
+check and the write-stall check, all kept by one lazily re-armed timer. I/O thread only.
+
+``Health`` is owned by its ``H2Conn`` and sees it only through ``HealthOwner``: what it
+reads (streams, settings, unsent output) and what it may ask (fail a stream, give the
+connection up, flush, tell the pool a slot opened).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import enum
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Protocol
 
-import h2.events as ev
-
-from .._config import Limits
 from .._errors import ConnectionLost, H2PoolError, ReadTimeout, WriteTimeout
-from .protocol import NO_DEADLINE, READ, WRITE, H2Stream
 
 if TYPE_CHECKING:
+    from .._config import Limits
     from .._loop import IOLoop, Timer
-    from .protocol import _H2
+    from .protocol import _H2, H2Stream
+
+__all__ = ["NO_DEADLINE", "READ", "WRITE", "Deadline", "Health", "HealthOwner"]
 
 
-class Deadlines:
-    """The timer half of ``H2Conn`` (its attributes are declared there)."""
+class Deadline(enum.IntEnum):
+    """Which timeout runs on a stream now (``H2Stream.deadline_kind``)."""
+
+    NONE = 0  # none: a streamed body's reader times its own waits
+    READ = 1  # response data must arrive within Timeout.read of the last progress
+    WRITE = 2  # the server must accept request body within Timeout.write
+
+
+# Module-level aliases: the hot paths compare against these.
+NO_DEADLINE, READ, WRITE = Deadline.NONE, Deadline.READ, Deadline.WRITE
+
+
+class HealthOwner(Protocol):
+    """What ``Health`` needs from its connection."""
 
     h2: _H2
-    loop: IOLoop
-    limits: Limits
     label: str
-    closed: bool
-    streams: dict[int, H2Stream]
-    origin: Any
-    last_read: float
-    last_progress: float
-    stall_timeout: float | None
-    _tick: Timer | None
-    _ping_sent_at: float | None
-    _ping_payload: int
-    _pending_resets: int
-    _suspect: bool
-    _settings_seen: bool
-    _out: bytearray
-    _out_pos: int
-    _last_write_progress: float
+    settings_seen: bool
 
-    def _fail_stream(
-        self, st: H2Stream, exc: H2PoolError, send_rst: bool = True, code: int = 8
+    @property
+    def streams(self) -> Mapping[int, H2Stream]: ...
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def unsent(self) -> int:
+        """Bytes waiting for the socket."""
+        ...
+
+    def fail_stream(self, st: H2Stream, exc: H2PoolError) -> None:
+        """Fail one stream with RST_STREAM(CANCEL)."""
+
+    def lost(self, err: H2PoolError) -> None:
+        """Give the connection up as lost (unsent requests are retried)."""
+
+    def flush(self) -> None: ...
+    def on_healthy(self) -> None:
+        """A PING was answered: slots held back may be free again."""
+
+
+class Health:
+    """One timer per connection for every deadline; owned by the connection."""
+
+    __slots__ = (
+        "_loop",
+        "_owner",
+        "_ping_payload",
+        "_tick",
+        "last_progress",
+        "last_read",
+        "last_write_progress",
+        "limits",
+        "pending_resets",
+        "ping_sent_at",
+        "stall_timeout",
+        "suspect",
+    )
+
+    def __init__(
+        self, owner: HealthOwner, loop: IOLoop, limits: Limits, stall_timeout: float | None
     ) -> None:
-        raise NotImplementedError
+        self._owner = owner
+        self._loop = loop
+        self.limits = limits
+        self.stall_timeout = stall_timeout
+        self._tick: Timer | None = None
+        now = loop.now
+        self.last_read = now  # last byte read from the socket
+        self.last_progress = now  # last response HEADERS or DATA on any stream
+        self.last_write_progress = now  # last byte the kernel took
+        self.ping_sent_at: float | None = None  # one PING in flight at most
+        self._ping_payload = 0
+        # Streams stalled and the health PING is unanswered: the connection takes no new
+        # streams until the ACK (a new request could not be told apart from a sent one
+        # if the connection then dies).
+        self.suspect = False
+        # Streams we reset still count against the peer's limit until it has surely
+        # processed the RST_STREAM: the ACK of a PING sent after it (Go f35fec92). Else
+        # a client cancelling fast can exceed MAX_CONCURRENT_STREAMS on the server.
+        self.pending_resets = 0
 
-    def _lost(self, err: H2PoolError, cause: BaseException | None) -> None:
-        raise NotImplementedError
-
-    def flush(self) -> None:
-        raise NotImplementedError
-
-    def _arm_read_timer(self, st: H2Stream) -> None:
+    # -- per stream ------------------------------------------------------------------------
+    def arm_read(self, st: H2Stream) -> None:
+        """The request is sent: from now on its response must make progress."""
         read = st.req.timeout.read
-        st.last_activity = self.loop.now
+        st.last_activity = self._loop.now
         if read is None:
             st.deadline_kind = NO_DEADLINE
         else:
             st.deadline_kind = READ
-            self._ensure_tick(self.loop.now + read)
+            self.ensure_tick(self._loop.now + read)
 
-    def _stream_due(self, st: H2Stream) -> float | None:
+    def arm_write(self, st: H2Stream) -> None:
+        """The request has a body to send: the server must keep accepting it."""
+        write = st.req.timeout.write
+        if write is not None:
+            st.deadline_kind = WRITE
+            self.ensure_tick(self._loop.now + write)
+
+    def started(self) -> None:
+        """A stream was added; the read-idle clock of the PING check starts with the
+        first one."""
+        if len(self._owner.streams) == 1:
+            self.last_read = self._loop.now
+        if self._tick is None:
+            self.arm()
+
+    @staticmethod
+    def _stream_due(st: H2Stream) -> float | None:
         kind = st.deadline_kind
         if kind == READ:
             t = st.req.timeout.read
@@ -73,75 +141,86 @@ class Deadlines:
 
     def _expire_streams(self, now: float) -> None:
         """Fail streams whose read or write timeout passed without progress."""
-        expired = []
-        for st in self.streams.values():
-            due = self._stream_due(st)
-            if due is not None and due <= now:
-                expired.append(st)
+        owner = self._owner
+        streams = owner.streams
+        expired = [
+            st for st in streams.values() if (d := self._stream_due(st)) is not None and d <= now
+        ]
         for st in expired:
-            if self.streams.get(st.id) is not st:
+            if streams.get(st.id) is not st:
                 continue
             if st.deadline_kind == WRITE:
                 write = st.req.timeout.write
-                self._fail_stream(st, WriteTimeout(f"request body made no progress for {write} s"))
+                owner.fail_stream(st, WriteTimeout(f"request body made no progress for {write} s"))
                 continue
             read = st.req.timeout.read
-            self._fail_stream(st, ReadTimeout(f"no response data from {self.label} for {read} s"))
-            if self.closed:
+            owner.fail_stream(st, ReadTimeout(f"no response data from {owner.label} for {read} s"))
+            if owner.closed:
                 return
-            if getattr(self.h2.incoming_buffer, "_headers_buffer", None):
+            if owner.h2.in_header_block():
                 # Stalled inside a header block (HEADERS without END_HEADERS): the HPACK
                 # state is shared, so this connection can never carry anything again.
-                msg = f"{self.label} stalled inside a header block"
+                msg = f"{owner.label} stalled inside a header block"
                 try:
-                    self.h2.close_connection(error_code=1)  # PROTOCOL_ERROR
+                    owner.h2.close_connection(error_code=1)  # PROTOCOL_ERROR
                 except Exception:
                     pass
-                self.flush()
-                self._lost(ConnectionLost(msg), None)
+                owner.flush()
+                owner.lost(ConnectionLost(msg))
                 return
-            if not self._settings_seen:
+            if not owner.settings_seen:
                 # Never a SETTINGS frame: this is not a working HTTP/2 server; do not
                 # pool the connection for the next request.
-                self._lost(ConnectionLost(f"{self.label} never sent its SETTINGS"), None)
+                owner.lost(ConnectionLost(f"{owner.label} never sent its SETTINGS"))
                 return
             if now - self.last_progress >= (read or 0.0):
                 # No stream has made progress for the whole timeout: the connection may
                 # be dead. Check it with a PING; until the ACK it takes no new streams.
                 # (If other streams are progressing, only this one is slow.)
-                self._suspect = True
-                self._send_ping()
+                self.suspect = True
+                self.send_ping()
 
-    def _arm_tick(self) -> None:
+    # -- the tick --------------------------------------------------------------------------
+    def arm(self) -> None:
         """One lazily re-armed timer per connection covers the streams' read and write
         timeouts, the PING health check and the write-stall check; it sleeps until the
         nearest of their deadlines. Progress only moves ``last_activity``; the tick
         re-computes when it fires, so a request costs no timer operation (measured: the
         per-stream SortedList insert and removal were ~4% of the I/O thread)."""
-        due = self._next_tick_due()
+        due = self._next_due()
         if due is not None:
-            self._tick = self.loop.call_at(due, self._on_tick)
+            self._tick = self._loop.call_at(due, self._on_tick)
 
-    def _ensure_tick(self, due: float) -> None:
+    def arm_if_idle(self) -> None:
+        if self._tick is None:
+            self.arm()
+
+    def ensure_tick(self, due: float) -> None:
         tick = self._tick
         if tick is None:
-            self._tick = self.loop.call_at(due, self._on_tick)
+            self._tick = self._loop.call_at(due, self._on_tick)
         elif due < tick.when:
             tick.cancel()
-            self._tick = self.loop.call_at(due, self._on_tick)
+            self._tick = self._loop.call_at(due, self._on_tick)
 
-    def _next_tick_due(self) -> float | None:
+    def stop(self) -> None:
+        if self._tick is not None:
+            self._tick.cancel()
+            self._tick = None
+
+    def _next_due(self) -> float | None:
         due: float | None = None
         interval = self.limits.ping_interval
-        if self._ping_sent_at is not None:
-            due = self._ping_sent_at + self.limits.ping_timeout
-        elif interval is not None and (self.streams or self._pending_resets):
+        owner = self._owner
+        if self.ping_sent_at is not None:
+            due = self.ping_sent_at + self.limits.ping_timeout
+        elif interval is not None and (owner.streams or self.pending_resets):
             due = self.last_read + interval
         stall = self.stall_timeout
-        if stall is not None and len(self._out) > self._out_pos:
-            d = self._last_write_progress + stall
+        if stall is not None and owner.unsent:
+            d = self.last_write_progress + stall
             due = d if due is None else min(due, d)
-        for st in self.streams.values():
+        for st in owner.streams.values():
             d2 = self._stream_due(st)
             if d2 is not None and (due is None or d2 < due):
                 due = d2
@@ -149,51 +228,58 @@ class Deadlines:
 
     def _on_tick(self) -> None:
         self._tick = None
-        if self.closed:
+        owner = self._owner
+        if owner.closed:
             return
-        now = self.loop.now
+        now = self._loop.now
         self._expire_streams(now)
-        if self.closed:
+        if owner.closed:
             return
         ping_timeout = self.limits.ping_timeout
-        if self._ping_sent_at is not None and now >= self._ping_sent_at + ping_timeout:
-            msg = f"{self.label} did not answer a PING within {ping_timeout} s"
-            self._lost(ConnectionLost(msg), None)
+        if self.ping_sent_at is not None and now >= self.ping_sent_at + ping_timeout:
+            owner.lost(
+                ConnectionLost(f"{owner.label} did not answer a PING within {ping_timeout} s")
+            )
             return
         stall = self.stall_timeout
-        unsent = len(self._out) > self._out_pos
-        if stall is not None and unsent and now >= self._last_write_progress + stall:
-            self._lost(ConnectionLost(f"writes to {self.label} stalled for {stall} s"), None)
+        if stall is not None and owner.unsent and now >= self.last_write_progress + stall:
+            owner.lost(ConnectionLost(f"writes to {owner.label} stalled for {stall} s"))
             return
         interval = self.limits.ping_interval
         if (
             interval is not None
-            and self._ping_sent_at is None
-            and self.streams
+            and self.ping_sent_at is None
+            and owner.streams
             and now >= self.last_read + interval
         ):
-            self._send_ping()
-        self._arm_tick()
+            self.send_ping()
+        self.arm()
 
-    def _send_ping(self) -> None:
-        if self._ping_sent_at is not None or self.closed:
+    # -- PING ------------------------------------------------------------------------------
+    def reset_sent(self) -> None:
+        """We sent RST_STREAM: hold its slot until a PING proves the server saw it."""
+        self.pending_resets += 1
+        self.send_ping()
+
+    def send_ping(self) -> None:
+        owner = self._owner
+        if self.ping_sent_at is not None or owner.closed:
             return
         self._ping_payload += 1
-        self.h2.ping(self._ping_payload.to_bytes(8, "big"))
-        self._ping_sent_at = self.loop.now
-        self.loop.mark_dirty(self)
+        owner.h2.ping(self._ping_payload.to_bytes(8, "big"))
+        self.ping_sent_at = self._loop.now
+        self._loop.mark_dirty(owner)
         if self._tick is None:
-            self._arm_tick()
+            self.arm()
 
-    def _on_ping_ack(self, event: ev.PingAckReceived) -> None:
-        self._ping_sent_at = None
-        if self._suspect:
-            self._suspect = False
-            self.origin.on_slot_free(self)
+    def on_ping_ack(self) -> None:
+        self.ping_sent_at = None
+        freed = self.suspect or self.pending_resets > 0
+        self.suspect = False
+        self.pending_resets = 0
         # The tick may sleep until the ACK deadline; bring it forward to the next due.
-        due = self._next_tick_due()
+        due = self._next_due()
         if due is not None:
-            self._ensure_tick(due)
-        if self._pending_resets:
-            self._pending_resets = 0
-            self.origin.on_slot_free(self)
+            self.ensure_tick(due)
+        if freed:
+            self._owner.on_healthy()

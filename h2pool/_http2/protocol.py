@@ -17,17 +17,15 @@ from h2.errors import ErrorCodes
 from h2.frame_buffer import FrameBuffer
 from hyperframe.frame import RstStreamFrame, WindowUpdateFrame
 
-from .._request import StreamRecord
+from .._connection import StreamRecord
 from .fastpath import FastPaths
+from .health import NO_DEADLINE, Deadline
 from .hpack import CachingDecoder, CachingEncoder
 
 if TYPE_CHECKING:
     from .._request import Request
 
 __all__ = ["BodyLengthMismatch", "H2Stream", "new_h2_connection"]
-
-# Which timeout runs on a stream now (H2Stream.deadline_kind).
-NO_DEADLINE, READ, WRITE = 0, 1, 2
 
 _CONFIG = H2Configuration(
     client_side=True,
@@ -66,6 +64,26 @@ class _H2(FastPaths):
         """``data_to_send()`` without its copy: hand over h2's buffer, start a new one."""
         out = self._data_to_send
         self._data_to_send = bytearray()
+        return out
+
+    def take_partial_frame(self) -> bytearray:
+        """The bytes of an incomplete frame h2 holds from the last read, handed over
+        (the connection reads the next bytes after them into the loop's buffer)."""
+        carry: bytearray = self.incoming_buffer._data
+        self.incoming_buffer._data = bytearray()
+        return carry
+
+    def keep_partial_frame(self, data: bytes | memoryview) -> None:
+        """Give h2 back an incomplete frame nothing new arrived for."""
+        self.incoming_buffer._data += data
+
+    def in_header_block(self) -> bool:
+        """Inside a header block (HEADERS without END_HEADERS, CONTINUATION pending)."""
+        return bool(getattr(self.incoming_buffer, "_headers_buffer", None))
+
+    def take_preserved(self) -> bytes:
+        """Output generated before a GOAWAY that h2 would have discarded (see below)."""
+        out, self.preserved = self.preserved, b""
         return out
 
     def ack_connection(self, nbytes: int) -> None:
@@ -176,9 +194,9 @@ class H2Stream(StreamRecord):
     def __init__(self, sid: int, req: Request, now: float) -> None:
         super().__init__(sid, req, now)
         self.trailers: list[tuple[bytes, bytes]] | None = None
-        # Which timeout runs now: NO_DEADLINE, _READ or _WRITE. The connection's single
-        # tick timer enforces it lazily from last_activity: no timer operation per stream.
-        self.deadline_kind = NO_DEADLINE
+        # Which timeout runs now. The connection's single tick timer (health.Health)
+        # enforces it lazily from last_activity: no timer operation per stream.
+        self.deadline_kind: Deadline = NO_DEADLINE
         self.expected: int | None = None  # Content-Length of the response, if any
         self.received = 0  # response body bytes so far
         self.no_body = False  # 204/304: DATA is an error

@@ -1,20 +1,26 @@
 """Sending request bodies on an HTTP/2 connection: round-robin DATA within the
-flow-control windows and the outbound-buffer cap. A mixin of ``H2Conn``; I/O thread only.
+flow-control windows and the outbound-buffer cap. I/O thread only.
+
+``BodyScheduler`` is owned by its ``H2Conn`` and sees it only through ``SenderOwner``.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Protocol
 
 import h2.exceptions as h2x
 
-from .._errors import H2PoolError, RequestBodyError
-from .protocol import H2Stream
+from .._connection import take_upload
+from .._errors import H2PoolError
 
 if TYPE_CHECKING:
     from .._loop import IOLoop
-    from .protocol import _H2
+    from .health import Health
+    from .protocol import _H2, H2Stream
+
+__all__ = ["OUT_CAP", "BodyScheduler", "SenderOwner"]
 
 # Outbound bytes we buffer per connection before we stop generating DATA and stop
 # reading the socket. h2 acknowledges PING and SETTINGS without limit, so a peer that
@@ -22,48 +28,69 @@ if TYPE_CHECKING:
 OUT_CAP = 1024 * 1024
 
 
-class BodySender:
-    """The body-sending half of ``H2Conn`` (its attributes are declared there)."""
+class SenderOwner(Protocol):
+    """What ``BodyScheduler`` needs from its connection."""
 
     h2: _H2
-    loop: IOLoop
-    streams: dict[int, H2Stream]
-    _senders: deque[H2Stream]
-    _out: bytearray
-    _out_pos: int
-    _settings_seen: bool
+    health: Health
+    settings_seen: bool
 
-    def _fail_stream(
-        self, st: H2Stream, exc: H2PoolError, send_rst: bool = True, code: int = 8
-    ) -> None:
-        raise NotImplementedError
+    @property
+    def streams(self) -> Mapping[int, H2Stream]: ...
+    @property
+    def unsent(self) -> int: ...
+    def fail_stream(self, st: H2Stream, exc: H2PoolError) -> None: ...
+    def flush(self) -> None: ...
 
-    def _arm_read_timer(self, st: H2Stream) -> None:
-        raise NotImplementedError
 
-    def flush(self) -> None:
-        raise NotImplementedError
+class BodyScheduler:
+    """The streams of one connection with request body left to send."""
 
-    def _pump_bodies(self) -> None:
+    __slots__ = ("_loop", "_owner", "pending", "senders")
+
+    def __init__(self, owner: SenderOwner, loop: IOLoop) -> None:
+        self._owner = owner
+        self._loop = loop
+        self.senders: deque[H2Stream] = deque()
+        # Set by event handlers (WINDOW_UPDATE, SETTINGS): pump once after the whole
+        # batch of events, since a later event of the batch may be the RST_STREAM h2
+        # has already applied, and sending on that stream would fail.
+        self.pending = False
+
+    def __bool__(self) -> bool:
+        return bool(self.senders)
+
+    def add(self, st: H2Stream) -> None:
+        self.senders.append(st)
+        self.pump()
+
+    def pump_if_pending(self) -> None:
+        if self.pending:
+            self.pending = False
+            self.pump()
+
+    def pump(self) -> None:
         """Send DATA round-robin, one frame per stream per round, within the flow-control
         windows, so one large upload cannot starve small requests on this connection."""
-        if not self._settings_seen:
+        owner = self._owner
+        if not owner.settings_seen:
             # Until the server's SETTINGS arrive we do not know its stream windows; a
             # server announcing a window below 65535 would see an overflow (RFC 9113
             # §6.9.2 allows it, strict servers reject it). HEADERS go out at once.
             return
-        senders = self._senders
-        h2c = self.h2
+        senders = self.senders
+        h2c = owner.h2
+        streams = owner.streams
         # Count what h2 has generated but not yet handed over, or several uploads
         # started in one turn would each buffer up to the cap.
-        budget = OUT_CAP - (len(self._out) - self._out_pos) - self.h2.pending_output()
+        budget = OUT_CAP - owner.unsent - h2c.pending_output()
         while senders and budget > 0:
             if h2c.outbound_flow_control_window <= 0:
                 return
             progressed = False
             for _ in range(len(senders)):
                 st = senders.popleft()
-                if self.streams.get(st.id) is not st:
+                if streams.get(st.id) is not st:
                     continue
                 window = h2c.local_flow_control_window(st.id)
                 if window <= 0:
@@ -89,11 +116,11 @@ class BodySender:
                 except h2x.StreamClosedError:
                     continue  # reset by the peer; its StreamReset event settles it
                 budget -= n
-                st.last_activity = self.loop.now
+                st.last_activity = self._loop.now
                 progressed = True
                 if end:
                     st.body = None
-                    self._arm_read_timer(st)
+                    owner.health.arm_read(st)
                 else:
                     st.body_pos = pos + n
                     senders.append(st)
@@ -106,38 +133,29 @@ class BodySender:
         """One DATA frame from a streamed body; re-queues the stream if more may follow."""
         pipe = st.upload
         assert pipe is not None
-        data, end, error = pipe.take(limit)
+        owner = self._owner
+        data, end, error = take_upload(pipe, limit)
         if error is not None:
-            err = RequestBodyError(f"reading the request body failed: {error!r}")
-            err.__cause__ = error
-            self._fail_stream(st, err)
-            return 0
-        declared = pipe.declared_length
-        if declared is not None and (pipe.taken > declared or (end and pipe.taken != declared)):
-            self._fail_stream(
-                st,
-                RequestBodyError(
-                    f"request body is {'longer' if pipe.taken > declared else 'shorter'} "
-                    f"than its Content-Length {declared}"
-                ),
-            )
+            owner.fail_stream(st, error)
             return 0
         if not data and not end:
-            return 0  # the producer will post _resume_upload when it has more
+            return 0  # the producer will post resume() when it has more
         try:
-            self.h2.send_data(st.id, data, end_stream=end)
+            owner.h2.send_data(st.id, data, end_stream=end)
         except h2x.StreamClosedError:
             return 0  # reset by the peer; its StreamReset event settles it
-        st.last_activity = self.loop.now
+        st.last_activity = self._loop.now
         if end:
             st.upload = None
-            self._arm_read_timer(st)
+            owner.health.arm_read(st)
         else:
-            self._senders.append(st)
+            self.senders.append(st)
         return max(len(data), 1)
 
-    def _resume_upload(self, st: H2Stream) -> None:
-        if self.streams.get(st.id) is st and st.upload is not None and st not in self._senders:
-            self._senders.append(st)
-            self._pump_bodies()
-            self.loop.mark_dirty(self)
+    def resume(self, st: H2Stream) -> None:
+        """The producer of ``st``'s streamed body has more (posted by the producer)."""
+        owner = self._owner
+        if owner.streams.get(st.id) is st and st.upload is not None and st not in self.senders:
+            self.senders.append(st)
+            self.pump()
+            self._loop.mark_dirty(owner)

@@ -1,0 +1,387 @@
+"""What the pool sees of a connection, and what both connection kinds share.
+
+The pool (``_pool.py``) talks to HTTP/2 (``_http2/connection.py``) and HTTP/1.1
+(``_http11.py``) connections only through :class:`Connection`; a connection talks
+back only through :class:`Origin`. Both kinds build on :class:`ConnectionBase`: the
+lifecycle (:class:`ConnState`, a transition table), the output buffer with its
+"possibly sent" accounting (:class:`OutputBuffer`), per-request bookkeeping
+(:class:`StreamRecord`) and the request-body length check.
+
+Everything here runs on the I/O thread, except ``post_consumed``/``post_cancel``,
+which streamed-response readers call and which only post work to the I/O thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import socket
+import ssl
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Generic, Protocol, TypedDict, TypeVar
+
+from ._errors import H2PoolError, RequestBodyError
+from ._headers import Headers
+from ._response import Response
+from ._sockio import send_some
+
+if TYPE_CHECKING:
+    from ._config import Limits
+    from ._loop import IOLoop
+    from ._request import Request
+    from ._retry import Fact
+    from ._stream import BodyPipe, UploadPipe
+
+__all__ = [
+    "ConnState",
+    "Connection",
+    "ConnectionBase",
+    "ConnectionInfo",
+    "IllegalTransition",
+    "Origin",
+    "OutputBuffer",
+    "StreamRecord",
+    "take_upload",
+]
+
+
+class ConnState(enum.Enum):
+    """A connection's lifecycle. ``OPEN`` and ``HANDSHAKE`` take new requests."""
+
+    #: HTTP/2: our preface is out, the server's SETTINGS have not arrived yet. Requests
+    #: may start (RFC 9113 §3.4 lets the client send at once) within assumed limits.
+    HANDSHAKE = "handshake"
+    OPEN = "open"
+    #: No new requests: GOAWAY received or sent, ``Connection: close``, the client is
+    #: closing. Requests already on the connection finish.
+    DRAINING = "draining"
+    CLOSED = "closed"
+
+
+# Every allowed transition; any pair not listed is a bug (like h2's state machine).
+# Staying in the same state is always allowed and is not a transition.
+TRANSITIONS: frozenset[tuple[ConnState, ConnState]] = frozenset(
+    [
+        (ConnState.HANDSHAKE, ConnState.OPEN),
+        (ConnState.HANDSHAKE, ConnState.DRAINING),
+        (ConnState.HANDSHAKE, ConnState.CLOSED),
+        (ConnState.OPEN, ConnState.DRAINING),
+        (ConnState.OPEN, ConnState.CLOSED),
+        (ConnState.DRAINING, ConnState.CLOSED),
+    ]
+)
+
+
+class IllegalTransition(RuntimeError):
+    """A connection was asked to move between states the table does not allow."""
+
+
+class ConnectionInfo(TypedDict):
+    """Per-connection state in ``Client.stats()["per_origin"][...]["connections"]``."""
+
+    http_version: str
+    active_streams: int
+    resetting_streams: int
+    max_streams: int
+    goaway_received: bool
+    idle_since: float | None
+    requests: int
+    bytes_sent: int
+    bytes_received: int
+
+
+class Origin(Protocol):
+    """What a connection may call on its pool entry (all calls on the I/O thread)."""
+
+    @property
+    def stall_timeout(self) -> float | None:
+        """Close a connection whose socket writes make no progress this long."""
+        ...
+
+    def on_slot_free(self, conn: Connection) -> None:
+        """A request slot may have opened (a stream ended, limits rose, SETTINGS)."""
+
+    def on_conn_closed(self, conn: Connection) -> None:
+        """The connection is closed; every request on it has been settled."""
+
+    def retry(self, req: Request, fact: Fact, cause: H2PoolError) -> bool:
+        """``req`` could not complete here for the reason ``fact``. True: the pool has
+        taken it back (sent again, or failed it itself). False: the connection fails it
+        with ``cause``. The decision is :meth:`h2pool._retry.RetryPolicy.judge`'s."""
+        ...
+
+
+class Connection(Protocol):
+    """What the pool may call and read on a connection (I/O thread only)."""
+
+    http_version: str
+    label: str
+    idle_since: float
+
+    @property
+    def streams(self) -> Mapping[int, StreamRecord]: ...
+    @property
+    def state(self) -> ConnState: ...
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def draining(self) -> bool: ...
+    @property
+    def free_slots(self) -> int:
+        """How many more requests ``start`` may be given now."""
+        ...
+
+    @property
+    def bytes_sent(self) -> int: ...
+    @property
+    def bytes_received(self) -> int: ...
+    @property
+    def resets_sent(self) -> int: ...
+
+    def start(self, req: Request) -> None:
+        """Send ``req``; the caller checked ``free_slots``."""
+
+    def cancel(self, req: Request) -> None:
+        """The caller cancelled ``req``: stop it and free its slot."""
+
+    def drain(self) -> None:
+        """Take no new requests; close once the ones in flight have finished."""
+
+    def close(self) -> None:
+        """Close now; requests still in flight fail with ``ClientClosed``."""
+
+    def abort(self, exc: BaseException) -> None:
+        """The I/O thread is dying: fail every request with ``exc``, close the socket,
+        call back nobody."""
+
+    def describe(self) -> ConnectionInfo: ...
+
+
+class OutputBuffer:
+    """Bytes generated for the socket and not yet sent, and how far sending got.
+
+    ``written`` counts bytes the kernel took; ``written_hi`` bytes that *may* have
+    reached it (a TLS ``send`` that raised may have put whole records in the kernel,
+    see ``_sockio``). A request whose first byte lies at or beyond both was provably
+    never sent, and only then may it be retried after a connection loss.
+    """
+
+    __slots__ = ("cap", "data", "generated", "pos", "tls", "written", "written_hi")
+
+    def __init__(self, tls: bool, cap: int) -> None:
+        self.data = bytearray()
+        self.pos = 0  # data[:pos] is sent; compacted when it passes ``cap``
+        self.cap = cap
+        self.tls = tls
+        self.written = 0
+        self.written_hi = 0
+        self.generated = 0  # bytes ever appended: a request's offset on the wire
+
+    @property
+    def pending(self) -> int:
+        return len(self.data) - self.pos
+
+    def append(self, data: bytes | bytearray) -> None:
+        if not data:
+            return
+        self.generated += len(data)
+        if self.pos >= len(self.data) and type(data) is bytearray:
+            self.data = data  # nothing pending: take the buffer, no copy
+            self.pos = 0
+        else:
+            self.data += data
+
+    def send(self, sock: socket.socket) -> tuple[int, OSError | None]:
+        """Send as much as the socket takes: (bytes sent, error)."""
+        data = self.data
+        start = self.pos
+        pos, hi, error = send_some(sock, data, start, self.tls)
+        self.written_hi = max(self.written_hi, self.written + hi - start)
+        sent = pos - start
+        self.written += sent
+        if pos >= len(data):
+            data.clear()
+            pos = 0
+        elif pos > self.cap:
+            del data[:pos]
+            pos = 0
+        self.pos = pos
+        return sent, error
+
+    def possibly_sent(self, offset: int) -> bool:
+        """Whether any byte at ``offset`` or later may have reached the kernel."""
+        return max(self.written, self.written_hi) > offset
+
+    def clear(self) -> None:
+        self.data.clear()
+        self.pos = 0
+
+
+class StreamRecord:
+    """What every connection kind keeps per request in flight (I/O thread only):
+    the response as it arrives and the request body as it leaves."""
+
+    __slots__ = (
+        "body",
+        "body_pos",
+        "chunks",
+        "headers",
+        "id",
+        "last_activity",
+        "pipe",
+        "req",
+        "status",
+        "upload",
+    )
+
+    def __init__(self, sid: int, req: Request, now: float) -> None:
+        self.id = sid
+        self.req = req
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] | None = None
+        self.chunks: list[bytes] = []
+        self.pipe: BodyPipe | None = None
+        self.body: memoryview | None = None
+        self.body_pos = 0
+        self.upload: UploadPipe | None = req.upload
+        self.last_activity = now
+
+    def streamed_response(self, http_version: str, pipe: BodyPipe) -> Response:
+        """The Response handed out when the headers arrive; its body follows by ``pipe``."""
+        assert self.headers is not None
+        req = self.req
+        return Response(
+            self.status,
+            Headers._from_raw(self.headers),
+            url=req.url.url,
+            http_version=http_version,
+            pipe=pipe,
+            method=req.method,
+        )
+
+    def buffered_response(self, http_version: str, trailers: Headers | None) -> Response:
+        """The Response of a completed, buffered exchange."""
+        assert self.headers is not None
+        chunks = self.chunks
+        req = self.req
+        return Response(
+            self.status,
+            Headers._from_raw(self.headers),
+            url=req.url.url,
+            http_version=http_version,
+            content=chunks[0] if len(chunks) == 1 else b"".join(chunks),
+            trailers=trailers,
+            method=req.method,
+        )
+
+
+def take_upload(
+    pipe: UploadPipe, limit: int
+) -> tuple[bytes | memoryview, bool, RequestBodyError | None]:
+    """Up to ``limit`` bytes of a streamed request body: (data, at end, error). The error
+    is the producer's own (chained) or a body that disagrees with its Content-Length
+    (never send more than declared: RFC 9110 §8.6)."""
+    data, end, error = pipe.take(limit)
+    if error is not None:
+        err = RequestBodyError(f"reading the request body failed: {error!r}")
+        err.__cause__ = error
+        return b"", True, err
+    declared = pipe.declared_length
+    if declared is not None and (pipe.taken > declared or (end and pipe.taken != declared)):
+        longer = "longer" if pipe.taken > declared else "shorter"
+        msg = f"request body is {longer} than its Content-Length {declared}"
+        return b"", True, RequestBodyError(msg)
+    return data, end, None
+
+
+S = TypeVar("S", bound=StreamRecord)
+
+
+class ConnectionBase(Generic[S]):
+    """The state and plumbing both connection kinds share. I/O thread only."""
+
+    http_version = ""
+
+    def __init__(
+        self,
+        loop: IOLoop,
+        origin: Origin,
+        sock: socket.socket,
+        limits: Limits,
+        label: str,
+        state: ConnState,
+        out_cap: int,
+    ) -> None:
+        self.loop = loop
+        self.origin = origin
+        self.sock = sock
+        self.label = label
+        self.limits = limits
+        self._state = state
+        self.streams: dict[int, S] = {}
+        self.out = OutputBuffer(isinstance(sock, ssl.SSLSocket), out_cap)
+        self.idle_since = loop.now
+        self.bytes_received = 0
+        self.requests_started = 0
+        self.resets_sent = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    @property
+    def state(self) -> ConnState:
+        return self._state
+
+    def _move_to(self, new: ConnState) -> None:
+        old = self._state
+        if old is not new:
+            if (old, new) not in TRANSITIONS:
+                raise IllegalTransition(f"{self!r}: {old.name} -> {new.name}")
+            self._state = new
+
+    @property
+    def closed(self) -> bool:
+        return self._state is ConnState.CLOSED
+
+    @property
+    def draining(self) -> bool:
+        """No new requests (draining or closed)."""
+        state = self._state
+        return state is not ConnState.OPEN and state is not ConnState.HANDSHAKE
+
+    @property
+    def bytes_sent(self) -> int:
+        return self.out.written
+
+    # -- from readers (any thread: these only post) ------------------------------------------
+    def post_consumed(self, stream_id: int, nbytes: int) -> None:
+        """Reader thread: ``nbytes`` of a streamed body were consumed."""
+        self.loop.call_soon_threadsafe(self._ack, stream_id, nbytes)
+
+    def post_cancel(self, stream_id: int, unread: int) -> None:
+        """Reader thread: the reader went away before the end of the body."""
+        self.loop.call_soon_threadsafe(self._reader_gone, stream_id, unread)
+
+    def _ack(self, stream_id: int, nbytes: int) -> None:
+        raise NotImplementedError
+
+    def _reader_gone(self, stream_id: int, unread: int) -> None:
+        raise NotImplementedError
+
+    # -- the end ----------------------------------------------------------------------------
+    def _close_socket(self) -> None:
+        """Mark closed, unregister and close the socket (the first step of every end)."""
+        self._move_to(ConnState.CLOSED)
+        with contextlib.suppress(KeyError, ValueError):
+            self.loop.selector.unregister(self.sock)
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+    def abort(self, exc: BaseException) -> None:
+        """The I/O thread is dying: fail every request with ``exc``, close the socket."""
+        records = list(self.streams.values())
+        self.streams.clear()
+        for st in records:
+            if st.pipe is not None:
+                st.pipe.feed_error(exc)
+            st.req.fail(exc)
+        with contextlib.suppress(OSError):
+            self.sock.close()
