@@ -18,7 +18,7 @@ import enum
 import socket
 import ssl
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Generic, Protocol, TypedDict, TypeVar
+from typing import TYPE_CHECKING, ClassVar, Generic, Protocol, TypedDict, TypeVar
 
 from ._errors import H2PoolError, RequestBodyError
 from ._headers import Headers
@@ -114,10 +114,11 @@ class Origin(Protocol):
 class Connection(Protocol):
     """What the pool may call and read on a connection (I/O thread only)."""
 
-    http_version: str
     label: str
     idle_since: float
 
+    @property
+    def http_version(self) -> str: ...
     @property
     def streams(self) -> Mapping[int, StreamRecord]: ...
     @property
@@ -298,32 +299,59 @@ S = TypeVar("S", bound=StreamRecord)
 
 
 class ConnectionBase(Generic[S]):
-    """The state and plumbing both connection kinds share. I/O thread only."""
+    """The state and plumbing both connection kinds share. I/O thread only.
 
-    http_version = ""
+    A subclass names its protocol, first state and output cap as class attributes and
+    sets up its own state in ``_setup``."""
+
+    http_version: ClassVar[str]
+    initial_state: ClassVar[ConnState]
+    out_cap: ClassVar[int]  # unsent bytes above which no more is generated
 
     def __init__(
-        self,
-        loop: IOLoop,
-        origin: Origin,
-        sock: socket.socket,
-        limits: Limits,
-        label: str,
-        state: ConnState,
-        out_cap: int,
+        self, loop: IOLoop, origin: Origin, sock: socket.socket, limits: Limits, label: str
     ) -> None:
         self.loop = loop
         self.origin = origin
         self.sock = sock
         self.label = label
         self.limits = limits
-        self._state = state
+        self._state = self.initial_state
         self.streams: dict[int, S] = {}
-        self.out = OutputBuffer(isinstance(sock, ssl.SSLSocket), out_cap)
+        self.out = OutputBuffer(isinstance(sock, ssl.SSLSocket), self.out_cap)
         self.idle_since = loop.now
         self.bytes_received = 0
         self.requests_started = 0
         self.resets_sent = 0
+        self.goaway_received = False
+        self._setup()
+
+    def _setup(self) -> None:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        kind = type(self).__name__
+        return f"<{kind} {self.label} streams={len(self.streams)} {self._state.name}>"
+
+    max_streams = 1  # concurrent requests the peer allows now
+
+    @property
+    def resetting_streams(self) -> int:
+        return 0
+
+    def describe(self) -> ConnectionInfo:
+        """Per-connection state for ``Client.stats()`` (like Go's ClientConnState)."""
+        return {
+            "http_version": self.http_version,
+            "active_streams": len(self.streams),
+            "resetting_streams": self.resetting_streams,
+            "max_streams": self.max_streams,
+            "goaway_received": self.goaway_received,
+            "idle_since": None if self.streams else self.idle_since,
+            "requests": self.requests_started,
+            "bytes_sent": self.bytes_sent,
+            "bytes_received": self.bytes_received,
+        }
 
     # -- lifecycle ---------------------------------------------------------------------------
     @property

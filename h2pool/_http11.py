@@ -16,18 +16,14 @@ from __future__ import annotations
 import itertools
 import logging
 import selectors
-import socket
 import ssl
 from typing import TYPE_CHECKING
 
 import h11
 
-from ._config import Limits
 from ._connection import (
     ConnectionBase,
-    ConnectionInfo,
     ConnState,
-    Origin,
     StreamRecord,
     take_upload,
 )
@@ -45,7 +41,7 @@ from ._retry import Fact
 from ._stream import BodyPipe
 
 if TYPE_CHECKING:
-    from ._loop import IOLoop, Timer
+    from ._loop import Timer
     from ._request import Request
 
 log = logging.getLogger("h2pool")
@@ -75,45 +71,23 @@ class H1Conn(ConnectionBase[H1Stream]):
     """An HTTP/1.1 connection carrying one request at a time. I/O thread only."""
 
     http_version = "HTTP/1.1"
+    initial_state = ConnState.OPEN
+    out_cap = _OUT_CAP
 
-    def __init__(
-        self,
-        loop: IOLoop,
-        origin: Origin,
-        sock: socket.socket,
-        limits: Limits,
-        label: str,
-    ) -> None:
-        super().__init__(loop, origin, sock, limits, label, ConnState.OPEN, _OUT_CAP)
-        self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=limits.max_header_list_size)
+    def _setup(self) -> None:
+        limit = self.limits.max_header_list_size
+        self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=limit)
         self._ids = itertools.count(1)
         self._events = selectors.EVENT_READ
         self._reading = True  # False while a slow reader has a full stream window
         self._eof = False
-        loop.selector.register(sock, self._events, self._on_io)
-
-    def __repr__(self) -> str:
-        return f"<H1Conn {self.label} busy={bool(self.streams)} {self._state.name}>"
+        self.loop.selector.register(self.sock, self._events, self._on_io)
 
     @property
     def free_slots(self) -> int:
         if self.closed or self.draining or self.streams:
             return 0
         return 1 if self.h11.our_state is h11.IDLE and self.h11.their_state is h11.IDLE else 0
-
-    def describe(self) -> ConnectionInfo:
-        """Per-connection state for ``Client.stats()``, shaped like ``H2Conn.describe``."""
-        return {
-            "http_version": self.http_version,
-            "active_streams": len(self.streams),
-            "resetting_streams": 0,
-            "max_streams": 1,
-            "goaway_received": False,
-            "idle_since": None if self.streams else self.idle_since,
-            "requests": self.requests_started,
-            "bytes_sent": self.bytes_sent,
-            "bytes_received": self.bytes_received,
-        }
 
     # -- starting a request ----------------------------------------------------------------
     def start(self, req: Request) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import selectors
-import socket
 import ssl
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -25,8 +24,7 @@ from h2.connection import ConnectionState
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes, Settings
 
-from .._config import Limits
-from .._connection import ConnectionBase, ConnectionInfo, ConnState, Origin
+from .._connection import ConnectionBase, ConnState
 from .._errors import (
     ClientClosed,
     ConnectionLost,
@@ -44,7 +42,6 @@ from .protocol import BodyLengthMismatch, H2Stream, new_h2_connection
 from .send import OUT_CAP, BodyScheduler
 
 if TYPE_CHECKING:
-    from .._loop import IOLoop
     from .._request import Request
 
 log = logging.getLogger("h2pool")
@@ -70,19 +67,13 @@ class H2Conn(ConnectionBase[H2Stream]):
     """An HTTP/2 connection. All state is owned by the I/O thread."""
 
     http_version = "HTTP/2"
+    initial_state = ConnState.HANDSHAKE
+    out_cap = OUT_CAP
 
-    def __init__(
-        self,
-        loop: IOLoop,
-        origin: Origin,
-        sock: socket.socket,
-        limits: Limits,
-        label: str,
-    ) -> None:
-        super().__init__(loop, origin, sock, limits, label, ConnState.HANDSHAKE, OUT_CAP)
-        # Facts about the peer (not lifecycle: a connection may drain before SETTINGS).
+    def _setup(self) -> None:
+        loop, limits = self.loop, self.limits
+        # A fact about the peer, not lifecycle: a connection may drain before SETTINGS.
         self.settings_seen = False
-        self.goaway_received = False
         self._preface_bytes = 0
         self._peer_header_limit: int | None = None
         self._peer_max_streams = _DEFAULT_MAX_STREAMS
@@ -93,7 +84,7 @@ class H2Conn(ConnectionBase[H2Stream]):
         # so a control-frame flood meets TCP backpressure instead of our memory.
         self._reading = True
         self.responses_completed = 0
-        self.health = Health(self, loop, limits, origin.stall_timeout)
+        self.health = Health(self, loop, limits, self.origin.stall_timeout)
         self.sender = BodyScheduler(self, loop)
         self.h2 = new_h2_connection(limits.max_header_list_size)
         self.h2.local_settings = Settings(
@@ -107,11 +98,8 @@ class H2Conn(ConnectionBase[H2Stream]):
         self.h2.initiate_connection()
         if limits.connection_window > 65535:
             self.h2.increment_flow_control_window(limits.connection_window - 65535)
-        loop.selector.register(sock, self._events, self._on_io)
+        loop.selector.register(self.sock, self._events, self._on_io)
         loop.mark_dirty(self)
-
-    def __repr__(self) -> str:
-        return f"<H2Conn {self.label} streams={len(self.streams)} {self._state.name}>"
 
     # -- capacity --------------------------------------------------------------------------
     def _compute_max_streams(self) -> int:
@@ -136,19 +124,9 @@ class H2Conn(ConnectionBase[H2Stream]):
     def unsent(self) -> int:
         return self.out.pending
 
-    def describe(self) -> ConnectionInfo:
-        """Per-connection state for ``Client.stats()`` (like Go's ClientConnState)."""
-        return {
-            "http_version": self.http_version,
-            "active_streams": len(self.streams),
-            "resetting_streams": self.health.pending_resets,
-            "max_streams": self.max_streams,
-            "goaway_received": self.goaway_received,
-            "idle_since": None if self.streams else self.idle_since,
-            "requests": self.requests_started,
-            "bytes_sent": self.bytes_sent,
-            "bytes_received": self.bytes_received,
-        }
+    @property
+    def resetting_streams(self) -> int:
+        return self.health.pending_resets
 
     # -- starting a request ----------------------------------------------------------------
     def start(self, req: Request) -> None:
