@@ -332,14 +332,13 @@ class H1Conn(ConnectionBase[H1Stream]):
                 return
             if event is h11.NEED_DATA or event is h11.PAUSED:
                 return
-            kind = type(event)
-            if kind is h11.Data:
-                self._on_data(event)  # type: ignore[arg-type]
-            elif kind is h11.Response:
-                self._on_response(event)  # type: ignore[arg-type]
-            elif kind is h11.EndOfMessage:
-                self._on_end(event)  # type: ignore[arg-type]
-            elif kind is h11.ConnectionClosed:
+            if isinstance(event, h11.Data):
+                self._on_data(event)
+            elif isinstance(event, h11.Response):
+                self._on_response(event)
+            elif isinstance(event, h11.EndOfMessage):
+                self._on_end(event)
+            elif isinstance(event, h11.ConnectionClosed):
                 self._on_closed_by_peer()
                 return
             # InformationalResponse (100 Continue, 103): nothing to do.
