@@ -317,7 +317,7 @@ def worker_download(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-# --------------------------------------------------------------------------- issue 3: flow
+# --------------------------------------------------------------------------- flow control
 # Many threads downloading through one client, uploads, and the memory of a slow reader.
 
 THREADS_N = 16  # threads sharing one client ...
