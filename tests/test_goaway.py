@@ -174,6 +174,50 @@ def test_goaway_below_in_flight_retries_post_exactly_once(h2peer, make_client):
     assert stats["retries"] == 3
 
 
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("streamed", [False, True], ids=["buffered", "streamed"])
+def test_goaway_naming_a_stream_whose_response_began(h2peer, make_client, streamed):
+    # Streams 1 and 3 complete; stream 5 (a POST) has its response headers and half its
+    # body when GOAWAY(last_stream_id=1) arrives, and the server then finishes it. Its
+    # response began, so it was processed: it finishes on the draining connection and
+    # is never sent again (a resent POST would be processed twice; a streamed reader
+    # would be left with no writer).
+    handler = Held(hold_conns={0})
+    peer = h2peer(default=handler)
+    client = make_client(http2_prior_knowledge=True, timeout=10.0)
+    body = bytes(range(256)) * 80  # 20 KiB, within the initial windows
+    f1 = client.submit("GET", peer.h2c_url + "/g1")
+    f3 = client.submit("GET", peer.h2c_url + "/g3")
+    f5 = client.submit("POST", peer.h2c_url + "/p5", body=b"pay 5", stream=streamed)
+    sids = sorted(handler.wait_held(3))
+    handler.answer(sids[0])
+    handler.answer(sids[1])
+    with handler.lock:
+        conn, path = handler.held.pop(sids[2])
+        handler.processed[path] += 1
+    conn.send_headers(sids[2], 200, [("content-length", str(len(body)))])
+    conn.send_data(sids[2], body[: len(body) // 2])
+    if streamed:
+        r = f5.result(timeout=10)  # the headers arrived before the GOAWAY
+    conn.raw_goaway(last_stream_id=sids[0])
+    conn.send_data(sids[2], body[len(body) // 2 :], end_stream=True)
+    if streamed:
+        with r:
+            assert r.read() == body
+    else:
+        r = f5.result(timeout=10)
+        assert r.content == body
+    assert r.status == 200
+    assert f1.result(timeout=10).content == b"/g1"
+    assert f3.result(timeout=10).content == b"/g3"
+    assert handler.processed == {"/g1": 1, "/g3": 1, "/p5": 1}
+    assert len(peer.requests_for("/p5")) == 1
+    assert len(peer.requests) == 3
+    stats = client.stats()
+    assert stats["retries"] == 0
+    assert stats["open_streams"] == 0
+
+
 # -- D3: error GOAWAY -------------------------------------------------------------------
 
 

@@ -469,6 +469,11 @@ class H2Conn(ConnectionBase[H2Stream]):
             fact = Fact.GOAWAY_ON_FIRST
             exc = ProtocolError(f"{self.label} refused the connection: GOAWAY error {code}")
         for st in [s for s in self.streams.values() if s.id > last]:
+            if st.status:
+                # Its response began, so the server processed it whatever the GOAWAY
+                # says: it finishes here (the connection stays open for it, or for its
+                # read timeout), and is never sent again.
+                continue
             self._settle(st, fact, exc, quiet=True)
         if code != 0:
             exc = ProtocolError(f"{self.label} sent GOAWAY with error code {code}")
