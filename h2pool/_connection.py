@@ -104,6 +104,15 @@ class Origin(Protocol):
     def on_conn_closed(self, conn: Connection) -> None:
         """The connection is closed; every request on it has been settled."""
 
+    @property
+    def peer_max_streams(self) -> int | None:
+        """The MAX_CONCURRENT_STREAMS this origin's last HTTP/2 SETTINGS announced
+        (None before any): a new connection assumes it until its own SETTINGS arrive."""
+        ...
+
+    def remember_peer_settings(self, max_streams: int) -> None:
+        """A connection received SETTINGS: remember them for the next connection."""
+
     def retry(self, req: Request, fact: Fact, cause: H2PoolError) -> bool:
         """``req`` could not complete here for the reason ``fact``. True: the pool has
         taken it back (sent again, or failed it itself). False: the connection fails it

@@ -61,10 +61,18 @@ class OriginPool:
         self.http1 = False
         # Connections whose socket writes make no progress this long are closed.
         self._stall_timeout = pool.stall_timeout
+        self._peer_max_streams: int | None = None  # from the last SETTINGS (HTTP/2)
 
     @property
     def stall_timeout(self) -> float | None:
         return self._stall_timeout
+
+    @property
+    def peer_max_streams(self) -> int | None:
+        return self._peer_max_streams
+
+    def remember_peer_settings(self, max_streams: int) -> None:
+        self._peer_max_streams = max_streams
 
     # -- assignment --------------------------------------------------------------------------
     def submit(self, req: Request) -> None:
@@ -107,7 +115,7 @@ class OriginPool:
             return  # strict: saturation queues, it never opens another connection
         # One dial serves many waiters (a connection carries ~100 streams); dial more in
         # parallel only when the queue is larger than the dials in flight can absorb.
-        per_conn = 1 if self.http1 else 100
+        per_conn = 1 if self.http1 else min(100, self._peer_max_streams or 100)
         if self.dialers and len(self.queue) <= per_conn * len(self.dialers):
             return
         pool = self.pool

@@ -32,6 +32,11 @@ class Fact(enum.Enum):
     #: RST_STREAM(REFUSED_STREAM) before any response: RFC 9113 §8.7 guarantees the
     #: request was not processed.
     REFUSED = "refused by the server"
+    #: REFUSED_STREAM for a stream opened while the connection had more streams open
+    #: than the limit it knows now (before the server's SETTINGS arrived, or before a
+    #: lowered MAX_CONCURRENT_STREAMS): the client's own overshoot, not the server
+    #: failing, so it does not count as a failed attempt.
+    REFUSED_BEYOND_LIMIT = "refused, opened beyond the server's stream limit"
     #: Above the last stream id of a NO_ERROR GOAWAY (RFC 9113 §6.8: not processed). A
     #: server rotating connections (nginx's ``keepalive_requests``) does this routinely.
     GOAWAY_GRACEFUL = "above the last stream id of a graceful GOAWAY"
@@ -62,6 +67,8 @@ class Verdict(enum.Enum):
     FAIL = "fail with the cause the connection gave"
 
 
+# Unprocessed through no fault of the server: retried without using an attempt.
+_BOUNCES = frozenset([Fact.GOAWAY_GRACEFUL, Fact.REFUSED_BEYOND_LIMIT])
 # Facts after which the request may have been processed.
 _NEVER = frozenset([Fact.RESPONSE_BEGUN, Fact.LOST_AFTER_SEND, Fact.BROKEN, Fact.GOAWAY_ON_FIRST])
 
@@ -80,15 +87,16 @@ class RetryPolicy:
         A request is sent again only if the server provably did not process it
         (refused, above a GOAWAY's last stream id, never written) or, for the
         keep-alive race only, if its method is idempotent; and only if its body can be
-        sent again (bytes, or a seekable file) and it has attempts left. Graceful
-        GOAWAY bounces do not count as failed attempts: under many threads one request
-        can be bounced several times in a row through no fault of the server.
+        sent again (bytes, or a seekable file) and it has attempts left. Bounces (a
+        graceful GOAWAY, a refusal of our own overshoot) do not count as failed
+        attempts: under many threads one request can be bounced several times in a row
+        through no fault of the server; they have a larger cap of their own.
         """
         if fact in _NEVER:
             return Verdict.FAIL
         if fact is Fact.KEEPALIVE_RACE and req.method not in IDEMPOTENT:
             return Verdict.FAIL
-        if fact is Fact.GOAWAY_GRACEFUL and req.bounces < self.max_bounces:
+        if fact in _BOUNCES and req.bounces < self.max_bounces:
             req.bounces += 1
             verdict = Verdict.BOUNCE
         else:

@@ -106,7 +106,8 @@ def nginx(
 ) -> Iterator[NginxServer]:
     """nginx on 127.0.0.1, one listener per URL attribute.
 
-    ``.https_url``, ``.h2c_url``, ``.http1_tls_url``, ``.goaway100_url``, ``.mcs4_url``.
+    ``.https_url``, ``.h2c_url``, ``.http1_tls_url``, ``.goaway100_url``, ``.mcs4_url``,
+    ``.low16_url``.
     """
     if shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists():
         pytest.skip("nginx is not installed")

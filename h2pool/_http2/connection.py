@@ -59,7 +59,9 @@ _READS_PER_TURN = 64  # then yield to other connections; level-triggered select 
 # flood costs in memory and keeps each turn short, so timers still fire on time.
 _FEED_PER_TURN = 512 * 1024
 _BACKLOG_LIMIT = 256 * 1024  # unsent bytes above which a connection takes no new stream
-_DEFAULT_MAX_STREAMS = 100  # assumed until the peer's first SETTINGS (RFC 9113 §6.5.2)
+# Assumed until the peer's first SETTINGS (RFC 9113 §6.5.2), unless an earlier
+# connection to the origin told us its limit (servers with 16-100 are common).
+_DEFAULT_MAX_STREAMS = 100
 _UNLIMITED_STREAMS = 1000  # when the peer's SETTINGS set no limit (Go does the same)
 
 
@@ -76,7 +78,7 @@ class H2Conn(ConnectionBase[H2Stream]):
         self.settings_seen = False
         self._preface_bytes = 0
         self._peer_header_limit: int | None = None
-        self._peer_max_streams = _DEFAULT_MAX_STREAMS
+        self._peer_max_streams = self.origin.peer_max_streams or _DEFAULT_MAX_STREAMS
         self.max_streams = self._compute_max_streams()
         self._unflushed: list[H2Stream] = []  # streams started since the last flush
         self._events = selectors.EVENT_READ
@@ -145,6 +147,7 @@ class H2Conn(ConnectionBase[H2Stream]):
         sid = h2c.get_next_available_stream_id()
         st = H2Stream(sid, req, self.loop.now)
         self.streams[sid] = st
+        st.opened_as = len(self.streams)
         req.conn = self
         self.requests_started += 1
         self.health.started()
@@ -396,7 +399,11 @@ class H2Conn(ConnectionBase[H2Stream]):
             return
         code = int(event.error_code)
         if code == ErrorCodes.REFUSED_STREAM and st.status == 0:
-            self._settle(st, Fact.REFUSED, StreamReset("stream refused by the server", code))
+            # RFC 9113 §8.7: not processed. Opened beyond the limit we know now (we
+            # assumed more before the server's SETTINGS): our overshoot, a bounce.
+            beyond = st.opened_as > self.max_streams
+            fact = Fact.REFUSED_BEYOND_LIMIT if beyond else Fact.REFUSED
+            self._settle(st, fact, StreamReset("stream refused by the server", code))
             return
         try:
             name = ErrorCodes(code).name
@@ -437,6 +444,7 @@ class H2Conn(ConnectionBase[H2Stream]):
             # No limit announced: RFC 9113 says unlimited; like Go, assume a sane 1000.
             self._peer_max_streams = _UNLIMITED_STREAMS
         self.max_streams = self._compute_max_streams()
+        self.origin.remember_peer_settings(self._peer_max_streams)
         if (first or SettingCodes.INITIAL_WINDOW_SIZE in changed) and self.sender:
             self.sender.pending = True
         self.origin.on_slot_free(self)

@@ -189,7 +189,15 @@ class _H2(FastPaths):
 class H2Stream(StreamRecord):
     """Per-stream bookkeeping, owned by the I/O thread."""
 
-    __slots__ = ("deadline_kind", "expected", "no_body", "received", "trailers", "wire_offset")
+    __slots__ = (
+        "deadline_kind",
+        "expected",
+        "no_body",
+        "opened_as",
+        "received",
+        "trailers",
+        "wire_offset",
+    )
 
     def __init__(self, sid: int, req: Request, now: float) -> None:
         super().__init__(sid, req, now)
@@ -201,6 +209,7 @@ class H2Stream(StreamRecord):
         self.received = 0  # response body bytes so far
         self.no_body = False  # 204/304: DATA is an error
         self.wire_offset = -1  # first byte of the batch holding our HEADERS; -1: not flushed
+        self.opened_as = 0  # streams open on the connection when it opened, itself included
 
 
 class _FrameBuffer(FrameBuffer):

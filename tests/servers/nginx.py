@@ -72,6 +72,9 @@ class NginxServer:
     http1_tls_port: int  # TLS without http2: ALPN never picks h2
     goaway100_port: int  # TLS + h2, keepalive_requests 100: GOAWAY after 100 streams
     mcs4_port: int  # TLS + h2, http2_max_concurrent_streams 4
+    # TLS + h2, http2_max_concurrent_streams 16 and keepalive_requests 100: a low stream
+    # limit (common: 16-100) with connection rotation, where refusals pile up.
+    low16_port: int
 
     @property
     def port(self) -> int:
@@ -96,6 +99,10 @@ class NginxServer:
     @property
     def mcs4_url(self) -> str:
         return f"https://localhost:{self.mcs4_port}"
+
+    @property
+    def low16_url(self) -> str:
+        return f"https://localhost:{self.low16_port}"
 
     @property
     def error_log(self) -> Path:
@@ -132,6 +139,10 @@ def _config(prefix: Path, docroot: Path, cert: CertPair, ports: dict[str, int]) 
             server(
                 f"127.0.0.1:{ports['mcs4']} ssl http2", "        http2_max_concurrent_streams 4;\n"
             ),
+            server(
+                f"127.0.0.1:{ports['low16']} ssl http2",
+                "        http2_max_concurrent_streams 16;\n        keepalive_requests 100;\n",
+            ),
         ]
     )
     return f"""{user}worker_processes 1;
@@ -156,7 +167,8 @@ http {{
 
 def start_nginx(prefix: Path, docroot: Path, cert: CertPair) -> NginxServer:
     prefix.mkdir(parents=True, exist_ok=True)
-    ports = {name: free_port() for name in ("https", "h2c", "http1_tls", "goaway100", "mcs4")}
+    names = ("https", "h2c", "http1_tls", "goaway100", "mcs4", "low16")
+    ports = {name: free_port() for name in names}
     conf = prefix / "nginx.conf"
     conf.write_text(_config(prefix, docroot, cert, ports))
     log = prefix / "stderr.log"
@@ -175,6 +187,7 @@ def start_nginx(prefix: Path, docroot: Path, cert: CertPair) -> NginxServer:
         http1_tls_port=ports["http1_tls"],
         goaway100_port=ports["goaway100"],
         mcs4_port=ports["mcs4"],
+        low16_port=ports["low16"],
     )
     try:
         for port in ports.values():
@@ -202,6 +215,7 @@ def restart_nginx(server: NginxServer) -> NginxServer:
         server.http1_tls_port,
         server.goaway100_port,
         server.mcs4_port,
+        server.low16_port,
     )
     restarted = NginxServer(proc, server.prefix, *ports)
     try:
