@@ -20,7 +20,6 @@ from typing import IO, Any, Union
 
 from hpack import NeverIndexedHeaderTuple
 
-from . import __version__
 from ._config import Limits, Proxies, Timeout
 from ._decoders import accept_encoding
 from ._dial import make_ssl_context
@@ -33,6 +32,7 @@ from ._request import Request, ResponseFuture
 from ._response import Response
 from ._stream import UploadPipe, pump_body, rewind_point
 from ._urls import parse_url
+from ._version import __version__
 
 __all__ = ["BodyTypes", "Client", "InsecureRequestWarning", "default_client"]
 
