@@ -231,11 +231,7 @@ class Client:
         loop = self._loop
         if loop is None:
             return
-        while True:
-            try:
-                _fn, args = loop._commands.popleft()
-            except IndexError:
-                return
+        for _fn, args in loop.drain_commands():
             for arg in args:
                 if isinstance(arg, Request):
                     arg.fail(self._broken or ClientClosed("the client is closed"))
@@ -386,7 +382,7 @@ class Client:
         loop, pool = self._ensure_loop()
         fut._on_cancel = lambda: loop.call_soon_threadsafe(pool.cancel, req)
         loop.call_soon_threadsafe(pool.submit, req)
-        if loop._stopping:
+        if loop.stopping:
             self._fail_leftovers()
         if req.upload is not None and pump_thread:
             # User file reads and generators never run on the I/O thread (contract).
@@ -507,7 +503,7 @@ class Client:
         }
         if loop is None or pool is None:
             return empty
-        if loop._stopping:
+        if loop.stopping:
             snap = pool.stats()
             snap.update(connections=0, origins={}, open_streams=0, queued=0)
             return snap
@@ -567,7 +563,7 @@ def _death_handler(ref: weakref.ReferenceType[Client], pool: Pool) -> Any:
 def _close_abandoned(loop: IOLoop, pool: Pool) -> None:
     """A Client was garbage collected without close(): stop its I/O thread at once
     (runs in whatever thread collected it; only posts to the loop, never joins)."""
-    if not loop._stopping:
+    if not loop.stopping:
         loop.call_soon_threadsafe(pool.close, 0.0)
 
 

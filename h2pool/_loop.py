@@ -120,6 +120,26 @@ class IOLoop:
             except (BlockingIOError, OSError):
                 pass  # the buffer is full of wake-ups already, or we are closing
 
+    @property
+    def stopping(self) -> bool:
+        """True once the loop has been told to stop (or has died): from then on a queued
+        command may never run, so whoever queues one must also :meth:`drain_commands`."""
+        return self._stopping
+
+    def drain_commands(self) -> list[tuple[Callable[..., Any], tuple[Any, ...]]]:
+        """Take every queued command off the queue without running it (any thread).
+
+        For failing the requests a stopped loop will never see. Each ``popleft`` is
+        atomic, so a command is taken either here or by the loop's last turn, never both.
+        """
+        taken = []
+        popleft = self._commands.popleft
+        while True:
+            try:
+                taken.append(popleft())
+            except IndexError:
+                return taken
+
     def join(self, timeout: float | None) -> bool:
         t = self._thread
         if t is None or t is threading.current_thread():
