@@ -27,8 +27,9 @@ from ._stream import rewind_point
 from ._urls import parse_url
 
 if TYPE_CHECKING:
-    from ._client import BodyTypes, Client
+    from ._client import Client
     from ._config import Timeout
+    from ._prepare import BodyTypes
     from ._response import Response
 
 __all__ = ["REDIRECT_STATUSES", "follow_chain", "is_redirect", "replay_point"]
