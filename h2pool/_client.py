@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import os
 import threading
 import warnings
-import weakref
 from collections.abc import Iterator
 from concurrent.futures import Future
 from typing import Any
@@ -21,12 +21,12 @@ from ._config import Limits, Proxies, Timeout
 from ._dial import make_ssl_context
 from ._errors import ClientClosed, ConnectError, H2PoolError
 from ._headers import HeaderTypes
-from ._loop import IOLoop
 from ._pool import Pool
 from ._prepare import BodyTypes, RequestBuilder
 from ._redirects import follow_chain, is_redirect, replay_point
 from ._request import Request, ResponseFuture
 from ._response import Response
+from ._runtime import Runtime
 from ._stream import pump_body
 
 __all__ = ["BodyTypes", "Client", "InsecureRequestWarning", "default_client"]
@@ -95,83 +95,17 @@ class Client:
         # ALPN negotiation never falls back to cleartext.
         self._ssl_context = make_ssl_context(verify, cert, ["h2", "http/1.1"] if http1 else ["h2"])
         self._builder = RequestBuilder(headers, self._timeout)
-        # _lock guards starting the I/O thread and the closed flag; it is held only for
-        # those assignments, never across I/O or while waiting for a response.
-        self._lock = threading.Lock()
-        self._loop: IOLoop | None = None
-        self._pool: Pool | None = None
-        self._closed = False
-        self._broken: BaseException | None = None
-        self._pid = os.getpid()
-        self._gc_finalizer: weakref.finalize[Any, Any] | None = None
-        _live_clients.add(self)
-
-    # -- plumbing ------------------------------------------------------------------------
-    def _after_fork_in_child(self) -> None:
-        """The child of a fork has no I/O thread, only copies of the parent's sockets.
-
-        Close those copies (the parent's connections are unaffected: no FIN is sent while
-        the parent holds them) and start afresh on the next request.
-        """
-        self._lock = threading.Lock()
-        loop, pool = self._loop, self._pool
-        self._loop = None
-        self._pool = None
-        if loop is not None:
-            loop.abandon_after_fork(pool)
-
-    def _ensure_loop(self) -> tuple[IOLoop, Pool]:
-        loop, pool = self._loop, self._pool
-        if loop is not None and pool is not None:
-            if self._pid == os.getpid():
-                return loop, pool
-            self._after_fork_in_child()  # a fork the at-fork hook did not see
-        return self._start_loop()
-
-    def _start_loop(self) -> tuple[IOLoop, Pool]:
-        with self._lock:
-            if self._closed:
-                raise ClientClosed("the client is closed")
-            if self._loop is None:
-                loop = IOLoop()
-                pool = Pool(
-                    loop,
-                    self._limits,
-                    self._ssl_context,
-                    http1=self._http1,
-                    h2c=self._h2c,
-                    stall_timeout=self._timeout.write,
-                    proxies=self._proxies,
-                )
-                # The I/O thread must not keep the Client alive: a Client dropped without
-                # close() is garbage collected, and its finalizer stops the thread and
-                # closes the sockets instead of leaking them for the life of the process.
-                loop.on_death = _death_handler(weakref.ref(self), pool)
-                self._gc_finalizer = weakref.finalize(self, _close_abandoned, loop, pool)
-                self._pool = pool
-                self._loop = loop
-                self._pid = os.getpid()
-                loop.start()
-            assert self._loop is not None and self._pool is not None
-            return self._loop, self._pool
-
-    def _on_loop_death(self, exc: BaseException) -> None:  # I/O thread, dying
-        err = ClientClosed(f"the h2pool I/O thread crashed: {exc!r}")
-        err.__cause__ = exc
-        self._broken = err
-        assert self._pool is not None
-        self._pool.abort(err)
-        self._fail_leftovers()
-
-    def _fail_leftovers(self) -> None:
-        """Requests queued after the loop stopped would never run: fail them."""
-        loop = self._loop
-        if loop is None:
-            return
-        for _fn, args in loop.drain_commands():
-            for arg in args:
-                if isinstance(arg, Request):
-                    arg.fail(self._broken or ClientClosed("the client is closed"))
+        self._runtime = Runtime(
+            functools.partial(
+                Pool,
+                limits=limits,
+                ssl_context=self._ssl_context,
+                http1=http1,
+                h2c=self._h2c,
+                stall_timeout=self._timeout.write,
+                proxies=self._proxies,
+            )
+        )
 
     def _build(
         self,
@@ -185,7 +119,7 @@ class Client:
     ) -> Request:
         """The validated :class:`Request` (see :class:`RequestBuilder`), refused once the
         client is closed."""
-        if self._closed:
+        if self._runtime.closed:
             raise ClientClosed("the client is closed")
         return self._builder.build(method, url, headers, body, timeout, stream, drop)
 
@@ -222,13 +156,7 @@ class Client:
                 )
             )
             return fut
-        if self._broken is not None:
-            raise ClientClosed("the client's I/O thread has stopped") from self._broken
-        loop, pool = self._ensure_loop()
-        fut._on_cancel = lambda: loop.call_soon_threadsafe(pool.cancel, req)
-        loop.call_soon_threadsafe(pool.submit, req)
-        if loop.stopping:
-            self._fail_leftovers()
+        self._runtime.submit(req)
         if req.upload is not None and pump_thread:
             # User file reads and generators never run on the I/O thread (contract).
             threading.Thread(
@@ -336,50 +264,13 @@ class Client:
 
     def stats(self) -> dict[str, Any]:
         """A snapshot: connections per origin, open streams, queued requests, bytes."""
-        loop, pool = self._loop, self._pool
-        empty = {
-            "connections": 0,
-            "origins": {},
-            "open_streams": 0,
-            "queued": 0,
-            "connections_opened": 0,
-            "bytes_sent": 0,
-            "bytes_received": 0,
-        }
-        if loop is None or pool is None:
-            return empty
-        if loop.stopping:
-            snap = pool.stats()
-            snap.update(connections=0, origins={}, open_streams=0, queued=0)
-            return snap
-        fut: Future[dict[str, Any]] = Future()
-
-        def take() -> None:
-            fut.set_result(pool.stats())
-
-        loop.call_soon_threadsafe(take)
-        try:
-            return fut.result(timeout=10.0)
-        except Exception:
-            return empty
+        return self._runtime.stats()
 
     def close(self, timeout: float | None = 5.0) -> None:
         """Close gracefully: new requests raise :class:`ClientClosed`; in-flight ones may
         finish for up to ``timeout`` seconds, then fail with ``ClientClosed``; GOAWAY is
         sent and the I/O thread joined. Closing twice is harmless."""
-        with self._lock:
-            already = self._closed
-            self._closed = True
-            loop, pool = self._loop, self._pool
-        if loop is None or pool is None:
-            return
-        if self._gc_finalizer is not None:
-            self._gc_finalizer.detach()
-        if not already:
-            loop.call_soon_threadsafe(pool.close, timeout)
-        if not loop.join(None if timeout is None else timeout + 5.0):
-            warnings.warn("h2pool I/O thread did not stop in time", ResourceWarning, stacklevel=2)
-        self._fail_leftovers()
+        self._runtime.close(timeout)
 
     def __enter__(self) -> Client:
         return self
@@ -388,60 +279,33 @@ class Client:
         self.close()
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else "open"
+        state = "closed" if self._runtime.closed else "open"
         return f"<h2pool.Client {state}>"
 
-
-def _death_handler(ref: weakref.ReferenceType[Client], pool: Pool) -> Any:
-    """The I/O thread's crash handler, holding the Client only weakly."""
-
-    def on_death(exc: BaseException) -> None:
-        client = ref()
-        if client is not None:
-            client._on_loop_death(exc)
-        else:
-            pool.abort(ClientClosed(f"the h2pool I/O thread crashed: {exc!r}"))
-
-    return on_death
-
-
-def _close_abandoned(loop: IOLoop, pool: Pool) -> None:
-    """A Client was garbage collected without close(): stop its I/O thread at once
-    (runs in whatever thread collected it; only posts to the loop, never joins)."""
-    if not loop.stopping:
-        loop.call_soon_threadsafe(pool.close, 0.0)
-
-
-# -- fork safety ------------------------------------------------------------------------
-_live_clients: weakref.WeakSet[Client] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    global _default_lock
-    _default_lock = threading.Lock()
-    for client in list(_live_clients):
-        try:
-            client._after_fork_in_child()
-        except Exception:  # one broken client must not leave the others pointing at
-            pass  # the parent's (absent) I/O thread
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 # -- the process-wide default client ------------------------------------------------------
 _default: Client | None = None
 _default_lock = threading.Lock()  # guards creating _default; never held across I/O
 
 
+def _reset_default_lock_in_child() -> None:
+    """A fork may copy the lock held by another thread; the child starts with a free one."""
+    global _default_lock
+    _default_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_default_lock_in_child)
+
+
 def default_client() -> Client:
     """The lazily created client behind ``h2pool.get()`` and friends; closed at exit."""
     global _default
     client = _default
-    if client is not None and not client._closed:
+    if client is not None and not client._runtime.closed:
         return client
     with _default_lock:
-        if _default is None or _default._closed:
+        if _default is None or _default._runtime.closed:
             _default = Client()
             atexit.register(_default.close, 1.0)
         return _default
