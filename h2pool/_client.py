@@ -194,7 +194,17 @@ class Client:
         if not follow or not is_redirect(response):
             return response
         limit = self._max_redirects if max_redirects is None else max_redirects
-        return follow_chain(self, response, method, headers, body, replay, timeout, stream, limit)
+
+        def send_hop(
+            method: str,
+            url: str,
+            headers: list[tuple[bytes, bytes]],
+            body: BodyTypes,
+            drop: frozenset[bytes],
+        ) -> Response:
+            return self._send(method, url, headers, body, timeout, stream, drop)
+
+        return follow_chain(send_hop, response, method, headers, body, replay, limit)
 
     def _send(
         self,
