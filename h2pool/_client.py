@@ -19,7 +19,7 @@ from typing import Any
 
 from ._config import Limits, Proxies, Timeout
 from ._dial import make_ssl_context
-from ._errors import ClientClosed, ConnectError, H2PoolError
+from ._errors import ConnectError, H2PoolError
 from ._headers import HeaderTypes
 from ._pool import Pool
 from ._prepare import BodyTypes, RequestBuilder
@@ -107,22 +107,6 @@ class Client:
             )
         )
 
-    def _build(
-        self,
-        method: str,
-        url: str,
-        headers: HeaderTypes | None,
-        body: BodyTypes,
-        timeout: Timeout | float | None,
-        stream: bool,
-        drop: frozenset[bytes] = frozenset(),
-    ) -> Request:
-        """The validated :class:`Request` (see :class:`RequestBuilder`), refused once the
-        client is closed."""
-        if self._runtime.closed:
-            raise ClientClosed("the client is closed")
-        return self._builder.build(method, url, headers, body, timeout, stream, drop)
-
     # -- public API ------------------------------------------------------------------------
     def submit(
         self,
@@ -143,7 +127,8 @@ class Client:
         ``InvalidHeader``); network failures arrive through the future.
         ``future.cancel()`` on an in-flight request resets its stream.
         """
-        return self._submit(self._build(method, url, headers, body, timeout, stream), True)
+        self._runtime.refuse_if_closed()
+        return self._submit(self._builder.build(method, url, headers, body, timeout, stream), True)
 
     def _submit(self, req: Request, pump_thread: bool) -> ResponseFuture:
         fut = req.future
@@ -190,7 +175,8 @@ class Client:
         """
         follow = self._follow_redirects if follow_redirects is None else follow_redirects
         replay = replay_point(body) if follow and body is not None else None
-        response = self._send(method, url, headers, body, timeout, stream)
+        self._runtime.refuse_if_closed()
+        response = self._send(self._builder.build(method, url, headers, body, timeout, stream))
         if not follow or not is_redirect(response):
             return response
         limit = self._max_redirects if max_redirects is None else max_redirects
@@ -202,21 +188,15 @@ class Client:
             body: BodyTypes,
             drop: frozenset[bytes],
         ) -> Response:
-            return self._send(method, url, headers, body, timeout, stream, drop)
+            self._runtime.refuse_if_closed()
+            req = self._builder.build(method, url, headers, body, timeout, stream, drop)
+            return self._send(req)
 
         return follow_chain(send_hop, response, method, headers, body, replay, limit)
 
-    def _send(
-        self,
-        method: str,
-        url: str,
-        headers: HeaderTypes | None,
-        body: BodyTypes,
-        timeout: Timeout | float | None,
-        stream: bool,
-        drop: frozenset[bytes] = frozenset(),
-    ) -> Response:
-        req = self._build(method, url, headers, body, timeout, stream, drop)
+    def _send(self, req: Request) -> Response:
+        """Submit ``req`` and wait for its response, reading a streamed body on this
+        thread."""
         fut = self._submit(req, False)
         # Wait on a plain lock released by a done-callback rather than in
         # Future.result(): its Condition wakes the caller while the I/O thread still

@@ -50,6 +50,12 @@ class Runtime:
         self._gc_finalizer: weakref.finalize[Any, Any] | None = None
         _live_runtimes.add(self)
 
+    def refuse_if_closed(self) -> None:
+        """Raise :class:`ClientClosed` once closed; checked before a request is built,
+        so a closed client says so whatever else is wrong with the request."""
+        if self.closed:
+            raise ClientClosed("the client is closed")
+
     def after_fork_in_child(self) -> None:
         """The child of a fork has no I/O thread, only copies of the parent's sockets.
 
@@ -75,8 +81,7 @@ class Runtime:
 
     def _start(self) -> tuple[IOLoop, Pool]:
         with self._lock:
-            if self.closed:
-                raise ClientClosed("the client is closed")
+            self.refuse_if_closed()
             if self.loop is None:
                 loop = IOLoop()
                 pool = self._make_pool(loop)
