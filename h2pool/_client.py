@@ -83,7 +83,6 @@ class Client:
         self._timeout = Timeout.coerce(timeout)
         if not isinstance(limits, Limits):
             raise TypeError("limits must be an h2pool.Limits")
-        self._limits = limits
         self._http1 = http1
         self._follow_redirects = follow_redirects
         self._max_redirects = max_redirects
@@ -93,13 +92,15 @@ class Client:
         self._proxies = Proxies.build(proxy, trust_env)
         # ALPN: h2 first; http/1.1 only when the fallback is allowed. A failed TLS or
         # ALPN negotiation never falls back to cleartext.
-        self._ssl_context = make_ssl_context(verify, cert, ["h2", "http/1.1"] if http1 else ["h2"])
+        ssl_context = make_ssl_context(verify, cert, ["h2", "http/1.1"] if http1 else ["h2"])
         self._builder = RequestBuilder(headers, self._timeout)
+        # A partial of Pool, not a closure over self: the Runtime must not refer back to
+        # the Client, or a dropped Client would live on until the cycle collector ran.
         self._runtime = Runtime(
             functools.partial(
                 Pool,
                 limits=limits,
-                ssl_context=self._ssl_context,
+                ssl_context=ssl_context,
                 http1=http1,
                 h2c=self._h2c,
                 stall_timeout=self._timeout.write,
