@@ -6,8 +6,6 @@ owns every socket and h2 state machine, and caller threads wait on futures.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from ._client import (
     Client,
     InsecureRequestWarning,
@@ -46,6 +44,7 @@ from ._errors import (
 )
 from ._headers import Headers
 from ._response import Response
+from ._version import __version__
 from .compat import HTTP20Connection, HTTPConnection
 
 __all__ = [

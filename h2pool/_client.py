@@ -1,92 +1,39 @@
 """The public :class:`Client`, the process-wide default client and module-level helpers.
 
-Runs in caller threads. A request is validated and encoded here, then handed to the
-I/O thread as one queued command; the caller blocks only on its future.
+Runs in caller threads. A request is validated and encoded (:mod:`h2pool._prepare`),
+then handed to the I/O thread as one queued command; the caller blocks only on its
+future.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import io
+import functools
 import os
-import re
 import threading
 import warnings
-import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future
-from typing import IO, Any, Union
+from typing import Any
 
-from hpack import NeverIndexedHeaderTuple
-
-from . import __version__
 from ._config import Limits, Proxies, Timeout
-from ._decoders import accept_encoding
 from ._dial import make_ssl_context
-from ._errors import ClientClosed, ConnectError, H2PoolError, InvalidHeader
-from ._headers import HeaderTypes, normalize_headers
-from ._loop import IOLoop
+from ._errors import ConnectError, H2PoolError
+from ._headers import HeaderTypes
 from ._pool import Pool
+from ._prepare import BodyTypes, RequestBuilder
 from ._redirects import follow_chain, is_redirect, replay_point
 from ._request import Request, ResponseFuture
 from ._response import Response
-from ._stream import UploadPipe, pump_body, rewind_point
-from ._urls import parse_url
+from ._runtime import Runtime
+from ._stream import pump_body
 
 __all__ = ["BodyTypes", "Client", "InsecureRequestWarning", "default_client"]
-
-BodyTypes = Union[bytes, bytearray, memoryview, str, IO[bytes], Iterable[bytes], None]
-
-_METHOD = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
-# Methods seen before: (upper-cased, encoded). Most programs use a handful.
-_METHODS: dict[str, tuple[str, bytes]] = {
-    m: (m, m.encode()) for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
-}
-_SCHEMES = {"https": b"https", "http": b"http"}
-_NO_NAMES: frozenset[bytes] = frozenset()
-_PSEUDO_SIZE = len(b":method:scheme:authority:path") + 4 * 32
-_SENSITIVE = frozenset([b"authorization", b"proxy-authorization", b"cookie"])
-# How much of a streamed request body may wait between its producer and the socket.
-_UPLOAD_BUFFER = 1024 * 1024
-# Largest request header list accepted at all (servers commonly allow 8-64 KiB).
-_MAX_HEADER_LIST = 256 * 1024
 
 
 class InsecureRequestWarning(UserWarning):
     """Emitted when a Client is created with ``verify=False``."""
-
-
-def _body_length(source: Any) -> int | None:
-    """The bytes left in a file-like body, when the file can tell (for Content-Length)."""
-    try:
-        return int(os.fstat(source.fileno()).st_size - source.tell())
-    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
-        pass
-    try:
-        if source.seekable():
-            here = source.tell()
-            end = source.seek(0, io.SEEK_END)
-            source.seek(here)
-            return int(end - here)
-    except (AttributeError, OSError, ValueError):
-        pass
-    return None
-
-
-def _classify_body(body: BodyTypes) -> tuple[bytes | None, Any]:
-    """(bytes sent from memory, or a file/iterable to stream through an UploadPipe)."""
-    if body is None:
-        return None, None
-    if isinstance(body, bytes):
-        return body, None
-    if isinstance(body, str):
-        return body.encode("utf-8"), None
-    if isinstance(body, (bytearray, memoryview)):
-        return bytes(body), None
-    if callable(getattr(body, "read", None)) or isinstance(body, Iterable):
-        return None, body
-    raise TypeError(f"unsupported body type {type(body).__name__}")
 
 
 class Client:
@@ -136,7 +83,6 @@ class Client:
         self._timeout = Timeout.coerce(timeout)
         if not isinstance(limits, Limits):
             raise TypeError("limits must be an h2pool.Limits")
-        self._limits = limits
         self._http1 = http1
         self._follow_redirects = follow_redirects
         self._max_redirects = max_redirects
@@ -146,207 +92,21 @@ class Client:
         self._proxies = Proxies.build(proxy, trust_env)
         # ALPN: h2 first; http/1.1 only when the fallback is allowed. A failed TLS or
         # ALPN negotiation never falls back to cleartext.
-        self._ssl_context = make_ssl_context(verify, cert, ["h2", "http/1.1"] if http1 else ["h2"])
-        defaults: list[tuple[bytes, bytes]] = [
-            (b"user-agent", f"h2pool/{__version__}".encode()),
-            (b"accept", b"*/*"),
-            # Only codings this process can decode (br, zstd need their extras).
-            (b"accept-encoding", accept_encoding()),
-        ]
-        user = normalize_headers(headers)
-        names = {n for n, _ in user}
-        self._default_headers = [(n, v) for n, v in defaults if n not in names] + user
-        self._default_names = frozenset(n for n, _ in self._default_headers)
-        self._default_size = sum(len(n) + len(v) + 32 for n, v in self._default_headers)
-        # _lock guards starting the I/O thread and the closed flag; it is held only for
-        # those assignments, never across I/O or while waiting for a response.
-        self._lock = threading.Lock()
-        self._loop: IOLoop | None = None
-        self._pool: Pool | None = None
-        self._closed = False
-        self._broken: BaseException | None = None
-        self._pid = os.getpid()
-        self._gc_finalizer: weakref.finalize[Any, Any] | None = None
-        _live_clients.add(self)
-
-    # -- plumbing ------------------------------------------------------------------------
-    def _after_fork_in_child(self) -> None:
-        """The child of a fork has no I/O thread, only copies of the parent's sockets.
-
-        Close those copies (the parent's connections are unaffected: no FIN is sent while
-        the parent holds them) and start afresh on the next request.
-        """
-        self._lock = threading.Lock()
-        loop, pool = self._loop, self._pool
-        self._loop = None
-        self._pool = None
-        if loop is not None:
-            loop.abandon_after_fork(pool)
-
-    def _ensure_loop(self) -> tuple[IOLoop, Pool]:
-        loop, pool = self._loop, self._pool
-        if loop is not None and pool is not None:
-            if self._pid == os.getpid():
-                return loop, pool
-            self._after_fork_in_child()  # a fork the at-fork hook did not see
-        return self._start_loop()
-
-    def _start_loop(self) -> tuple[IOLoop, Pool]:
-        with self._lock:
-            if self._closed:
-                raise ClientClosed("the client is closed")
-            if self._loop is None:
-                loop = IOLoop()
-                pool = Pool(
-                    loop,
-                    self._limits,
-                    self._ssl_context,
-                    http1=self._http1,
-                    h2c=self._h2c,
-                    stall_timeout=self._timeout.write,
-                    proxies=self._proxies,
-                )
-                # The I/O thread must not keep the Client alive: a Client dropped without
-                # close() is garbage collected, and its finalizer stops the thread and
-                # closes the sockets instead of leaking them for the life of the process.
-                loop.on_death = _death_handler(weakref.ref(self), pool)
-                self._gc_finalizer = weakref.finalize(self, _close_abandoned, loop, pool)
-                self._pool = pool
-                self._loop = loop
-                self._pid = os.getpid()
-                loop.start()
-            assert self._loop is not None and self._pool is not None
-            return self._loop, self._pool
-
-    def _on_loop_death(self, exc: BaseException) -> None:  # I/O thread, dying
-        err = ClientClosed(f"the h2pool I/O thread crashed: {exc!r}")
-        err.__cause__ = exc
-        self._broken = err
-        assert self._pool is not None
-        self._pool.abort(err)
-        self._fail_leftovers()
-
-    def _fail_leftovers(self) -> None:
-        """Requests queued after the loop stopped would never run: fail them."""
-        loop = self._loop
-        if loop is None:
-            return
-        while True:
-            try:
-                _fn, args = loop._commands.popleft()
-            except IndexError:
-                return
-            for arg in args:
-                if isinstance(arg, Request):
-                    arg.fail(self._broken or ClientClosed("the client is closed"))
-
-    def _build(
-        self,
-        method: str,
-        url: str,
-        headers: HeaderTypes | None,
-        body: BodyTypes,
-        timeout: Timeout | float | None,
-        stream: bool,
-        drop: frozenset[bytes] = frozenset(),
-    ) -> Request:
-        if self._closed:
-            raise ClientClosed("the client is closed")
-        m = _METHODS.get(method) if isinstance(method, str) else None
-        if m is None:
-            if not isinstance(method, str) or not _METHOD.match(method):
-                raise InvalidHeader(f"invalid HTTP method {method!r}")
-            m = (method.upper(), method.upper().encode())
-            if len(_METHODS) < 64:
-                _METHODS[method] = m
-        method, method_bytes = m
-        u = parse_url(url)
-        user = normalize_headers(headers) if headers else None
-        authority = u.authority
-        regular: list[tuple[bytes, bytes]]
-        names: set[bytes] | frozenset[bytes]
-        if user:
-            names = set()
-            regular = []
-            for n, v in user:
-                if n == b"host":
-                    authority = v  # RFC 9113 §8.3.1: Host becomes :authority
-                    continue
-                names.add(n)
-                if n in _SENSITIVE:
-                    # RFC 7541 §7.1.3: never indexed, so they cannot be probed through
-                    # the compression context, and never logged by hpack's DEBUG output.
-                    regular.append(NeverIndexedHeaderTuple(n, v))
-                else:
-                    regular.append((n, v))
-            if names & self._default_names or drop:
-                regular = [
-                    (n, v) for n, v in self._default_headers if n not in names and n not in drop
-                ] + regular
-            else:
-                regular = self._default_headers + regular
-        elif drop:
-            names = _NO_NAMES
-            regular = [(n, v) for n, v in self._default_headers if n not in drop]
-        else:
-            names = _NO_NAMES
-            regular = self._default_headers
-        data, source = _classify_body(body)
-        declared: int | None = None
-        if b"content-length" in names:
-            for n, v in regular:
-                if n == b"content-length":
-                    if not v.isdigit():
-                        raise InvalidHeader(f"invalid Content-Length {v!r}")
-                    declared = int(v)
-        if data is not None:
-            if declared is not None and declared != len(data):
-                raise InvalidHeader(
-                    f"Content-Length {declared} does not match the body's {len(data)} bytes"
-                )
-            if declared is None:
-                regular = [*regular, (b"content-length", str(len(data)).encode())]
-        elif source is not None:
-            if declared is None and callable(getattr(source, "read", None)):
-                declared = _body_length(source)
-                if declared is not None:
-                    regular = [*regular, (b"content-length", str(declared).encode())]
-        elif method in ("POST", "PUT", "PATCH") and declared is None:
-            regular = [*regular, (b"content-length", b"0")]
-        hdrs = [
-            (b":method", method_bytes),
-            (b":scheme", _SCHEMES[u.scheme]),
-            (b":authority", authority),
-            (b":path", u.target),
-            *regular,
-        ]
-        # RFC 9113 §6.5.2 size: name + value + 32 per field. Refuse absurd header lists
-        # here; the connection also checks the server's own MAX_HEADER_LIST_SIZE.
-        if regular is self._default_headers:
-            size = (
-                self._default_size
-                + _PSEUDO_SIZE
-                + len(method_bytes)
-                + len(u.scheme)
-                + len(authority)
-                + len(u.target)
+        ssl_context = make_ssl_context(verify, cert, ["h2", "http/1.1"] if http1 else ["h2"])
+        self._builder = RequestBuilder(headers, self._timeout)
+        # A partial of Pool, not a closure over self: the Runtime must not refer back to
+        # the Client, or a dropped Client would live on until the cycle collector ran.
+        self._runtime = Runtime(
+            functools.partial(
+                Pool,
+                limits=limits,
+                ssl_context=ssl_context,
+                http1=http1,
+                h2c=self._h2c,
+                stall_timeout=self._timeout.write,
+                proxies=self._proxies,
             )
-        else:
-            size = 0
-            for n, v in hdrs:
-                size += len(n) + len(v) + 32
-        if size > _MAX_HEADER_LIST:
-            raise InvalidHeader(
-                f"request headers total {size} bytes, over h2pool's limit of {_MAX_HEADER_LIST}"
-            )
-        t = self._timeout if timeout is None else Timeout.coerce(timeout)
-        req = Request(method, u, hdrs, data or None, t, stream)
-        req.header_size = size
-        if source is not None:
-            req.upload = UploadPipe(_UPLOAD_BUFFER, declared)
-            req.upload_source = source
-            req.upload_start = rewind_point(source)
-        return req
+        )
 
     # -- public API ------------------------------------------------------------------------
     def submit(
@@ -368,7 +128,8 @@ class Client:
         ``InvalidHeader``); network failures arrive through the future.
         ``future.cancel()`` on an in-flight request resets its stream.
         """
-        return self._submit(self._build(method, url, headers, body, timeout, stream), True)
+        self._runtime.refuse_if_closed()
+        return self._submit(self._builder.build(method, url, headers, body, timeout, stream), True)
 
     def _submit(self, req: Request, pump_thread: bool) -> ResponseFuture:
         fut = req.future
@@ -381,13 +142,7 @@ class Client:
                 )
             )
             return fut
-        if self._broken is not None:
-            raise ClientClosed("the client's I/O thread has stopped") from self._broken
-        loop, pool = self._ensure_loop()
-        fut._on_cancel = lambda: loop.call_soon_threadsafe(pool.cancel, req)
-        loop.call_soon_threadsafe(pool.submit, req)
-        if loop._stopping:
-            self._fail_leftovers()
+        self._runtime.submit(req)
         if req.upload is not None and pump_thread:
             # User file reads and generators never run on the I/O thread (contract).
             threading.Thread(
@@ -421,23 +176,28 @@ class Client:
         """
         follow = self._follow_redirects if follow_redirects is None else follow_redirects
         replay = replay_point(body) if follow and body is not None else None
-        response = self._send(method, url, headers, body, timeout, stream)
+        self._runtime.refuse_if_closed()
+        response = self._send(self._builder.build(method, url, headers, body, timeout, stream))
         if not follow or not is_redirect(response):
             return response
         limit = self._max_redirects if max_redirects is None else max_redirects
-        return follow_chain(self, response, method, headers, body, replay, timeout, stream, limit)
 
-    def _send(
-        self,
-        method: str,
-        url: str,
-        headers: HeaderTypes | None,
-        body: BodyTypes,
-        timeout: Timeout | float | None,
-        stream: bool,
-        drop: frozenset[bytes] = frozenset(),
-    ) -> Response:
-        req = self._build(method, url, headers, body, timeout, stream, drop)
+        def send_hop(
+            method: str,
+            url: str,
+            headers: list[tuple[bytes, bytes]],
+            body: BodyTypes,
+            drop: frozenset[bytes],
+        ) -> Response:
+            self._runtime.refuse_if_closed()
+            req = self._builder.build(method, url, headers, body, timeout, stream, drop)
+            return self._send(req)
+
+        return follow_chain(send_hop, response, method, headers, body, replay, limit)
+
+    def _send(self, req: Request) -> Response:
+        """Submit ``req`` and wait for its response, reading a streamed body on this
+        thread."""
         fut = self._submit(req, False)
         # Wait on a plain lock released by a done-callback rather than in
         # Future.result(): its Condition wakes the caller while the I/O thread still
@@ -495,50 +255,13 @@ class Client:
 
     def stats(self) -> dict[str, Any]:
         """A snapshot: connections per origin, open streams, queued requests, bytes."""
-        loop, pool = self._loop, self._pool
-        empty = {
-            "connections": 0,
-            "origins": {},
-            "open_streams": 0,
-            "queued": 0,
-            "connections_opened": 0,
-            "bytes_sent": 0,
-            "bytes_received": 0,
-        }
-        if loop is None or pool is None:
-            return empty
-        if loop._stopping:
-            snap = pool.stats()
-            snap.update(connections=0, origins={}, open_streams=0, queued=0)
-            return snap
-        fut: Future[dict[str, Any]] = Future()
-
-        def take() -> None:
-            fut.set_result(pool.stats())
-
-        loop.call_soon_threadsafe(take)
-        try:
-            return fut.result(timeout=10.0)
-        except Exception:
-            return empty
+        return self._runtime.stats()
 
     def close(self, timeout: float | None = 5.0) -> None:
         """Close gracefully: new requests raise :class:`ClientClosed`; in-flight ones may
         finish for up to ``timeout`` seconds, then fail with ``ClientClosed``; GOAWAY is
         sent and the I/O thread joined. Closing twice is harmless."""
-        with self._lock:
-            already = self._closed
-            self._closed = True
-            loop, pool = self._loop, self._pool
-        if loop is None or pool is None:
-            return
-        if self._gc_finalizer is not None:
-            self._gc_finalizer.detach()
-        if not already:
-            loop.call_soon_threadsafe(pool.close, timeout)
-        if not loop.join(None if timeout is None else timeout + 5.0):
-            warnings.warn("h2pool I/O thread did not stop in time", ResourceWarning, stacklevel=2)
-        self._fail_leftovers()
+        self._runtime.close(timeout)
 
     def __enter__(self) -> Client:
         return self
@@ -547,60 +270,33 @@ class Client:
         self.close()
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else "open"
+        state = "closed" if self._runtime.closed else "open"
         return f"<h2pool.Client {state}>"
 
-
-def _death_handler(ref: weakref.ReferenceType[Client], pool: Pool) -> Any:
-    """The I/O thread's crash handler, holding the Client only weakly."""
-
-    def on_death(exc: BaseException) -> None:
-        client = ref()
-        if client is not None:
-            client._on_loop_death(exc)
-        else:
-            pool.abort(ClientClosed(f"the h2pool I/O thread crashed: {exc!r}"))
-
-    return on_death
-
-
-def _close_abandoned(loop: IOLoop, pool: Pool) -> None:
-    """A Client was garbage collected without close(): stop its I/O thread at once
-    (runs in whatever thread collected it; only posts to the loop, never joins)."""
-    if not loop._stopping:
-        loop.call_soon_threadsafe(pool.close, 0.0)
-
-
-# -- fork safety ------------------------------------------------------------------------
-_live_clients: weakref.WeakSet[Client] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    global _default_lock
-    _default_lock = threading.Lock()
-    for client in list(_live_clients):
-        try:
-            client._after_fork_in_child()
-        except Exception:  # one broken client must not leave the others pointing at
-            pass  # the parent's (absent) I/O thread
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 # -- the process-wide default client ------------------------------------------------------
 _default: Client | None = None
 _default_lock = threading.Lock()  # guards creating _default; never held across I/O
 
 
+def _reset_default_lock_in_child() -> None:
+    """A fork may copy the lock held by another thread; the child starts with a free one."""
+    global _default_lock
+    _default_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_default_lock_in_child)
+
+
 def default_client() -> Client:
     """The lazily created client behind ``h2pool.get()`` and friends; closed at exit."""
     global _default
     client = _default
-    if client is not None and not client._closed:
+    if client is not None and not client._runtime.closed:
         return client
     with _default_lock:
-        if _default is None or _default._closed:
+        if _default is None or _default._runtime.closed:
             _default = Client()
             atexit.register(_default.close, 1.0)
         return _default

@@ -59,8 +59,13 @@ class Timer:
 class IOLoop:
     """The selector loop. Created by the Client; started lazily on the first request."""
 
-    def __init__(self, name: str = "h2pool-io") -> None:
+    def __init__(
+        self, name: str = "h2pool-io", *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._name = name
+        # Every time the loop and its connections read (``now``, timer deadlines, the
+        # select() timeout) comes from this clock, so a test can step timers by hand.
+        self._clock = clock
         self.selector = selectors.DefaultSelector()
         # Commands from caller threads. deque.append/popleft are atomic, so the queue
         # itself needs no lock.
@@ -90,7 +95,7 @@ class IOLoop:
         # and each reader consumes what it read before returning (copying out only what
         # it keeps), so TLS decrypts straight into it and nothing is allocated per read.
         self._read_view: memoryview | None = None
-        self.now = time.monotonic()
+        self.now = clock()
         self._thread: threading.Thread | None = None
         self._stopping = False
         self.died: BaseException | None = None
@@ -119,6 +124,26 @@ class IOLoop:
                 self._wake_w.send(b"\0")
             except (BlockingIOError, OSError):
                 pass  # the buffer is full of wake-ups already, or we are closing
+
+    @property
+    def stopping(self) -> bool:
+        """True once the loop has been told to stop (or has died): from then on a queued
+        command may never run, so whoever queues one must also :meth:`drain_commands`."""
+        return self._stopping
+
+    def drain_commands(self) -> list[tuple[Callable[..., Any], tuple[Any, ...]]]:
+        """Take every queued command off the queue without running it (any thread).
+
+        For failing the requests a stopped loop will never see. Each ``popleft`` is
+        atomic, so a command is taken either here or by the loop's last turn, never both.
+        """
+        taken = []
+        popleft = self._commands.popleft
+        while True:
+            try:
+                taken.append(popleft())
+            except IndexError:
+                return taken
 
     def join(self, timeout: float | None) -> bool:
         t = self._thread
@@ -224,6 +249,7 @@ class IOLoop:
 
     def _run_once(self) -> None:
         commands = self._commands
+        clock = self._clock
         timeout: float | None
         if self._dirty:
             timeout = 0.0
@@ -232,12 +258,12 @@ class IOLoop:
             if commands:
                 timeout = 0.0
             elif self._timers:
-                timeout = max(0.0, self._timers[0][0] - time.monotonic())
+                timeout = max(0.0, self._timers[0][0] - clock())
             else:
                 timeout = None
         events = self.selector.select(timeout)
         self._asleep = False
-        self.now = time.monotonic()
+        self.now = clock()
         for key, mask in events:
             try:
                 key.data(mask)
@@ -253,7 +279,7 @@ class IOLoop:
                 self._contain(fn, exc)
         timers = self._timers
         if timers and timers[0][0] <= self.now:
-            self.now = time.monotonic()
+            self.now = clock()
             while timers and timers[0][0] <= self.now:
                 key = timers.pop(0)
                 timer = self._timer_map.pop(key)

@@ -18,7 +18,7 @@ requests and httpx do where the RFC leaves a choice:
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urldefrag, urljoin
 
 from ._errors import InvalidURL, RedirectError, TooManyRedirects
@@ -27,17 +27,31 @@ from ._stream import rewind_point
 from ._urls import parse_url
 
 if TYPE_CHECKING:
-    from ._client import BodyTypes, Client
-    from ._config import Timeout
+    from ._prepare import BodyTypes
     from ._response import Response
 
-__all__ = ["REDIRECT_STATUSES", "follow_chain", "is_redirect", "replay_point"]
+__all__ = ["REDIRECT_STATUSES", "SendHop", "follow_chain", "is_redirect", "replay_point"]
 
 log = logging.getLogger("h2pool")
 
 REDIRECT_STATUSES = frozenset((301, 302, 303, 307, 308))
 _CREDENTIALS = frozenset((b"authorization", b"proxy-authorization", b"cookie", b"host"))
 _BODY_HEADERS = frozenset((b"content-length", b"content-type", b"transfer-encoding"))
+
+
+class SendHop(Protocol):
+    """Sends one hop of a chain and waits for its response: an ordinary request of the
+    same client, with the chain's timeout and ``stream``. Default headers named in
+    ``drop`` are left out."""
+
+    def __call__(
+        self,
+        method: str,
+        url: str,
+        headers: list[tuple[bytes, bytes]],
+        body: BodyTypes,
+        drop: frozenset[bytes],
+    ) -> Response: ...
 
 
 def is_redirect(response: Response) -> bool:
@@ -54,19 +68,17 @@ def replay_point(body: BodyTypes) -> tuple[bool, int | None]:
 
 
 def follow_chain(
-    client: Client,
+    send: SendHop,
     response: Response,
     method: str,
     headers: HeaderTypes | None,
     body: BodyTypes,
     replay: tuple[bool, int | None] | None,
-    timeout: Timeout | float | None,
-    stream: bool,
     max_redirects: int,
 ) -> Response:
-    """Follow ``response`` (a redirect) and its successors; return the final response
-    with ``.history`` holding the redirects, oldest first. ``replay`` is what
-    :func:`replay_point` said of ``body`` before it was first sent."""
+    """Follow ``response`` (a redirect) and its successors, each sent with ``send``;
+    return the final response with ``.history`` holding the redirects, oldest first.
+    ``replay`` is what :func:`replay_point` said of ``body`` before it was first sent."""
     replayable, position = replay or (True, None)
     hdrs = normalize_headers(headers)
     origin = parse_url(response.url).origin
@@ -118,6 +130,6 @@ def follow_chain(
             url.authority.decode("ascii", "replace"),
             url.target.split(b"?", 1)[0].decode("ascii", "replace"),
         )
-        response = client._send(method, url.url, hdrs, body, timeout, stream, drop)
+        response = send(method, url.url, hdrs, body, drop)
     response.history = history
     return response

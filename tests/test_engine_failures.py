@@ -57,12 +57,12 @@ def test_dead_io_thread_wakes_waiters_and_refuses_new_requests(h2peer, make_clie
 
     monkeypatch.setattr(_loop.IOLoop, "_run_once", explode)
     # Wake the loop so that its next turn runs the patched method.
-    client._loop.call_soon_threadsafe(lambda: None)
+    client._runtime.loop.call_soon_threadsafe(lambda: None)
     with pytest.raises(h2pool.ClientClosed) as info:
         stalled.result(timeout=10)
     assert isinstance(info.value.__cause__, SystemError)
-    client._loop.join(5)
-    assert not client._loop.thread.is_alive()
+    client._runtime.loop.join(5)
+    assert not client._runtime.loop.thread.is_alive()
     with pytest.raises(h2pool.ClientClosed):
         client.get(peer.h2c_url + "/fast")
 
@@ -106,7 +106,7 @@ def test_client_dropped_without_close_stops_its_thread(h2peer):
     peer = h2peer()
     client = h2pool.Client(http2_prior_knowledge=True)
     assert client.get(peer.h2c_url + "/fast").content == b"Hello, world!"
-    thread = client._loop.thread
+    thread = client._runtime.loop.thread
     assert thread.is_alive()
     del client
     gc.collect()

@@ -1,0 +1,84 @@
+"""IOLoop timers against an injected clock: deadlines are stepped by hand, so whether a
+timer has fired depends on the clock the test set, not on how fast the machine is."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from h2pool._loop import IOLoop
+
+
+class StepClock:
+    """A monotonic clock that moves only when the test says so."""
+
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture
+def clock() -> StepClock:
+    return StepClock()
+
+
+@pytest.fixture
+def loop(clock: StepClock) -> Iterator[IOLoop]:
+    loop = IOLoop(clock=clock)
+    loop.start()
+    yield loop
+    loop.call_soon_threadsafe(loop.stop)
+    assert loop.join(5)
+
+
+def on_loop(loop: IOLoop, fn: Callable[[], object]) -> None:
+    """Run ``fn`` on the I/O thread (timers must be armed there) and wait for it."""
+    done = threading.Event()
+
+    def run() -> None:
+        fn()
+        done.set()
+
+    loop.call_soon_threadsafe(run)
+    assert done.wait(5)
+
+
+def turn_at(loop: IOLoop, clock: StepClock, t: float) -> None:
+    """Set the clock to ``t`` and wait until the loop has run its timers due by then.
+
+    The probe is a zero-delay timer armed at ``t``: timers run in deadline order, so once
+    it has fired, every timer due by ``t`` has fired too and no later one has.
+    """
+    clock.t = t
+    probe = threading.Event()
+    loop.call_soon_threadsafe(lambda: loop.call_later(0.0, probe.set))
+    assert probe.wait(5)
+
+
+@pytest.mark.timeout(10)
+def test_call_later_fires_when_the_injected_clock_reaches_its_deadline(
+    loop: IOLoop, clock: StepClock
+) -> None:
+    fired: list[float] = []
+    on_loop(loop, lambda: loop.call_later(30.0, lambda: fired.append(loop.now)))
+    turn_at(loop, clock, 1029.999)
+    assert fired == []
+    turn_at(loop, clock, 1030.0)
+    assert fired == [1030.0]
+
+
+@pytest.mark.timeout(10)
+def test_a_cancelled_timer_never_fires(loop: IOLoop, clock: StepClock) -> None:
+    fired: list[str] = []
+
+    def arm() -> None:
+        loop.call_later(5.0, fired.append, "kept")
+        loop.call_later(5.0, fired.append, "cancelled").cancel()
+
+    on_loop(loop, arm)
+    turn_at(loop, clock, 1005.0)
+    assert fired == ["kept"]
