@@ -43,7 +43,15 @@ _RESOLVED.set_result(None)  # type: ignore[arg-type]  # a done placeholder, resu
 
 
 class Request:
-    """One request. Fields after ``future`` are written only by the I/O thread."""
+    """One request.
+
+    Ownership moves once. The caller's thread builds it, ``upload``, ``upload_source``,
+    ``upload_start`` and ``header_size`` included (``_prepare.RequestBuilder``), and
+    hands it over with ``IOLoop.call_soon_threadsafe``; from then on only the I/O
+    thread writes it (``conn``, ``attempts``, ``bounces``, ``replayable``, ``done``,
+    ``pool_timer``; a retry may replace ``upload``). ``future`` is the one field both
+    sides use, through its own lock.
+    """
 
     __slots__ = (
         "attempts",
