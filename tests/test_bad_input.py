@@ -1,5 +1,5 @@
 """Bad input from users and security defaults (RELIABILITY.md §4, rows F1-F5 and G3,
-G4, G6, G10; issue 7).
+G4, G6, G10).
 
 Rejections must be ``InvalidURL``/``InvalidHeader`` (both ``ValueError``), raised in the
 caller's thread by ``request()`` and ``submit()`` alike, with nothing on the wire: a

@@ -1,4 +1,4 @@
-"""Network faults between h2pool and a real nginx (issue 7; RELIABILITY.md E1-E6, C4, D8, D9).
+"""Network faults between h2pool and a real nginx (RELIABILITY.md E1-E6, C4, D8, D9).
 
 ``stress/faultproxy.py`` relays TCP on 127.0.0.1 to the session nginx and injects the
 fault: latency and jitter, a bandwidth cap, a cut (FIN or RST) after N bytes toward the

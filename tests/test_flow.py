@@ -1,6 +1,6 @@
 """Flow control on downloads: bounded memory for slow readers, no starvation, trailers.
 
-Issue 3. Large bodies come from nginx and nghttpd (``/100m`` from the content tree,
+Large bodies come from nginx and nghttpd (``/100m`` from the content tree,
 the generated sparse ``/256m`` and ``/1g``); behaviour a real server cannot be made
 to show (closing mid-body and checking the RST_STREAM it provokes, wrong
 Content-Length) comes from the scripted peer. Every body is hash-checked; memory is

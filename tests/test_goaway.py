@@ -1,4 +1,4 @@
-"""GOAWAY, stream resets and transparent retries (issue 4; RELIABILITY.md D1-D5, D8).
+"""GOAWAY, stream resets and transparent retries (RELIABILITY.md D1-D5, D8).
 
 Real servers where they can show the behaviour (nginx ``keepalive_requests 100``
 sends GOAWAY after every 100th stream; a private nginx is killed and restarted),
@@ -524,7 +524,7 @@ def test_nginx_killed_under_load(tmp_path, pki, content, make_client):
 
 @pytest.mark.timeout(30)
 def test_goaway_retry_replays_a_seekable_file_body_not_a_generator(h2peer, make_client):
-    """Issue 3/4: a seekable file body is replayable (read again from where it started);
+    """A seekable file body is replayable (read again from where it started);
     a generator that has been pulled is not."""
     import io
 

@@ -1,4 +1,4 @@
-"""Hostile HTTP/2 peers (RELIABILITY.md §4, rows A1-A16 and A18; issue 7).
+"""Hostile HTTP/2 peers (RELIABILITY.md §4, rows A1-A16 and A18).
 
 Each test scripts a raw-frame peer (tests/servers/rawpeer.py) and asserts: the affected
 request fails with a documented ``H2PoolError`` subclass (or, where the protocol allows,

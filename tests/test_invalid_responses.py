@@ -1,4 +1,4 @@
-"""Invalid and odd responses (RELIABILITY.md §4, rows B1-B9; issue 7).
+"""Invalid and odd responses (RELIABILITY.md §4, rows B1-B9).
 
 A raw-frame peer (tests/servers/rawpeer.py) sends each response shape; the client must
 raise ``ProtocolError`` for malformed ones (never hand a bad header or a truncated body

@@ -1,4 +1,4 @@
-"""Pool and connection lifecycle (issue 4): saturation, server limits, PING health,
+"""Pool and connection lifecycle: saturation, server limits, PING health,
 keep-alive expiry, cancellation, write stalls, fork, ``stats()``.
 
 Real servers where they can show the behaviour (nginx ``http2_max_concurrent_streams

@@ -1,6 +1,6 @@
 """Streaming request bodies: sources, hashes, backpressure, failures, early answers.
 
-Issue 3. Uploads go to :class:`~servers.hashpeer.HashPeer`, a scripted h2 server
+Uploads go to :class:`~servers.hashpeer.HashPeer`, a scripted h2 server
 that hashes each body as it arrives (it keeps nothing, so the process's RSS measures
 the client) and answers with what it received; concurrency with downloads runs
 against nghttpd ``--echo-upload``; nginx answers a PUT to ``/204`` without reading
