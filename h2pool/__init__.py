@@ -6,6 +6,8 @@ owns every socket and h2 state machine, and caller threads wait on futures.
 
 from __future__ import annotations
 
+import logging as _logging
+
 from ._client import (
     Client,
     InsecureRequestWarning,
@@ -87,3 +89,7 @@ __all__ = [
     "request",
     "submit",
 ]
+
+# A library never prints: without a handler of the application's, Python's last-resort
+# handler would write WARNING records (a server's protocol error) to stderr.
+_logging.getLogger("h2pool").addHandler(_logging.NullHandler())
