@@ -45,6 +45,7 @@ from ._errors import (
     WriteTimeout,
 )
 from ._headers import Headers
+from ._pool import Stats
 from ._response import Response
 from ._version import __version__
 from .compat import HTTP20Connection, HTTPConnection
@@ -71,6 +72,7 @@ __all__ = [
     "RedirectError",
     "RequestBodyError",
     "Response",
+    "Stats",
     "StreamReset",
     "TLSError",
     "Timeout",

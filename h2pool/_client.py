@@ -21,7 +21,7 @@ from ._config import Limits, Proxies, Timeout
 from ._dial import make_ssl_context
 from ._errors import ConnectError, H2PoolError
 from ._headers import HeaderTypes
-from ._pool import Pool
+from ._pool import Pool, Stats
 from ._prepare import BodyTypes, RequestBuilder
 from ._redirects import follow_chain, is_redirect, replay_point
 from ._request import Request, ResponseFuture
@@ -253,8 +253,10 @@ class Client:
         finally:
             response.close()
 
-    def stats(self) -> dict[str, Any]:
-        """A snapshot: connections per origin, open streams, queued requests, bytes."""
+    def stats(self) -> Stats:
+        """A snapshot: connections per origin, open streams, queued requests, bytes,
+        retries and resets (:class:`h2pool.Stats`; the same keys before the first
+        request as after)."""
         return self._runtime.stats()
 
     def close(self, timeout: float | None = 5.0) -> None:

@@ -18,10 +18,10 @@ import socket
 import ssl
 import threading
 from collections import deque
-from typing import Any
+from typing import TypedDict
 
 from ._config import Limits, Proxies
-from ._connection import Connection
+from ._connection import Connection, ConnectionInfo
 from ._dial import Dialer, DialResult
 from ._errors import (
     ClientClosed,
@@ -39,6 +39,51 @@ from ._stream import UploadPipe, replay_body
 log = logging.getLogger("h2pool")
 
 OriginKey = tuple[str, str, int]
+
+
+class OriginStats(TypedDict):
+    """One origin in ``Client.stats()["per_origin"]``."""
+
+    connections: list[ConnectionInfo]
+    queued: int  # requests waiting for a slot
+    dialing: int  # connections being set up
+    connections_opened: int
+
+
+class Stats(TypedDict):
+    """What ``Client.stats()`` returns: the same keys before the first request as after.
+
+    Counters (``connections_opened``, ``connections_closed``, ``retries``,
+    ``resets_sent``, ``bytes_*``) cover the client's whole life; the rest is now.
+    """
+
+    connections: int  # open now
+    origins: dict[str, int]  # "scheme://host:port" -> connections open now
+    open_streams: int
+    queued: int
+    bytes_sent: int
+    bytes_received: int
+    connections_opened: int
+    connections_closed: int
+    retries: int  # requests sent again (see h2pool._retry)
+    resets_sent: int  # RST_STREAMs sent (cancellations, timeouts)
+    per_origin: dict[str, OriginStats]
+
+
+def empty_stats() -> Stats:
+    return {
+        "connections": 0,
+        "origins": {},
+        "open_streams": 0,
+        "queued": 0,
+        "bytes_sent": 0,
+        "bytes_received": 0,
+        "connections_opened": 0,
+        "connections_closed": 0,
+        "retries": 0,
+        "resets_sent": 0,
+        "per_origin": {},
+    }
 
 
 class OriginPool:
@@ -413,9 +458,9 @@ class Pool:
             self._arm_keepalive(next_due)
 
     # -- stats ----------------------------------------------------------------------------------
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> Stats:
         origins: dict[str, int] = {}
-        per_origin: dict[str, Any] = {}
+        per_origin: dict[str, OriginStats] = {}
         streams = queued = sent = received = 0
         for (scheme, host, port), o in self.origins.items():
             name = f"{scheme}://{host}:{port}"

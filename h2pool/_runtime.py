@@ -20,7 +20,7 @@ from typing import Any
 
 from ._errors import ClientClosed
 from ._loop import IOLoop
-from ._pool import Pool
+from ._pool import Pool, Stats, empty_stats
 from ._request import Request
 
 __all__ = ["Runtime"]
@@ -107,25 +107,18 @@ class Runtime:
         if loop.stopping:
             self.fail_leftovers()
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> Stats:
         """The pool's counters, taken on the I/O thread (zeros before the first request)."""
         loop, pool = self.loop, self.pool
-        empty = {
-            "connections": 0,
-            "origins": {},
-            "open_streams": 0,
-            "queued": 0,
-            "connections_opened": 0,
-            "bytes_sent": 0,
-            "bytes_received": 0,
-        }
         if loop is None or pool is None:
-            return empty
+            return empty_stats()
         if loop.stopping:
             snap = pool.stats()
-            snap.update(connections=0, origins={}, open_streams=0, queued=0)
+            # Stopped: the counters stand, nothing is open or waiting any more.
+            snap["connections"] = snap["open_streams"] = snap["queued"] = 0
+            snap["origins"], snap["per_origin"] = {}, {}
             return snap
-        fut: Future[dict[str, Any]] = Future()
+        fut: Future[Stats] = Future()
 
         def take() -> None:
             fut.set_result(pool.stats())
@@ -134,7 +127,7 @@ class Runtime:
         try:
             return fut.result(timeout=10.0)
         except Exception:
-            return empty
+            return empty_stats()
 
     def close(self, timeout: float | None) -> None:
         """Refuse new requests, let in-flight ones run for ``timeout`` seconds, join the

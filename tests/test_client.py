@@ -511,3 +511,26 @@ def test_invalid_default_header_rejected(make_client, nginx, name, value):
         return
     with pytest.raises(h2pool.InvalidHeader):
         client.get(nginx.https_url + "/13b")
+
+
+@pytest.mark.timeout(30)
+def test_stats_has_one_shape_before_during_and_after(nginx, make_client):
+    import typing
+
+    keys = set(typing.get_type_hints(h2pool.Stats))
+    client = make_client()
+    before = client.stats()
+    assert set(before) == keys
+    assert before["retries"] == before["resets_sent"] == before["connections_closed"] == 0
+    assert before["per_origin"] == {}
+    assert client.get(nginx.https_url + "/13b").status == 200
+    during = client.stats()
+    assert set(during) == keys
+    (origin,) = during["per_origin"].values()
+    assert set(origin) == set(typing.get_type_hints(h2pool._pool.OriginStats))
+    (conn,) = origin["connections"]
+    assert conn["http_version"] == "HTTP/2" and conn["requests"] == 1
+    client.close()
+    after = client.stats()
+    assert set(after) == keys
+    assert after["connections"] == 0 and after["connections_opened"] == 1
