@@ -139,6 +139,8 @@ class H1Conn(ConnectionBase[H1Stream]):
                 if name == b":authority":
                     host = value
                 continue
+            if name == b"te":
+                continue  # "TE: trailers" is for HTTP/2 (see _prepare)
             out.append((name, value))
         out.insert(0, (b"host", host))
         upload = req.upload

@@ -90,6 +90,10 @@ class RequestBuilder:
             (b"accept", b"*/*"),
             # Only codings this process can decode (br, zstd need their extras).
             (b"accept-encoding", accept_encoding()),
+            # RFC 9113 §8.2.2 allows exactly this TE value; servers that send trailers
+            # only when asked (hypercorn, gRPC servers) then send them. HTTP/1.1
+            # connections leave it out (there it would need Connection: TE).
+            (b"te", b"trailers"),
         ]
         user = normalize_headers(headers)
         names = {n for n, _ in user}

@@ -129,6 +129,17 @@ def nghttpd(
 
 
 @pytest.fixture(scope="session")
+def hypercorn(tmp_path_factory: pytest.TempPathFactory, pki: PKI) -> Iterator[Any]:
+    """hypercorn over TLS serving ``servers.asgi.app`` (trailers only when asked)."""
+    pytest.importorskip("hypercorn")
+    from servers.asgi import start_hypercorn
+
+    server = start_hypercorn(tmp_path_factory.mktemp("hypercorn"), pki.server)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 def nghttpd_echo(
     tmp_path_factory: pytest.TempPathFactory, pki: PKI, content: Content
 ) -> Iterator[NghttpdServer]:

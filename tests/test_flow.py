@@ -387,3 +387,40 @@ def test_content_length_mismatch_fails_only_that_stream(h2peer, make_client, act
     assert len(peer.connections) == 1
     assert client.stats()["connections_opened"] == 1
     assert not peer.goaways
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("streamed", [False, True], ids=["buffered", "streamed"])
+def test_trailers_from_a_server_that_sends_them_only_when_asked(hypercorn, make_client, streamed):
+    from servers.asgi import BODY
+
+    client = make_client()
+    url = hypercorn.https_url + "/"
+    if streamed:
+        with client.stream("GET", url) as r:
+            assert r.read() == BODY
+            trailers = r.trailers
+    else:
+        r = client.get(url)
+        assert r.content == BODY
+        trailers = r.trailers
+    assert r.http_version == "HTTP/2"
+    assert r.headers["x-seen-te"] == "trailers"
+    assert trailers["x-checksum"] == "abc"
+
+
+@pytest.mark.timeout(30)
+def test_te_trailers_is_not_sent_over_http1(make_client):
+    # HTTP/1.1 would need "Connection: TE" with it; h2pool leaves it out there.
+    from servers.h1server import H1Server
+
+    server = H1Server(None).start()
+    try:
+        client = make_client()
+        r = client.get(server.url + "/hello")
+        assert r.http_version == "HTTP/1.1"
+        (seen,) = server.requests
+        assert "te" not in {name.lower() for name in seen.headers}
+        assert "user-agent" in {name.lower() for name in seen.headers}
+    finally:
+        server.stop()
