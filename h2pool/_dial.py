@@ -76,6 +76,11 @@ class Dialer:
             self._timer = loop.call_later(connect_timeout, self._on_timeout, connect_timeout)
 
     @property
+    def deadline(self) -> float | None:
+        """When the connect timeout ends this attempt (loop time), if it has one."""
+        return None if self._timer is None else self._timer.when
+
+    @property
     def _target(self) -> str:
         """What the TCP connection goes to, for messages: the origin or the proxy."""
         if self.proxy is None:

@@ -194,7 +194,12 @@ class H1Conn(ConnectionBase[H1Stream]):
                 st.upload = None
                 self._end_body(st)
             elif not data:
-                return  # the producer posts _resume_upload when it has more
+                # Waiting on the caller's own producer, not on the server: the write
+                # timeout stops until _resume_upload.
+                if st.timer is not None:
+                    st.timer.cancel()
+                    st.timer = None
+                return
 
     def _end_body(self, st: H1Stream) -> None:
         if self.h11.our_state is h11.SEND_BODY:
@@ -207,6 +212,10 @@ class H1Conn(ConnectionBase[H1Stream]):
 
     def _resume_upload(self, st: H1Stream) -> None:
         if self.streams.get(st.id) is st and st.upload is not None:
+            write = st.req.timeout.write
+            if st.timer is None and write is not None:
+                st.last_activity = self.loop.now
+                st.timer = self.loop.call_later(write, self._on_write_timer, st)
             self._pump_body()
             self.loop.mark_dirty(self)
 

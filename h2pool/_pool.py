@@ -39,6 +39,9 @@ from ._stream import UploadPipe, replay_body
 log = logging.getLogger("h2pool")
 
 OriginKey = tuple[str, str, int]
+# A dial whose connect timeout ends this close after a request's pool timeout decides
+# that request's fate (the two were started together from the same number).
+_SAME_MOMENT = 0.05
 
 
 class OriginStats(TypedDict):
@@ -326,6 +329,14 @@ class OriginPool:
         req.pool_timer = None
         if req.done or req.conn is not None:
             return
+        if not any(not c.draining for c in self.conns):
+            # Only a dial can serve it, and that dial's connect timeout ends now too
+            # (a single-number Timeout): let the dial's outcome speak, a ConnectTimeout
+            # naming the real cause or a connection, rather than a pool timeout.
+            ends = [d.deadline for d in self.dialers if d.deadline is not None]
+            if ends and min(ends) <= self.pool.loop.now + _SAME_MOMENT:
+                req.pool_timer = self.pool.loop.call_at(min(ends), self._on_pool_timeout, req)
+                return
         try:
             self.queue.remove(req)
         except ValueError:

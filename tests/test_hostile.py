@@ -185,7 +185,7 @@ def test_a4_header_list_over_default_limit(rawpeer, make_client):
         conn.greet()
         sid, _ = conn.expect_request()
         _send_literal(conn, sid, _many_headers(2000, 100))  # ~270 KB listed
-        conn.stall()
+        serve_ok(conn)  # the connection goes on: only that stream failed
 
     peer = rawpeer(hostile_first(script))
     client = h2c(make_client)
@@ -196,6 +196,8 @@ def test_a4_header_list_over_default_limit(rawpeer, make_client):
     first = peer.connections[0].frames_of(SettingsFrame)[0]
     assert first.settings.get(SettingCodes.MAX_HEADER_LIST_SIZE) == 64 * 1024
     recovers(client, peer)
+    # Decoded in full, the HPACK state intact: the stream failed, not the connection.
+    assert len(peer.connections) == 1
 
 
 @pytest.mark.timeout(30)
@@ -223,7 +225,7 @@ def test_a4_configured_smaller_limit_is_enforced(rawpeer, make_client):
         conn.greet()
         sid, _ = conn.expect_request()
         _send_literal(conn, sid, _many_headers(230, 100))  # ~31 KB listed
-        conn.stall()
+        serve_ok(conn)
 
     peer = rawpeer(hostile_first(script))
     client = h2c(make_client, limits=h2pool.Limits(max_header_list_size=16384))
@@ -236,6 +238,7 @@ def test_a4_configured_smaller_limit_is_enforced(rawpeer, make_client):
     first = peer.connections[0].frames_of(SettingsFrame)[0]
     assert first.settings.get(SettingCodes.MAX_HEADER_LIST_SIZE) == 16384
     recovers(client, peer)
+    assert len(peer.connections) == 1
 
 
 # -- A5: 1xx flood ---------------------------------------------------------------------------
@@ -870,3 +873,42 @@ def test_a18_fuzz_after_valid_preface(rawpeer, make_client):
             client.close(timeout=1)
 
     run()
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    "headers", [_many_headers(1, 100_000), _many_headers(10_000, 1)], ids=["100KB", "10000fields"]
+)
+def test_a4_oversized_headers_fail_only_their_stream(rawpeer, make_client, headers):
+    # The block is decoded in full and the HPACK state stays in step with the server's:
+    # only that stream fails (RST_STREAM PROTOCOL_ERROR); its sibling on the same
+    # connection completes, and the connection carries the next request.
+    enc = hpack.Encoder()
+
+    def script(conn: RawConnection) -> None:
+        conn.greet()
+        sid1, _ = conn.expect_request()
+        sid3, _ = conn.expect_request()
+        conn.send_headers(sid1, block=enc.encode(headers), end_stream=True)
+        conn.send_headers(sid3, block=enc.encode([(":status", "200")]), end_stream=False)
+        conn.send_data(sid3, HELLO, end_stream=True)
+        while True:
+            sid, _ = conn.expect_request()
+            conn.send_headers(sid, block=enc.encode([(":status", "200")]), end_stream=False)
+            conn.send_data(sid, HELLO, end_stream=True)
+
+    peer = rawpeer(script)
+    client = h2c(make_client)
+    big = client.submit("GET", peer.url + "/big")
+    small = client.submit("GET", peer.url + "/small")
+    exc = big.exception(timeout=10)
+    assert isinstance(exc, h2pool.ProtocolError)
+    assert "header list" in str(exc)
+    assert small.result(timeout=10).content == HELLO
+    assert client.get(peer.url + "/after").content == HELLO
+    conn = peer.connections[0]
+    assert conn.wait_for(lambda c: bool(c.frames_of(RstStreamFrame)))
+    (rst,) = conn.frames_of(RstStreamFrame)
+    assert rst.error_code == 1  # PROTOCOL_ERROR, on that stream only
+    assert not conn.frames_of(GoAwayFrame)
+    assert len(peer.connections) == 1

@@ -15,7 +15,7 @@ from hpack import NeverIndexedHeaderTuple
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from h2pool._http2.hpack import CachingDecoder, CachingEncoder
+from h2pool._http2.hpack import CachingDecoder, CachingEncoder, HeaderListTooLarge
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -90,8 +90,14 @@ def test_oversized_header_list_is_refused_even_when_cached() -> None:
     assert dec.decode(first, raw=True) == ref.decode(first, raw=True)
     assert dec.decode(block, raw=True) == headers
     dec.max_header_list_size = 500
-    with pytest.raises(hpack.OversizedHeaderListError):
+    # Over the limit but decoded in full (the table stays in step): a stream error.
+    with pytest.raises(HeaderListTooLarge) as info:
         dec.decode(block, raw=True)
+    assert (info.value.size, info.value.limit) == (1037, 500)
+    # Far over it (16x): decoding stops at once, an HPACK bomb.
+    dec.max_header_list_size = 60
+    with pytest.raises(hpack.OversizedHeaderListError):
+        dec.decode(hpack.Encoder().encode(list(headers)), raw=True)
 
 
 def test_sensitive_headers_are_not_served_a_plain_block() -> None:

@@ -641,3 +641,53 @@ def test_stats_shows_goaway_received_while_draining(h2peer, make_client):
     stats = client.stats()
     assert stats["connections_opened"] == 2 == len(peer.connections)
     assert stats["connections_closed"] == 1
+
+
+@pytest.mark.timeout(30)
+def test_unanswered_ping_does_not_kill_a_connection_delivering_frames(rawpeer, make_client):
+    # A download receives 4 KiB every 100 ms. A sibling stream stalls and hits its read
+    # timeout; the client resets it and sends a PING, whose ACK (on a slow link) queues
+    # behind the data in flight: here the peer answers it only after 2.5 s, well past
+    # ping_timeout. Frames keep arriving all along, so the connection is alive and the
+    # download must complete.
+    from hyperframe.frame import PingFrame
+
+    chunk, count = b"d" * 4096, 30
+    answered = threading.Event()
+
+    def script(conn):
+        conn.greet()
+        sid1, _ = conn.expect_request()
+        length = str(len(chunk) * count)
+        conn.send_headers(sid1, [(":status", "200"), ("content-length", length)])
+        conn.expect_request()  # the sibling: never answered, it stalls
+        for _ in range(count - 1):
+            conn.send_data(sid1, chunk)
+            if not conn.pace(0.1):
+                return
+        pings = [f for f in conn.frames_of(PingFrame) if "ACK" not in f.flags]
+        for ping in pings:
+            ack = PingFrame(0)
+            ack.flags.add("ACK")
+            ack.opaque_data = ping.opaque_data
+            conn.send(ack)
+        answered.set()
+        conn.send_data(sid1, chunk, end_stream=True)
+        conn.stall()
+
+    peer = rawpeer(script, ping_ack=False)
+    client = make_client(
+        http2_prior_knowledge=True,
+        limits=h2pool.Limits(ping_interval=5.0, ping_timeout=1.0),
+        timeout=h2pool.Timeout(connect=5, read=10, write=5, pool=5),
+    )
+    with client.stream("GET", peer.url + "/download") as r:
+        stalled = client.submit("GET", peer.url + "/stall", timeout=h2pool.Timeout(read=0.5))
+        exc = stalled.exception(timeout=10)
+        assert isinstance(exc, h2pool.ReadTimeout)
+        body = r.read()
+    assert answered.is_set()
+    assert body == chunk * count
+    stats = client.stats()
+    assert stats["connections_opened"] == 1
+    assert stats["resets_sent"] == 1

@@ -8,7 +8,9 @@ about twice late) and be both an ``h2pool.TimeoutError`` and a builtin
 from __future__ import annotations
 
 import builtins
+import hashlib
 import time
+from collections.abc import Iterator
 
 import h2.settings
 import pytest
@@ -49,6 +51,29 @@ def test_connect_timeout_tls_never_completes(h2peer, make_client, mode):
     exc, elapsed = timed(lambda: client.get(peer.https_url + "/x"))
     assert_timeout(exc, h2pool.ConnectTimeout)
     assert 0.9 <= elapsed < 2.0
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("mode", ["silent", "no_accept"])
+def test_single_number_timeout_reports_a_stuck_handshake_as_connect(h2peer, make_client, mode):
+    # Timeout(1.0): the pool wait and the dial end together; the cause is the dial.
+    peer = h2peer(mode=mode)
+    client = make_client(timeout=1.0)
+    exc, elapsed = timed(lambda: client.get(peer.https_url + "/x"))
+    assert_timeout(exc, h2pool.ConnectTimeout)
+    assert 0.9 <= elapsed < 2.0
+    futs = [client.submit("GET", peer.https_url + f"/{i}") for i in range(3)]
+    for fut in futs:
+        assert_timeout(fut.exception(timeout=5), h2pool.ConnectTimeout)
+
+
+@pytest.mark.timeout(30)
+def test_pool_timeout_shorter_than_connect_is_still_a_pool_timeout(h2peer, make_client):
+    peer = h2peer(mode="silent")
+    client = make_client(timeout=h2pool.Timeout(connect=10, read=10, write=10, pool=0.5))
+    exc, elapsed = timed(lambda: client.get(peer.https_url + "/x"))
+    assert_timeout(exc, h2pool.PoolTimeout)
+    assert elapsed < 2.0
 
 
 @pytest.mark.timeout(30)
@@ -246,3 +271,61 @@ def test_keyboard_interrupt_while_blocked_resets_the_stream(h2peer, make_client)
     assert client.get(peer.h2c_url + "/fast").content == HELLO
     assert len(peer.connections) == 1
     assert client.stats()["open_streams"] == 0
+
+
+# -- a slow producer is not a write timeout ----------------------------------------------
+
+
+def _slow_body(pause: float) -> Iterator[bytes]:
+    """1 KiB, then the caller's own source pauses (longer than the write timeout), then
+    1 KiB more: the server accepts everything it is given, at once."""
+    yield b"a" * 1024
+    time.sleep(pause)  # the slow producer under test, not a wait for the client
+    yield b"b" * 1024
+
+
+SLOW_BODY_SHA = hashlib.sha256(b"a" * 1024 + b"b" * 1024).hexdigest()
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("via", ["request", "submit"])
+def test_slow_body_producer_is_not_a_write_timeout_h2(hashpeer, make_client, via):
+    peer = hashpeer()
+    client = make_client(
+        http2_prior_knowledge=True, timeout=h2pool.Timeout(connect=5, read=10, write=0.5, pool=5)
+    )
+    url = peer.h2c_url + "/upload"
+    if via == "request":
+        r = client.post(url, body=_slow_body(1.5))
+    else:
+        r = client.submit("POST", url, body=_slow_body(1.5)).result(timeout=20)
+    assert r.status == 200
+    assert r.json()["sha256"] == SLOW_BODY_SHA
+    assert r.json()["length"] == 2048
+
+
+@pytest.mark.timeout(30)
+def test_slow_body_producer_is_not_a_write_timeout_h1(make_client):
+    from servers.h1server import H1Server
+
+    server = H1Server(None).start()
+    try:
+        client = make_client(timeout=h2pool.Timeout(connect=5, read=10, write=0.5, pool=5))
+        r = client.post(server.url + "/echo", body=_slow_body(1.5))
+        assert r.status == 200
+        assert r.content == b"a" * 1024 + b"b" * 1024
+    finally:
+        server.stop()
+
+
+@pytest.mark.timeout(30)
+def test_write_timeout_still_fires_when_the_server_stops_accepting(h2peer, make_client):
+    # The counterpart: the producer has everything ready, the server's window is shut.
+    peer = h2peer(routes={"/up": "echo"}, settings={INITIAL_WINDOW: 0})
+    client = make_client(
+        http2_prior_knowledge=True, timeout=h2pool.Timeout(connect=5, read=10, write=0.5, pool=5)
+    )
+    assert client.get(peer.h2c_url + "/warm").content == HELLO
+    assert peer.wait_for(lambda p: len(p.settings_acks) >= 1)
+    fut = client.submit("PUT", peer.h2c_url + "/up", body=iter([b"x" * 65536] * 4))
+    assert_timeout(fut.exception(timeout=10), h2pool.WriteTimeout)

@@ -213,7 +213,7 @@ class Health:
         interval = self.limits.ping_interval
         owner = self._owner
         if self.ping_sent_at is not None:
-            due = self.ping_sent_at + self.limits.ping_timeout
+            due = self._ping_due()
         elif interval is not None and (owner.streams or self.pending_resets):
             due = self.last_read + interval
         stall = self.stall_timeout
@@ -236,10 +236,9 @@ class Health:
         if owner.closed:
             return
         ping_timeout = self.limits.ping_timeout
-        if self.ping_sent_at is not None and now >= self.ping_sent_at + ping_timeout:
-            owner.lost(
-                ConnectionLost(f"{owner.label} did not answer a PING within {ping_timeout} s")
-            )
+        if self.ping_sent_at is not None and now >= self._ping_due():
+            msg = f"{owner.label} sent nothing for {ping_timeout} s and did not answer a PING"
+            owner.lost(ConnectionLost(msg))
             return
         stall = self.stall_timeout
         if stall is not None and owner.unsent and now >= self.last_write_progress + stall:
@@ -256,6 +255,14 @@ class Health:
         self.arm()
 
     # -- PING ------------------------------------------------------------------------------
+    def _ping_due(self) -> float:
+        """When an unanswered PING means a dead connection: ``ping_timeout`` after the
+        later of the PING and the last byte read. Frames arriving are proof of life: on
+        a slow or long link the ACK queues behind the data already in flight (seen: 12 s
+        behind a 1 Mbit/s download), and that connection must not be killed."""
+        assert self.ping_sent_at is not None
+        return max(self.ping_sent_at, self.last_read) + self.limits.ping_timeout
+
     def reset_sent(self) -> None:
         """We sent RST_STREAM: hold its slot until a PING proves the server saw it."""
         self.pending_resets += 1

@@ -20,7 +20,7 @@ from typing import Any
 from hpack import Decoder, Encoder
 from hpack.table import HeaderTable, table_entry_size
 
-__all__ = ["CachingDecoder", "CachingEncoder"]
+__all__ = ["CachingDecoder", "CachingEncoder", "HeaderListTooLarge"]
 
 _MAX_ENTRIES = 64  # per connection and direction
 _MAX_BLOCK = 2048  # bytes of encoded block worth remembering
@@ -86,16 +86,46 @@ class CachingEncoder(Encoder):
         return block
 
 
+# A block is decoded in full up to this many times our limit, so that a header list
+# over the limit costs one stream, not the connection (the dynamic table stays in step
+# with the server's); beyond it decoding stops at once: an HPACK bomb (16 KiB inflating
+# to 64 MB, CVE-2016-6581) is a connection error, and memory stays bounded.
+_FULL_DECODE_FACTOR = 16
+
+
+class HeaderListTooLarge(Exception):
+    """A header block decoded in full, the HPACK state intact, to a list over our
+    SETTINGS_MAX_HEADER_LIST_SIZE: an error of that stream only. Deliberately not an
+    hpack or h2 exception, so h2's own handling leaves it to ``protocol._H2``."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"a header list of {size} bytes, over the limit of {limit}")
+        self.size = size
+        self.limit = limit
+
+
 class CachingDecoder(Decoder):
     header_table: _Table
 
     def __init__(self, max_header_list_size: int) -> None:
+        self.limit = max_header_list_size
         super().__init__(max_header_list_size)
         self.header_table = _Table()
         self.max_allowed_table_size = self.header_table.maxsize
         # block -> (inflated size, headers); valid while the table generation is _generation
         self._cache: dict[bytes, tuple[int, tuple[Any, ...]]] = {}
         self._generation = 0
+
+    @property
+    def max_header_list_size(self) -> int:
+        """What hpack's decoding loop stops at (a bomb): a multiple of ``limit``."""
+        return self.limit * _FULL_DECODE_FACTOR
+
+    @max_header_list_size.setter
+    def max_header_list_size(self, value: int) -> None:
+        # hpack's __init__ and h2 (when a changed local setting is acknowledged) set
+        # the limit through this name.
+        self.limit = value
 
     def decode(self, data: Any, raw: bool = False) -> Iterable[Any]:
         table = self.header_table
@@ -106,19 +136,25 @@ class CachingDecoder(Decoder):
             key = bytes(data)
             if table.generation == self._generation:
                 hit = self._cache.get(key)
-                if hit is not None and hit[0] <= self.max_header_list_size:
+                if hit is not None:
                     self._assert_valid_table_size()
+                    if hit[0] > self.limit:
+                        raise HeaderListTooLarge(hit[0], self.limit)
                     return list(hit[1])
             else:
                 self._cache.clear()
                 self._generation = table.generation
         before = table.generation
         headers = super().decode(data, raw)
+        assert isinstance(headers, list)
+        # RFC 9113 §6.5.2 counts name + value + 32 per field. Checked after the whole
+        # block is decoded, so the dynamic table stays in step (see HeaderListTooLarge).
+        size = sum(table_entry_size(n, v) for n, v in headers)
         if cacheable and table.generation == before:
-            assert isinstance(headers, list)
-            size = sum(table_entry_size(n, v) for n, v in headers)
             cache = self._cache
             if len(cache) >= _MAX_ENTRIES:
                 cache.clear()
             cache[key] = (size, tuple(headers))
+        if size > self.limit:
+            raise HeaderListTooLarge(size, self.limit)
         return headers

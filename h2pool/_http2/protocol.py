@@ -20,7 +20,7 @@ from hyperframe.frame import RstStreamFrame, WindowUpdateFrame
 from .._connection import StreamRecord
 from .fastpath import FastPaths
 from .health import NO_DEADLINE, Deadline
-from .hpack import CachingDecoder, CachingEncoder
+from .hpack import CachingDecoder, CachingEncoder, HeaderListTooLarge
 
 if TYPE_CHECKING:
     from .._request import Request
@@ -155,6 +155,19 @@ class _H2(FastPaths):
             return super()._receive_headers_frame(frame)
         except h2x.InvalidBodyLengthError as exc:
             return [], [BodyLengthMismatch(frame.stream_id, 0, str(exc))]
+        except HeaderListTooLarge as exc:
+            # Decoded in full, so the HPACK state is intact: only this stream fails.
+            # h2 had not yet applied the frame to any state machine (it decodes first).
+            sid = frame.stream_id
+            stream = self.streams.get(sid)
+            if stream is None or sid % 2 == 0:
+                if sid % 2 and sid < self.highest_outbound_stream_id + 2:
+                    return [], []  # a stream we already closed: nothing to fail
+                raise h2x.ProtocolError(f"response headers: {exc}") from exc
+            if stream.closed:
+                return [], []  # we reset it already: nothing to fail
+            msg = f"sent {exc} (Limits.max_header_list_size)"
+            return stream.reset_stream(ErrorCodes.PROTOCOL_ERROR), [BodyLengthMismatch(sid, 0, msg)]
         except h2x.ProtocolError as exc:
             # A malformed response (bad header name or value, misplaced pseudo-header)
             # is a *stream* error (RFC 9113 §8.1.1). h2 raises it as a connection error.

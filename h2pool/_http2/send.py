@@ -14,6 +14,7 @@ import h2.exceptions as h2x
 
 from .._connection import take_upload
 from .._errors import H2PoolError
+from .health import NO_DEADLINE
 
 if TYPE_CHECKING:
     from .._loop import IOLoop
@@ -139,7 +140,10 @@ class BodyScheduler:
             owner.fail_stream(st, error)
             return 0
         if not data and not end:
-            return 0  # the producer will post resume() when it has more
+            # Waiting on the caller's own producer, not on the server: the write
+            # timeout ("the server does not accept the body") stops until resume().
+            st.deadline_kind = NO_DEADLINE
+            return 0
         try:
             owner.h2.send_data(st.id, data, end_stream=end)
         except h2x.StreamClosedError:
@@ -155,7 +159,12 @@ class BodyScheduler:
     def resume(self, st: H2Stream) -> None:
         """The producer of ``st``'s streamed body has more (posted by the producer)."""
         owner = self._owner
-        if owner.streams.get(st.id) is st and st.upload is not None and st not in self.senders:
+        if owner.streams.get(st.id) is not st or st.upload is None:
+            return
+        if st.deadline_kind == NO_DEADLINE:
+            st.last_activity = self._loop.now  # the write timeout runs again from now
+            owner.health.arm_write(st)
+        if st not in self.senders:
             self.senders.append(st)
             self.pump()
             self._loop.mark_dirty(owner)
