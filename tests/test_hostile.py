@@ -462,18 +462,28 @@ def _empty_data_flood(conn: RawConnection) -> None:
 
 
 @pytest.mark.timeout(30)
-def test_a9_empty_data_flood_buffered(rawpeer, make_client):
-    peer = rawpeer(_empty_data_flood)
+@pytest.mark.parametrize("ping_ack", [True, False], ids=["ping-answered", "ping-unanswered"])
+def test_a9_empty_data_flood_buffered(rawpeer, make_client, ping_ack):
+    # The flood comes on the first connection only. After the read timeout the client
+    # resets the stream and, no stream having progressed, holds the connection back
+    # until a PING is answered; the recovery request then goes to whichever comes
+    # first, the ACK (same connection) or a new connection. With the PING unanswered
+    # it is always a new one. (A peer flooding every connection made this a race the
+    # recovery could lose, on a second flooding connection.)
+    peer = rawpeer(hostile_first(_empty_data_flood), ping_ack=ping_ack)
     client = h2c(make_client)
     t = h2pool.Timeout(connect=5, read=1.0, write=5, pool=5)
     _, elapsed = timed_failure(lambda: client.get(peer.url + "/x", timeout=t), h2pool.ReadTimeout)
     assert 0.9 <= elapsed < 3.0
     recovers(client, peer)
+    if not ping_ack:
+        assert len(peer.connections) == 2
+        assert sorted(peer.connections[0].requests) == [1]
 
 
 @pytest.mark.timeout(30)
 def test_a9_empty_data_flood_streamed(rawpeer, make_client):
-    peer = rawpeer(_empty_data_flood)
+    peer = rawpeer(hostile_first(_empty_data_flood))
     client = h2c(make_client)
     t = h2pool.Timeout(connect=5, read=1.0, write=5, pool=5)
     r = client.request("GET", peer.url + "/x", timeout=t, stream=True)
