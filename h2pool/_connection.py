@@ -326,6 +326,12 @@ class ConnectionBase(Generic[S]):
         self.label = label
         self.limits = limits
         self._state = self.initial_state
+        # Derived from the state by _move_to; plain attributes because the hot paths
+        # read them several times per request (a property call each time was measured).
+        self.closed = False
+        self.draining = self.initial_state is not ConnState.OPEN and (
+            self.initial_state is not ConnState.HANDSHAKE
+        )
         self.streams: dict[int, S] = {}
         self.out = OutputBuffer(isinstance(sock, ssl.SSLSocket), self.out_cap)
         self.idle_since = loop.now
@@ -373,16 +379,9 @@ class ConnectionBase(Generic[S]):
             if (old, new) not in TRANSITIONS:
                 raise IllegalTransition(f"{self!r}: {old.name} -> {new.name}")
             self._state = new
-
-    @property
-    def closed(self) -> bool:
-        return self._state is ConnState.CLOSED
-
-    @property
-    def draining(self) -> bool:
-        """No new requests (draining or closed)."""
-        state = self._state
-        return state is not ConnState.OPEN and state is not ConnState.HANDSHAKE
+            self.closed = new is ConnState.CLOSED
+            # No new requests: draining or closed.
+            self.draining = new is not ConnState.OPEN and new is not ConnState.HANDSHAKE
 
     @property
     def bytes_sent(self) -> int:

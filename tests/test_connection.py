@@ -50,8 +50,14 @@ def probe() -> _Probe:
     loop._close_resources()
 
 
+_PATH = [ConnState.HANDSHAKE, ConnState.OPEN, ConnState.DRAINING, ConnState.CLOSED]
+
+
 def _force(conn: _Probe, state: ConnState) -> None:
-    conn._state = state
+    """Bring a fresh probe (in HANDSHAKE) to ``state`` by legal moves."""
+    for step in _PATH[1 : _PATH.index(state) + 1]:
+        conn._move_to(step)
+    assert conn.state is state
 
 
 def test_table_is_what_the_lifecycle_says() -> None:

@@ -110,11 +110,10 @@ class H2Conn(ConnectionBase[H2Stream]):
 
     @property
     def free_slots(self) -> int:
-        state = self._state
-        if state is not ConnState.OPEN and state is not ConnState.HANDSHAKE:
+        if self.draining:
             return 0
-        health = self.health
-        if health.suspect or self.out.pending > _BACKLOG_LIMIT:
+        health, out = self.health, self.out
+        if health.suspect or len(out.data) - out.pos > _BACKLOG_LIMIT:
             # Suspect: streams stalled and the health PING is unanswered. A large unsent
             # backlog: the peer is not draining our output. A new request would wait
             # and, if the connection then dies, could not be told apart from a sent
@@ -250,7 +249,8 @@ class H2Conn(ConnectionBase[H2Stream]):
                 handler(self, event)
             if self.closed:
                 return
-        self.sender.pump_if_pending()
+        if self.sender.pending:
+            self.sender.pump_if_pending()
         self.loop.mark_dirty(self)
 
     def flush(self) -> None:
@@ -266,7 +266,7 @@ class H2Conn(ConnectionBase[H2Stream]):
                     st.wire_offset = offset
                 self._unflushed.clear()
             out.append(data)  # takes h2's buffer when nothing is pending: no copy
-        if out.pending and not (self._events & selectors.EVENT_WRITE):
+        if len(out.data) > out.pos and not (self._events & selectors.EVENT_WRITE):
             self._write()
 
     def _write(self) -> None:
@@ -277,7 +277,7 @@ class H2Conn(ConnectionBase[H2Stream]):
             return
         if sent:
             self.health.last_write_progress = self.loop.now
-        pending = out.pending
+        pending = len(out.data) - out.pos
         want = selectors.EVENT_WRITE if pending else 0
         # Stop reading while the peer does not drain our output (control-frame floods).
         self._reading = pending < OUT_CAP
@@ -288,7 +288,7 @@ class H2Conn(ConnectionBase[H2Stream]):
             self.loop.selector.modify(self.sock, want or selectors.EVENT_READ, self._on_io)
         if pending:
             self.health.arm_if_idle()
-        elif self.sender:
+        elif self.sender.senders:
             self.sender.pump()
             self.loop.mark_dirty(self)
 
