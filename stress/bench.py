@@ -1274,6 +1274,7 @@ def section_download(results: dict[str, Any], ng: Any, h2pool_ok: bool, quick: b
     for a, b in (
         ("h2pool-stream", "httpx-stream"),
         ("h2pool-content", "httpx-stream"),
+        ("h2pool-content", "h2pool-stream"),  # buffered vs streamed: target >= 0.9
         ("h2pool-stream", "curl"),
     ):
         x, y = mbs(a), mbs(b)
