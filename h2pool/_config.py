@@ -85,6 +85,13 @@ class Limits:
     within ``ping_timeout`` closes it (its requests fail with ``ConnectionLost``, or are
     retried if never sent). ``None`` disables the health check. ``max_header_list_size``
     is advertised to servers and enforced on 1xx, final and trailer headers.
+
+    ``stream_window`` grows, per connection, to what the link carries in a round trip
+    (measured with PINGs, like gRPC's BDP estimator) up to ``max_stream_window``
+    (``None``: 16 MiB): on a long link a stream can then deliver more than one
+    ``stream_window`` per round trip. Only streams whose reader keeps up get the larger
+    window, so a slow reader of a streamed response buffers at most its window. Set
+    ``max_stream_window=stream_window`` to keep windows fixed.
     """
 
     max_connections_per_origin: int = 8
@@ -96,6 +103,15 @@ class Limits:
     strict_max_streams: bool = False
     ping_interval: float | None = 15.0
     ping_timeout: float = 10.0
+    max_stream_window: int | None = None
+
+    @property
+    def stream_window_limit(self) -> int:
+        """The most a stream's receive window grows to (``max_stream_window``, or by
+        default 16 MiB, never less than ``stream_window``)."""
+        if self.max_stream_window is not None:
+            return self.max_stream_window
+        return max(16 * 1024 * 1024, self.stream_window)
 
     def __post_init__(self) -> None:
         if self.max_connections_per_origin < 1:
@@ -106,6 +122,10 @@ class Limits:
             raise ValueError("stream_window must be in [65535, 2**31-1]")
         if not 65535 <= self.connection_window <= 2**31 - 1:
             raise ValueError("connection_window must be in [65535, 2**31-1]")
+        if self.max_stream_window is not None and not (
+            self.stream_window <= self.max_stream_window <= 2**31 - 1
+        ):
+            raise ValueError("max_stream_window must be in [stream_window, 2**31-1] or None")
         if self.ping_interval is not None and self.ping_interval <= 0:
             raise ValueError("ping_interval must be positive or None")
         if self.ping_timeout <= 0:

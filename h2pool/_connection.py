@@ -83,6 +83,7 @@ class ConnectionInfo(TypedDict):
     active_streams: int
     resetting_streams: int
     max_streams: int
+    stream_window: int  # the receive window new streams get now (grows on long links)
     goaway_received: bool
     idle_since: float | None
     requests: int
@@ -354,6 +355,10 @@ class ConnectionBase(Generic[S]):
     def resetting_streams(self) -> int:
         return 0
 
+    @property
+    def stream_window(self) -> int:
+        return self.limits.stream_window
+
     def describe(self) -> ConnectionInfo:
         """Per-connection state for ``Client.stats()`` (like Go's ClientConnState)."""
         return {
@@ -361,6 +366,7 @@ class ConnectionBase(Generic[S]):
             "active_streams": len(self.streams),
             "resetting_streams": self.resetting_streams,
             "max_streams": self.max_streams,
+            "stream_window": self.stream_window,
             "goaway_received": self.goaway_received,
             "idle_since": None if self.streams else self.idle_since,
             "requests": self.requests_started,

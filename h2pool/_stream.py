@@ -94,6 +94,11 @@ class BodyPipe:
     def finished(self) -> bool:
         return self._eof or self._error is not None
 
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet read (a snapshot: read without the lock)."""
+        return self._size
+
     # -- caller side -----------------------------------------------------------------
     def read(self, amt: int | None = None, partial: bool = False) -> bytes:
         """``amt`` bytes (fewer only at the end; all remaining if None); b"" at the end.

@@ -424,3 +424,86 @@ def test_te_trailers_is_not_sent_over_http1(make_client):
         assert "user-agent" in {name.lower() for name in seen.headers}
     finally:
         server.stop()
+
+
+# -- windows that grow to the bandwidth-delay product --------------------------------------
+
+
+def test_window_tuner_rules():
+    from h2pool._http2.flow import WindowTuner
+
+    mib = 1 << 20
+    t = WindowTuner(2 * mib, 16 * mib)
+    t.start()
+    t.count(mib)  # a third of the window in a round trip: the window is not the limit
+    assert t.on_ack(0.05) is None and t.window == 2 * mib
+    t.start()
+    t.count(int(1.5 * mib))  # three quarters: window-limited, a new bandwidth maximum
+    assert t.on_ack(0.05) == 3 * mib
+    t.start()
+    t.count(int(2.5 * mib))  # full again, but slower per second: only a burst
+    assert t.on_ack(0.5) is None and t.window == 3 * mib
+    t.start()
+    t.count(12 * mib)  # capped at the maximum, then no more growing
+    assert t.on_ack(0.05) == 16 * mib
+    assert not t.growing
+    assert WindowTuner(2 * mib, 2 * mib).growing is False
+
+
+@pytest.fixture
+def link(nginx, monkeypatch):
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "stress"))
+    import faultproxy
+
+    proxies = []
+
+    def make(one_way_ms: float):
+        monkeypatch.setattr(faultproxy, "_HIGH_WATER", 64 << 20)
+        p = faultproxy.FaultProxy(("127.0.0.1", nginx.https_port)).start()
+        p.set(delay=one_way_ms)
+        proxies.append(p)
+        return f"https://localhost:{p.port}"
+
+    yield make
+    for p in proxies:
+        p.stop()
+
+
+def _window_of(client) -> int:
+    (origin,) = client.stats()["per_origin"].values()
+    (conn,) = origin["connections"]
+    return conn["stream_window"]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("streamed", [False, True], ids=["buffered", "streamed"])
+def test_window_grows_on_a_long_link(link, make_client, content, streamed):
+    # 40 ms round trip: a 2 MiB window would carry at most ~50 MB/s, ~38 with credit
+    # in half-window steps. The window grows to what the link carries per round trip.
+    url = link(20) + "/100m"
+    client = make_client(timeout=h2pool.Timeout(connect=10, read=20, write=10, pool=10))
+    if streamed:
+        with client.stream("GET", url) as r:
+            got = hash_stream(r.iter_bytes())
+    else:
+        body = client.get(url).content
+        got = (hashlib.sha256(body).hexdigest(), len(body))
+    assert got == (content.sha256["/100m"], content.size["/100m"])
+    assert _window_of(client) > h2pool.Limits().stream_window
+
+
+@pytest.mark.timeout(60)
+def test_window_stays_put_when_fixed_and_for_a_slow_reader(link, make_client, content):
+    base = link(20)
+    fixed = make_client(limits=h2pool.Limits(max_stream_window=h2pool.Limits().stream_window))
+    assert hashlib.sha256(fixed.get(base + "/1m").content).hexdigest() == content.sha256["/1m"]
+    assert _window_of(fixed) == h2pool.Limits().stream_window
+    # A slow reader: what it holds unread stays bounded by its window.
+    slow = make_client(timeout=h2pool.Timeout(connect=10, read=20, write=10, pool=10))
+    with slow.stream("GET", base + "/100m") as r:
+        for _ in range(20):
+            assert len(r.read(64 * 1024)) == 64 * 1024
+            time.sleep(0.05)  # the slow reader under test
+        assert _window_of(slow) == h2pool.Limits().stream_window

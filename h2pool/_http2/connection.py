@@ -37,6 +37,7 @@ from .._headers import Headers
 from .._retry import Fact
 from .._stream import BodyPipe
 from .fastpath import FastData
+from .flow import WindowTuner
 from .health import NO_DEADLINE, READ, Health
 from .protocol import BodyLengthMismatch, H2Stream, new_h2_connection
 from .send import OUT_CAP, BodyScheduler
@@ -87,6 +88,7 @@ class H2Conn(ConnectionBase[H2Stream]):
         self._reading = True
         self.responses_completed = 0
         self.health = Health(self, loop, limits, self.origin.stall_timeout)
+        self.tuner = WindowTuner(limits.stream_window, limits.stream_window_limit)
         self.sender = BodyScheduler(self, loop)
         self.h2 = new_h2_connection(limits.max_header_list_size)
         self.h2.local_settings = Settings(
@@ -129,6 +131,10 @@ class H2Conn(ConnectionBase[H2Stream]):
     def resetting_streams(self) -> int:
         return self.health.pending_resets
 
+    @property
+    def stream_window(self) -> int:
+        return self.tuner.window
+
     # -- starting a request ----------------------------------------------------------------
     def start(self, req: Request) -> None:
         """Open a stream for ``req``. The caller checked ``free_slots``."""
@@ -153,6 +159,11 @@ class H2Conn(ConnectionBase[H2Stream]):
         body = req.body
         upload = st.upload
         h2c.send_headers(sid, req.headers, end_stream=not body and upload is None)
+        st.window = window = self.limits.stream_window
+        if self.tuner.window > window:
+            # This connection's link carries more per round trip (flow.WindowTuner).
+            h2c.increment_flow_control_window(self.tuner.window - window, sid)
+            st.window = self.tuner.window
         self._unflushed.append(st)
         if upload is not None:
             loop = self.loop
@@ -351,6 +362,16 @@ class H2Conn(ConnectionBase[H2Stream]):
             # Empty DATA frames are not progress: a peer dribbling them (CVE-2019-9518)
             # must still hit the read timeout.
             st.last_activity = self.health.last_progress = self.loop.now
+            tuner = self.tuner
+            if tuner.sampling:
+                tuner.count(flow)
+            elif (
+                tuner.growing
+                and st.received >= st.window >> 1  # a bulk transfer, not a small answer
+                and self.health.ping_sent_at is None
+            ):
+                self.health.send_ping()  # measures the link (flow.WindowTuner)
+                tuner.start()
             st.received += len(data)
             if st.no_body:
                 if flow:
@@ -366,7 +387,10 @@ class H2Conn(ConnectionBase[H2Stream]):
         if pipe is None:
             st.chunks.append(data)
             if flow:
-                self.h2.acknowledge_received_data(flow, sid)
+                # The caller asked for the whole body: both levels of credit go back on
+                # receipt (h2's acknowledge_received_data does both, more slowly).
+                self.h2.ack_connection(flow)
+                self.h2.ack_stream(flow, sid)
         else:
             # Connection credit goes back on receipt, stream credit as the reader
             # consumes: a stream buffers at most its window, and unread streams never
@@ -454,7 +478,26 @@ class H2Conn(ConnectionBase[H2Stream]):
             self.sender.pending = True  # pumped after the whole batch (see BodyScheduler)
 
     def _on_ping_ack(self, event: ev.PingAckReceived) -> None:
+        sent = self.health.ping_sent_at
         self.health.on_ping_ack()
+        if self.tuner.sampling and sent is not None:
+            window = self.tuner.on_ack(self.loop.now - sent)
+            if window is not None:
+                self._grow_windows(window)
+
+    def _grow_windows(self, window: int) -> None:
+        """Give streams whose reader keeps up the larger window (flow.WindowTuner)."""
+        h2c = self.h2
+        for st in self.streams.values():
+            pipe = st.pipe
+            if st.window < window and (pipe is None or pipe.buffered < st.window // 4):
+                try:
+                    h2c.increment_flow_control_window(window - st.window, st.id)
+                except h2x.H2Error:
+                    continue  # closed meanwhile
+                st.window = window
+        log.debug("stream window on %s grows to %d", self.label, window)
+        self.loop.mark_dirty(self)
 
     def on_healthy(self) -> None:
         """Health: a PING was answered, so held-back slots may be free again."""

@@ -96,10 +96,29 @@ class _H2(FastPaths):
             self._prepare_for_sending([f])
 
     def ack_stream(self, nbytes: int, stream_id: int) -> None:
-        """Return stream-level flow-control credit only; nothing for a closed stream."""
+        """Return stream-level flow-control credit only; nothing for a closed stream.
+
+        h2 hands credit back once half the window is consumed, so a window-limited
+        stream has between a half and a whole window in flight: on a long link it
+        delivers ~3/4 of a window per round trip. Credit goes back in quarter-window
+        steps here instead (a WINDOW_UPDATE per quarter window: four per window's
+        worth of data, still few)."""
         stream = self.streams.get(stream_id)
-        if stream is not None and stream.open:
-            self._prepare_for_sending(stream.acknowledge_received_data(nbytes))
+        if stream is None or not stream.open:
+            return
+        frames = stream.acknowledge_received_data(nbytes)
+        if not frames:
+            manager = stream._inbound_window_manager
+            pending = manager._bytes_processed
+            if pending >= manager.max_window_size >> 2:
+                increment = min(pending, manager.max_window_size - manager.current_window_size)
+                manager._bytes_processed = 0
+                if increment > 0:
+                    manager.current_window_size += increment
+                    f = WindowUpdateFrame(stream_id)
+                    f.window_increment = increment
+                    frames = [f]
+        self._prepare_for_sending(frames)
 
     @property
     def open_outbound_streams(self) -> int:
@@ -209,6 +228,7 @@ class H2Stream(StreamRecord):
         "opened_as",
         "received",
         "trailers",
+        "window",
         "wire_offset",
     )
 
@@ -223,6 +243,7 @@ class H2Stream(StreamRecord):
         self.no_body = False  # 204/304: DATA is an error
         self.wire_offset = -1  # first byte of the batch holding our HEADERS; -1: not flushed
         self.opened_as = 0  # streams open on the connection when it opened, itself included
+        self.window = 0  # the receive window granted to the server (see flow.WindowTuner)
 
 
 class _FrameBuffer(FrameBuffer):

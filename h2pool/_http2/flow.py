@@ -1,0 +1,64 @@
+"""Receive windows that grow to the bandwidth-delay product. I/O thread only.
+
+A stream can deliver at most one window per round trip: with the default 2 MiB window
+a 50 ms link carries at most ~40 MB/s, whatever its bandwidth, and credit returned in
+half-window steps halves that again. ``WindowTuner`` estimates the link the way gRPC's
+BDP estimator does: when data arrives it sends a PING and counts the bytes received
+until the ACK. That count is what the link carried in one round trip; when it fills
+two thirds of the window and the bandwidth it implies is a new maximum, the window
+becomes twice the count, up to ``Limits.max_stream_window``.
+
+Only streams whose reader keeps up get the larger window (a buffered response, whose
+caller asked for the whole body, or a streamed one with little unread), so a slow
+reader still holds at most its window (``docs/architecture.md``, flow control). On a
+fast local link the round trip is short and the count small: windows stay as they are.
+"""
+
+from __future__ import annotations
+
+__all__ = ["DEFAULT_MAX_WINDOW", "WindowTuner"]
+
+DEFAULT_MAX_WINDOW = 16 * 1024 * 1024  # gRPC's bdpLimit
+_BETA = 2 / 3  # a sample this full of the window means the window is the limit
+_GAMMA = 2  # grow to this many times the sample
+
+
+class WindowTuner:
+    """One per HTTP/2 connection: the stream receive window it grants now."""
+
+    __slots__ = ("_bw_max", "_sample", "maximum", "sampling", "window")
+
+    def __init__(self, initial: int, maximum: int) -> None:
+        self.window = initial
+        self.maximum = maximum
+        self.sampling = False  # a PING is out and bytes are being counted
+        self._sample = 0
+        self._bw_max = 0.0
+
+    @property
+    def growing(self) -> bool:
+        return self.window < self.maximum
+
+    def start(self) -> None:
+        """A PING was just sent for a sample: count from now."""
+        self.sampling = True
+        self._sample = 0
+
+    def count(self, nbytes: int) -> None:
+        self._sample += nbytes
+
+    def on_ack(self, rtt: float) -> int | None:
+        """The sample's PING was answered after ``rtt`` seconds: the new window, or None."""
+        self.sampling = False
+        sample = self._sample
+        if rtt <= 0 or sample < _BETA * self.window:
+            return None
+        bandwidth = sample / rtt
+        if bandwidth <= self._bw_max:
+            return None  # not a faster link, only a burst (a window just opened)
+        self._bw_max = bandwidth
+        new = min(self.maximum, int(_GAMMA * sample))
+        if new <= self.window:
+            return None
+        self.window = new
+        return new
