@@ -42,7 +42,7 @@ from typing import Any
 __all__ = ["FaultProxy", "Mode"]
 
 _RECV = 65536
-_HIGH_WATER = 256 * 1024  # stop reading a side while this much waits to be relayed
+_HIGH_WATER = 256 * 1024  # default: stop reading a side while this much waits to be relayed
 _MAX_WAIT = 0.05  # the loop re-checks modes at least this often
 
 
@@ -133,8 +133,14 @@ class FaultProxy:
         capture: bool = False,
         rcvbuf: int | None = None,
         seed: int | None = 1234,
+        high_water: int = _HIGH_WATER,
     ) -> None:
         self.upstream = upstream
+        # Bytes one direction of a connection may hold (delayed or rate-limited) before
+        # the relay stops reading that side. With a delay this caps every client at
+        # high_water / delay; a large value models a link with a large bandwidth-delay
+        # product (stress/latency.py uses 64 MiB).
+        self._high_water = high_water
         self._lock = threading.Lock()
         self._mode = Mode()
         self._commands: list[Callable[[], None]] = []
@@ -485,7 +491,7 @@ class FaultProxy:
             ):
                 events = 0
                 hole = mode.blackhole and mode.applies(src_pipe.down)
-                if not src_pipe.eof and not hole and src_pipe.queued < _HIGH_WATER:
+                if not src_pipe.eof and not hole and src_pipe.queued < self._high_water:
                     events |= selectors.EVENT_READ
                 if dst_pipe.blocked:
                     events |= selectors.EVENT_WRITE
@@ -537,8 +543,11 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=None)
     ap.add_argument("--chop", type=int, default=None)
     ap.add_argument("--cut-after", type=int, default=None)
+    ap.add_argument("--high-water", type=int, default=_HIGH_WATER, help="bytes per direction")
     args = ap.parse_args()
-    proxy = FaultProxy((args.upstream_host, args.upstream_port), port=args.port).start()
+    proxy = FaultProxy(
+        (args.upstream_host, args.upstream_port), port=args.port, high_water=args.high_water
+    ).start()
     proxy.set(
         delay=args.delay,
         jitter=args.jitter,
