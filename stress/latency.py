@@ -53,19 +53,25 @@ VARIANTS: dict[str, tuple[str, str, int | None]] = {
     "h2pool-stream": ("h2pool", "stream", None),
     "h2pool-content": ("h2pool", "content", None),
     "h2pool-stream-8MiB": ("h2pool", "stream", BIG_WINDOW),
+    # The second download on the same connection: what a long-lived Client sees once
+    # its receive windows have grown to the link (h2pool/_http2/flow.py).
+    "h2pool-stream-2nd": ("h2pool", "stream-2nd", None),
     "httpx-stream": ("httpx", "stream", None),
+    "httpx-stream-2nd": ("httpx", "stream-2nd", None),
 }
 LABELS = {
     "h2pool-stream": "h2pool stream",
     "h2pool-content": "h2pool .content",
     "h2pool-stream-8MiB": "h2pool stream_window=8MiB",
+    "h2pool-stream-2nd": "h2pool stream, 2nd",
     "httpx-stream": "httpx stream",
+    "httpx-stream-2nd": "httpx stream, 2nd",
 }
 RATIOS = (
     ("h2pool-stream", "httpx-stream"),
     ("h2pool-content", "httpx-stream"),
+    ("h2pool-stream-2nd", "httpx-stream-2nd"),
     ("h2pool-stream-8MiB", "httpx-stream"),
-    ("h2pool-stream-8MiB", "h2pool-stream"),
 )
 PROBES = 3  # small GETs after the warm-up one: the smallest is the RTT seen by the client
 
@@ -93,8 +99,12 @@ def worker_download(spec: dict[str, Any]) -> dict[str, Any]:
             t0 = time.perf_counter()
             client.get(small).content  # noqa: B018
             probes.append(time.perf_counter() - t0)
+        if how == "stream-2nd":  # a first, untimed download on the same connection
+            with client.stream("GET", url) as r:
+                for _chunk in r.iter_bytes():
+                    pass
         t0 = time.perf_counter()
-        if how == "stream":
+        if how in ("stream", "stream-2nd"):
             with client.stream("GET", url) as r:
                 for chunk in r.iter_bytes():
                     chunks.append(chunk)
@@ -118,6 +128,10 @@ def worker_download(spec: dict[str, Any]) -> dict[str, Any]:
             t0 = time.perf_counter()
             hx.get(small).content  # noqa: B018
             probes.append(time.perf_counter() - t0)
+        if how == "stream-2nd":  # a first, untimed download on the same connection
+            with hx.stream("GET", url) as rx:
+                for _chunk in rx.iter_bytes():
+                    pass
         t0 = time.perf_counter()
         with hx.stream("GET", url) as rx:
             for chunk in rx.iter_bytes():

@@ -439,10 +439,10 @@ def test_window_tuner_rules():
     assert t.on_ack(0.05) is None and t.window == 2 * mib
     t.start()
     t.count(int(1.5 * mib))  # three quarters: window-limited, a new bandwidth maximum
-    assert t.on_ack(0.05) == 3 * mib
+    assert t.on_ack(0.05) == 6 * mib
     t.start()
-    t.count(int(2.5 * mib))  # full again, but slower per second: only a burst
-    assert t.on_ack(0.5) is None and t.window == 3 * mib
+    t.count(5 * mib)  # full again, but slower per second: only a burst
+    assert t.on_ack(0.5) is None and t.window == 6 * mib
     t.start()
     t.count(12 * mib)  # capped at the maximum, then no more growing
     assert t.on_ack(0.05) == 16 * mib
@@ -460,8 +460,8 @@ def link(nginx, monkeypatch):
     proxies = []
 
     def make(one_way_ms: float):
-        monkeypatch.setattr(faultproxy, "_HIGH_WATER", 64 << 20)
-        p = faultproxy.FaultProxy(("127.0.0.1", nginx.https_port)).start()
+        # Model a link, not a small relay buffer: the relay holds what is in flight.
+        p = faultproxy.FaultProxy(("127.0.0.1", nginx.https_port), high_water=64 << 20).start()
         p.set(delay=one_way_ms)
         proxies.append(p)
         return f"https://localhost:{p.port}"

@@ -160,8 +160,10 @@ class H2Conn(ConnectionBase[H2Stream]):
         upload = st.upload
         h2c.send_headers(sid, req.headers, end_stream=not body and upload is None)
         st.window = window = self.limits.stream_window
-        if self.tuner.window > window:
-            # This connection's link carries more per round trip (flow.WindowTuner).
+        if self.tuner.window > window and not req.stream:
+            # This connection's link carries more per round trip (flow.WindowTuner), and
+            # the caller wants the whole body: no slow reader to bound. A streamed
+            # response earns the larger window once its reader shows it keeps up.
             h2c.increment_flow_control_window(self.tuner.window - window, sid)
             st.window = self.tuner.window
         self._unflushed.append(st)
@@ -334,6 +336,15 @@ class H2Conn(ConnectionBase[H2Stream]):
                     st.expected = int(v) if v.isdigit() else None
                     break
         req = st.req
+        if not req.stream and st.expected is not None and st.expected > st.window:
+            # A large body the caller wants whole: open the window to the limit now
+            # rather than over the round trips the estimate takes (the whole body is
+            # held in memory anyway; the connection window still bounds the sum).
+            window = min(self.limits.stream_window_limit, st.expected)
+            if window > st.window:
+                with contextlib.suppress(h2x.H2Error):
+                    self.h2.increment_flow_control_window(window - st.window, st.id)
+                    st.window = window
         if req.stream:
             pipe = BodyPipe(self, st.id, self.limits.stream_window, req.timeout.read)
             st.pipe = pipe
@@ -365,13 +376,12 @@ class H2Conn(ConnectionBase[H2Stream]):
             tuner = self.tuner
             if tuner.sampling:
                 tuner.count(flow)
-            elif (
-                tuner.growing
-                and st.received >= st.window >> 1  # a bulk transfer, not a small answer
-                and self.health.ping_sent_at is None
-            ):
-                self.health.send_ping()  # measures the link (flow.WindowTuner)
-                tuner.start()
+            elif st.received >= st.window >> 1:  # a bulk transfer, not a small answer
+                if st.window < tuner.window:
+                    self._grow_stream(st, tuner.window)
+                elif tuner.growing and self.health.ping_sent_at is None:
+                    self.health.send_ping()  # measures the link (flow.WindowTuner)
+                    tuner.start()
             st.received += len(data)
             if st.no_body:
                 if flow:
@@ -480,24 +490,34 @@ class H2Conn(ConnectionBase[H2Stream]):
     def _on_ping_ack(self, event: ev.PingAckReceived) -> None:
         sent = self.health.ping_sent_at
         self.health.on_ping_ack()
-        if self.tuner.sampling and sent is not None:
-            window = self.tuner.on_ack(self.loop.now - sent)
-            if window is not None:
-                self._grow_windows(window)
+        tuner = self.tuner
+        if tuner.sampling and sent is not None:
+            grown = tuner.on_ack(self.loop.now - sent)
+            if grown is not None or tuner.window > self.limits.stream_window:
+                # Also tops up streams that were behind at an earlier growth.
+                self._grow_windows(tuner.window)
 
     def _grow_windows(self, window: int) -> None:
-        """Give streams whose reader keeps up the larger window (flow.WindowTuner)."""
-        h2c = self.h2
+        """Give streams whose reader keeps up the larger window (flow.WindowTuner): a
+        buffered response, or a streamed one holding under half its window unread (a
+        slow reader holds nearly all of it)."""
+        grew = False
         for st in self.streams.values():
-            pipe = st.pipe
-            if st.window < window and (pipe is None or pipe.buffered < st.window // 4):
-                try:
-                    h2c.increment_flow_control_window(window - st.window, st.id)
-                except h2x.H2Error:
-                    continue  # closed meanwhile
-                st.window = window
-        log.debug("stream window on %s grows to %d", self.label, window)
+            grew = self._grow_stream(st, window) or grew
+        if grew:
+            log.debug("stream window on %s grows to %d", self.label, window)
+
+    def _grow_stream(self, st: H2Stream, window: int) -> bool:
+        pipe = st.pipe
+        if st.window >= window or (pipe is not None and pipe.buffered >= st.window // 2):
+            return False
+        try:
+            self.h2.increment_flow_control_window(window - st.window, st.id)
+        except h2x.H2Error:
+            return False  # closed meanwhile
+        st.window = window
         self.loop.mark_dirty(self)
+        return True
 
     def on_healthy(self) -> None:
         """Health: a PING was answered, so held-back slots may be free again."""

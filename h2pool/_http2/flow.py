@@ -6,7 +6,10 @@ half-window steps halves that again. ``WindowTuner`` estimates the link the way 
 BDP estimator does: when data arrives it sends a PING and counts the bytes received
 until the ACK. That count is what the link carried in one round trip; when it fills
 two thirds of the window and the bandwidth it implies is a new maximum, the window
-becomes twice the count, up to ``Limits.max_stream_window``.
+becomes four times the count, up to ``Limits.max_stream_window``. (gRPC grows to
+twice the count; four reaches a 100 ms link's window in half the round trips:
+``stress/latency.py``, a fresh connection's streamed 50 MB download at 50 / 100 ms
+RTT went from 45 / 25 to 64 / 40 MB/s.)
 
 Only streams whose reader keeps up get the larger window (a buffered response, whose
 caller asked for the whole body, or a streamed one with little unread), so a slow
@@ -20,7 +23,7 @@ __all__ = ["DEFAULT_MAX_WINDOW", "WindowTuner"]
 
 DEFAULT_MAX_WINDOW = 16 * 1024 * 1024  # gRPC's bdpLimit
 _BETA = 2 / 3  # a sample this full of the window means the window is the limit
-_GAMMA = 2  # grow to this many times the sample
+_GAMMA = 4  # grow to this many times the sample (see above)
 
 
 class WindowTuner:
