@@ -90,7 +90,8 @@ class Limits:
     (measured with PINGs, like gRPC's BDP estimator) up to ``max_stream_window``
     (``None``: 16 MiB): on a long link a stream can then deliver more than one
     ``stream_window`` per round trip. Only streams whose reader keeps up get the larger
-    window, so a slow reader of a streamed response buffers at most its window. Set
+    window: a reader slow from the start buffers at most ``stream_window``, one that
+    slows down later at most ``max_stream_window``. Set
     ``max_stream_window=stream_window`` to keep windows fixed.
     """
 

@@ -12,9 +12,9 @@ twice the count; four reaches a 100 ms link's window in half the round trips:
 RTT went from 45 / 25 to 64 / 40 MB/s.)
 
 Only streams whose reader keeps up get the larger window (a buffered response, whose
-caller asked for the whole body, or a streamed one with little unread), so a slow
-reader still holds at most its window (``docs/architecture.md``, flow control). On a
-fast local link the round trip is short and the count small: windows stay as they are.
+caller asked for the whole body, or a streamed one with little unread): a reader slow
+from the start holds at most ``stream_window``, one that slows down later at most the
+grown window (``docs/architecture.md``, flow control).
 """
 
 from __future__ import annotations
