@@ -88,7 +88,8 @@ class Limits:
 
     ``stream_window`` grows, per connection, to what the link carries in a round trip
     (measured with PINGs, like gRPC's BDP estimator) up to ``max_stream_window``
-    (``None``: 16 MiB): on a long link a stream can then deliver more than one
+    (``None``: 16 MiB, or no growth if ``stream_window`` is set below its default 2
+    MiB): on a long link a stream can then deliver more than one
     ``stream_window`` per round trip. Only streams whose reader keeps up get the larger
     window: a reader slow from the start buffers at most ``stream_window``, one that
     slows down later at most ``max_stream_window``. Set
@@ -108,10 +109,13 @@ class Limits:
 
     @property
     def stream_window_limit(self) -> int:
-        """The most a stream's receive window grows to (``max_stream_window``, or by
-        default 16 MiB, never less than ``stream_window``)."""
+        """The most a stream's receive window grows to: ``max_stream_window``; by
+        default 16 MiB, but a ``stream_window`` chosen below the default 2 MiB is a
+        memory bound and is not grown."""
         if self.max_stream_window is not None:
             return self.max_stream_window
+        if self.stream_window < 2 * 1024 * 1024:
+            return self.stream_window
         return max(16 * 1024 * 1024, self.stream_window)
 
     def __post_init__(self) -> None:

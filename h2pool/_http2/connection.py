@@ -499,8 +499,7 @@ class H2Conn(ConnectionBase[H2Stream]):
 
     def _grow_windows(self, window: int) -> None:
         """Give streams whose reader keeps up the larger window (flow.WindowTuner): a
-        buffered response, or a streamed one holding under half its window unread (a
-        slow reader holds nearly all of it)."""
+        buffered response, or a streamed one whose reader keeps up (_grow_stream)."""
         grew = False
         for st in self.streams.values():
             grew = self._grow_stream(st, window) or grew
@@ -508,9 +507,16 @@ class H2Conn(ConnectionBase[H2Stream]):
             log.debug("stream window on %s grows to %d", self.label, window)
 
     def _grow_stream(self, st: H2Stream, window: int) -> bool:
-        pipe = st.pipe
-        if st.window >= window or (pipe is not None and pipe.buffered >= st.window // 2):
+        if st.window >= window:
             return False
+        pipe = st.pipe
+        if pipe is not None:
+            # A streamed body: only a reader that has consumed a whole window and
+            # holds little of the next one unread has shown it keeps up. A reader
+            # that pauses earlier holds at most the window it has.
+            unread = pipe.buffered
+            if st.received - unread < st.window or unread >= st.window // 4:
+                return False
         try:
             self.h2.increment_flow_control_window(window - st.window, st.id)
         except h2x.H2Error:
