@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import logging
 import socket
 import ssl
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, ClassVar, Generic, Protocol, TypedDict, TypeVar
 
-from ._errors import H2PoolError, RequestBodyError
+from ._errors import H2PoolError, ProtocolError, RequestBodyError
 from ._headers import Headers
 from ._response import Response
 from ._sockio import send_some
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
     from ._request import Request
     from ._retry import Fact
     from ._stream import BodyPipe, UploadPipe
+
+log = logging.getLogger("h2pool")
 
 __all__ = [
     "ConnState",
@@ -409,6 +412,24 @@ class ConnectionBase(Generic[S]):
         raise NotImplementedError
 
     # -- the end ----------------------------------------------------------------------------
+    def _shutdown(self, err: H2PoolError, lost: bool) -> None:
+        """Close and settle every request: each reports its ``Fact`` to the pool
+        (``lost``: the connection failed under us, so unsent requests may go again)."""
+        raise NotImplementedError
+
+    def _lost(self, err: H2PoolError, cause: BaseException | None) -> None:
+        if cause is not None:
+            err.__cause__ = cause
+        log.info("connection %s lost: %s", self.label, err)
+        self._shutdown(err, lost=True)
+
+    def fail_internal(self, exc: BaseException) -> None:
+        """A bug in our own handling (``IOLoop._contain``): fail this connection's
+        requests, keep the loop."""
+        err = ProtocolError(f"internal error on connection {self.label}: {exc!r}")
+        err.__cause__ = exc
+        self._shutdown(err, lost=False)
+
     def _close_socket(self) -> None:
         """Mark closed, unregister and close the socket (the first step of every end)."""
         self._move_to(ConnState.CLOSED)

@@ -421,13 +421,13 @@ class H1Conn(ConnectionBase[H1Stream]):
                 return
         # Connection: close, a body we had not finished sending (an early response), a
         # response delimited by EOF, or the client is closing.
-        self._shutdown(ClientClosed(f"connection to {self.label} closed"), retry=False)
+        self._shutdown(ClientClosed(f"connection to {self.label} closed"), lost=False)
 
     def _on_closed_by_peer(self) -> None:
         if self.streams:
             self._lost(ConnectionLost(f"connection to {self.label} closed by the server"), None)
         else:
-            self._shutdown(ClientClosed(f"connection to {self.label} closed"), retry=False)
+            self._shutdown(ClientClosed(f"connection to {self.label} closed"), lost=False)
 
     def _on_remote_error(self, exc: h11.RemoteProtocolError) -> None:
         if self._eof:
@@ -441,7 +441,7 @@ class H1Conn(ConnectionBase[H1Stream]):
         log.debug("protocol error on %s: %s", self.label, exc)
         err = ProtocolError(f"HTTP/1.1 protocol error from {self.label}: {exc}")
         err.__cause__ = exc
-        self._shutdown(err, retry=False)
+        self._shutdown(err, lost=False)
 
     # -- completing and failing ----------------------------------------------------------------
     def _drop_stream(self, st: H1Stream) -> None:
@@ -459,7 +459,7 @@ class H1Conn(ConnectionBase[H1Stream]):
     def _fail_stream(self, st: H1Stream, exc: H2PoolError) -> None:
         """HTTP/1.1 cannot abandon one request and keep the connection: the request
         fails and the connection closes."""
-        self._shutdown(exc, retry=False)
+        self._shutdown(exc, lost=False)
 
     def _on_read_timer(self, st: H1Stream) -> None:
         st.timer = None
@@ -517,17 +517,6 @@ class H1Conn(ConnectionBase[H1Stream]):
             self._fail_stream(st, ClientClosed("response closed before its end"))
 
     # -- connection end --------------------------------------------------------------------
-    def _lost(self, err: H2PoolError, cause: BaseException | None) -> None:
-        if cause is not None:
-            err.__cause__ = cause
-        log.info("connection %s lost: %s", self.label, err)
-        self._shutdown(err, retry=True)
-
-    def fail_internal(self, exc: BaseException) -> None:
-        """A bug in our own handling: fail this connection's request, keep the loop."""
-        err = ProtocolError(f"internal error on connection {self.label}: {exc!r}")
-        err.__cause__ = exc
-        self._shutdown(err, retry=False)
 
     def _fact(self, st: H1Stream, lost: bool) -> Fact:
         """What is known about ``st`` as the connection ends (Go's
@@ -542,7 +531,7 @@ class H1Conn(ConnectionBase[H1Stream]):
             return Fact.KEEPALIVE_RACE  # the server closed it as idle while we sent
         return Fact.LOST_AFTER_SEND
 
-    def _shutdown(self, err: H2PoolError, retry: bool) -> None:
+    def _shutdown(self, err: H2PoolError, lost: bool) -> None:
         if self.closed:
             return
         streams = list(self.streams.values())
@@ -555,7 +544,7 @@ class H1Conn(ConnectionBase[H1Stream]):
             req = st.req
             req.conn = None
             upload, st.upload = st.upload, None  # the pool decides whether it can replay
-            if self.origin.retry(req, self._fact(st, retry), err):
+            if self.origin.retry(req, self._fact(st, lost), err):
                 continue
             if upload is not None:
                 upload.abort()
@@ -566,7 +555,7 @@ class H1Conn(ConnectionBase[H1Stream]):
 
     def close(self) -> None:
         """Close now; a request still in flight fails with :class:`ClientClosed`."""
-        self._shutdown(ClientClosed(f"connection to {self.label} closed"), retry=False)
+        self._shutdown(ClientClosed(f"connection to {self.label} closed"), lost=False)
 
     def _close_socket(self) -> None:
         self.out.clear()

@@ -694,25 +694,13 @@ class H2Conn(ConnectionBase[H2Stream]):
             except h2x.H2Error:
                 pass
         self.flush()
-        self._shutdown(err, retry_unsent=False)
-
-    def _lost(self, err: H2PoolError, cause: BaseException | None) -> None:
-        if cause is not None:
-            err.__cause__ = cause
-        log.info("connection %s lost: %s", self.label, err)
-        self._shutdown(err, retry_unsent=True)
+        self._shutdown(err, lost=False)
 
     def lost(self, err: H2PoolError) -> None:
         """Health: give the connection up as lost."""
         self._lost(err, None)
 
-    def fail_internal(self, exc: BaseException) -> None:
-        """A bug in our own handling: fail this connection's requests, keep the loop."""
-        err = ProtocolError(f"internal error on connection {self.label}: {exc!r}")
-        err.__cause__ = exc
-        self._shutdown(err, retry_unsent=False)
-
-    def _shutdown(self, err: H2PoolError, retry_unsent: bool) -> None:
+    def _shutdown(self, err: H2PoolError, lost: bool) -> None:
         if self.closed:
             return
         log.debug(
@@ -731,7 +719,7 @@ class H2Conn(ConnectionBase[H2Stream]):
             st.req.conn = None
             if st.status:
                 fact = Fact.RESPONSE_BEGUN
-            elif not retry_unsent:
+            elif not lost:
                 fact = Fact.BROKEN
             elif st.wire_offset < 0 or not out.possibly_sent(st.wire_offset):
                 fact = Fact.LOST_UNSENT  # no byte of it reached the kernel
@@ -748,7 +736,7 @@ class H2Conn(ConnectionBase[H2Stream]):
         with contextlib.suppress(h2x.H2Error):
             self.h2.close_connection(error_code=0)
         self.flush()
-        self._shutdown(ClientClosed(f"connection to {self.label} closed"), retry_unsent=False)
+        self._shutdown(ClientClosed(f"connection to {self.label} closed"), lost=False)
 
     def _close_socket(self) -> None:
         self.health.stop()
