@@ -52,6 +52,8 @@ if str(ROOT) not in sys.path:
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
+import _workers  # noqa: E402  (stress/ is on sys.path now)
+
 SMALL_LEN = 13
 BIG_SIZE = 100 * 1024 * 1024
 PY_CLIENTS = ("h2pool", "httpx", "niquests")
@@ -654,34 +656,9 @@ def worker_main(spec_json: str) -> None:
 
 # --------------------------------------------------------------------------- parent side
 
-_current_child: subprocess.Popen[str] | None = None
-
 
 def run_worker(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
-    global _current_child
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--_worker", json.dumps(spec)]
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(ROOT)
-    )
-    _current_child = proc
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-        return {"fatal": f"worker killed after {timeout:.0f}s (hung)", "stderr": err[-2000:]}
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        _current_child = None
-    for line in reversed(out.splitlines()):
-        if line.startswith("RESULT "):
-            res: dict[str, Any] = json.loads(line[7:])
-            if err.strip():
-                res["stderr"] = err[-2000:]
-            return res
-    return {"fatal": f"worker exited {proc.returncode} without a result", "stderr": err[-2000:]}
+    return _workers.run_worker(__file__, spec, timeout, cwd=ROOT)
 
 
 def run_h2load(url: str, warmup: float, duration: float, streams: int = 100) -> dict[str, Any]:
@@ -1096,8 +1073,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted; partial results follow", file=sys.stderr)
         results["interrupted"] = True
-        if _current_child is not None and _current_child.poll() is None:
-            _current_child.kill()
+        _workers.kill_current()
     finally:
         results["elapsed_s"] = round(time.time() - t_start, 1)
         results["machine"]["loadavg_end"] = os.getloadavg()

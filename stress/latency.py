@@ -41,6 +41,8 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
+import _workers  # noqa: E402  (stress/ is on sys.path now)
+
 MIB = 1024 * 1024
 RELAY_HIGH_WATER = 64 * MIB  # bytes the relay may hold per direction per connection
 BIG_WINDOW = 8 * MIB
@@ -177,33 +179,10 @@ def worker_main(spec_json: str) -> None:
 
 # --------------------------------------------------------------------------- parent side
 
-_current_child: subprocess.Popen[str] | None = None
-
 
 def run_worker(spec: dict[str, Any], deadline: float) -> dict[str, Any]:
     """Run one download in a fresh interpreter; kill it after ``deadline`` seconds."""
-    global _current_child
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--_worker", json.dumps(spec)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _current_child = proc
-    try:
-        out, err = proc.communicate(timeout=deadline)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-        return {"fatal": f"worker killed after {deadline:.0f}s (hung)", "stderr": err[-2000:]}
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        _current_child = None
-    for line in reversed(out.splitlines()):
-        if line.startswith("RESULT "):
-            res: dict[str, Any] = json.loads(line[7:])
-            if err.strip():
-                res["stderr"] = err[-2000:]
-            return res
-    return {"fatal": f"worker exited {proc.returncode} without a result", "stderr": err[-2000:]}
+    return _workers.run_worker(__file__, spec, deadline)
 
 
 def make_body(path: Path, size: int) -> str:
@@ -494,8 +473,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted; partial results follow", file=sys.stderr)
         results["interrupted"] = True
-        if _current_child is not None and _current_child.poll() is None:
-            _current_child.kill()
+        _workers.kill_current()
     finally:
         if proxy is not None:
             results["relay"] = proxy.stats()
