@@ -371,3 +371,24 @@ def test_send_headers_fast_path_matches_h2(requests: list) -> None:
         )
         results[which].append(list(conn.encoder.header_table.dynamic_entries))
     assert results[0] == results[1]
+
+
+def test_grant_on_a_stream_h2_has_forgotten_is_refused_not_raised() -> None:
+    # h2 purges closed streams when 64 or more have accumulated (on the next new
+    # stream); its increment_flow_control_window then raises KeyError for them, which
+    # escaped every H2Error handler and failed the whole connection. grant_stream says no.
+    conn = new_h2_connection(65536)
+    conn.initiate_connection()
+    conn.receive_data(b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")  # the server's SETTINGS
+    request = [(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"x"), (b":path", b"/")]
+    for _ in range(64):
+        sid = conn.get_next_available_stream_id()
+        conn.send_headers(sid, list(request), end_stream=True)
+        conn.reset_stream(sid)
+    live = conn.get_next_available_stream_id()
+    conn.send_headers(live, list(request), end_stream=True)
+    assert 1 not in conn.streams  # forgotten
+    assert conn.grant_stream(1, 1000) is False
+    conn.data_to_send()
+    assert conn.grant_stream(live, 1000) is True
+    assert conn.data_to_send()[3] == 0x8  # a WINDOW_UPDATE frame

@@ -691,3 +691,54 @@ def test_unanswered_ping_does_not_kill_a_connection_delivering_frames(rawpeer, m
     stats = client.stats()
     assert stats["connections_opened"] == 1
     assert stats["resets_sent"] == 1
+
+
+@pytest.mark.timeout(30)
+def test_reset_slot_is_held_until_a_ping_sent_after_the_reset_is_answered(rawpeer, make_client):
+    # MAX_CONCURRENT_STREAMS 2, two requests held. Cancelling the first sends RST_STREAM
+    # and PING 1; cancelling the second while PING 1 is out sends only RST_STREAM. The
+    # ACK of PING 1 proves the server saw the first reset, not the second: one slot
+    # opens (one queued request starts), and the other only after a second PING, sent
+    # by the client after that ACK, is answered.
+    from hyperframe.frame import PingFrame, RstStreamFrame
+
+    acked: list[bytes] = []
+
+    def ack(conn, ping) -> None:
+        f = PingFrame(0)
+        f.flags.add("ACK")
+        f.opaque_data = ping.opaque_data
+        acked.append(ping.opaque_data)
+        conn.send(f)
+
+    def pings(conn):
+        return [f for f in conn.frames_of(PingFrame) if "ACK" not in f.flags]
+
+    def script(conn):
+        conn.greet({MCS: 2})
+        conn.stall()
+
+    peer = rawpeer(script, ping_ack=False)
+    client = make_client(
+        http2_prior_knowledge=True,
+        timeout=10.0,
+        limits=h2pool.Limits(max_connections_per_origin=1),  # the slots of one connection
+    )
+    a = client.submit("GET", peer.url + "/a")
+    b = client.submit("GET", peer.url + "/b")
+    (conn,) = peer.wait_connections(1)
+    assert conn.wait_for(lambda c: len(c.requests) == 2)
+    a.cancel()
+    assert conn.wait_for(lambda c: len(pings(c)) == 1)
+    b.cancel()
+    assert conn.wait_for(lambda c: len(c.frames_of(RstStreamFrame)) == 2)
+    c_fut = client.submit("GET", peer.url + "/c")
+    d_fut = client.submit("GET", peer.url + "/d")
+    ack(conn, pings(conn)[0])
+    # One slot opens: /c starts; a second PING goes out for the second reset.
+    assert conn.wait_for(lambda c: len(c.requests) == 3 and len(pings(c)) == 2)
+    assert not conn.wait_for(lambda c: len(c.requests) > 3, timeout=0.3)
+    ack(conn, pings(conn)[1])
+    assert conn.wait_for(lambda c: len(c.requests) == 4)
+    for fut in (c_fut, d_fut):
+        fut.cancel()

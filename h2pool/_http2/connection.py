@@ -160,12 +160,12 @@ class H2Conn(ConnectionBase[H2Stream]):
         upload = st.upload
         h2c.send_headers(sid, req.headers, end_stream=not body and upload is None)
         st.window = window = self.limits.stream_window
-        if self.tuner.window > window and not req.stream:
-            # This connection's link carries more per round trip (flow.WindowTuner), and
-            # the caller wants the whole body: no slow reader to bound. A streamed
-            # response earns the larger window once its reader shows it keeps up.
-            h2c.increment_flow_control_window(self.tuner.window - window, sid)
-            st.window = self.tuner.window
+        # This connection's link carries more per round trip (flow.WindowTuner), and the
+        # caller wants the whole body: no slow reader to bound. A streamed response
+        # earns the larger window once its reader shows it keeps up.
+        grown = self.tuner.window
+        if grown > window and not req.stream and h2c.grant_stream(sid, grown - window):
+            st.window = grown
         self._unflushed.append(st)
         if upload is not None:
             loop = self.loop
@@ -341,10 +341,8 @@ class H2Conn(ConnectionBase[H2Stream]):
             # rather than over the round trips the estimate takes (the whole body is
             # held in memory anyway; the connection window still bounds the sum).
             window = min(self.limits.stream_window_limit, st.expected)
-            if window > st.window:
-                with contextlib.suppress(h2x.H2Error):
-                    self.h2.increment_flow_control_window(window - st.window, st.id)
-                    st.window = window
+            if window > st.window and self.h2.grant_stream(st.id, window - st.window):
+                st.window = window
         if req.stream:
             pipe = BodyPipe(self, st.id, self.limits.stream_window, req.timeout.read)
             st.pipe = pipe
@@ -517,9 +515,7 @@ class H2Conn(ConnectionBase[H2Stream]):
             unread = pipe.buffered
             if st.received - unread < st.window or unread >= st.window // 4:
                 return False
-        try:
-            self.h2.increment_flow_control_window(window - st.window, st.id)
-        except h2x.H2Error:
+        if not self.h2.grant_stream(st.id, window - st.window):
             return False  # closed meanwhile
         st.window = window
         self.loop.mark_dirty(self)

@@ -65,6 +65,7 @@ class Health:
     """One timer per connection for every deadline; owned by the connection."""
 
     __slots__ = (
+        "_covered",
         "_loop",
         "_owner",
         "_ping_payload",
@@ -101,6 +102,7 @@ class Health:
         # processed the RST_STREAM: the ACK of a PING sent after it (Go f35fec92). Else
         # a client cancelling fast can exceed MAX_CONCURRENT_STREAMS on the server.
         self.pending_resets = 0
+        self._covered = 0  # resets sent before the PING in flight (its ACK proves them)
 
     # -- per stream ------------------------------------------------------------------------
     def arm_read(self, st: H2Stream) -> None:
@@ -264,7 +266,9 @@ class Health:
         return max(self.ping_sent_at, self.last_read) + self.limits.ping_timeout
 
     def reset_sent(self) -> None:
-        """We sent RST_STREAM: hold its slot until a PING proves the server saw it."""
+        """We sent RST_STREAM: hold its slot until a PING sent after it is answered.
+        (A PING already in flight went out before the reset; its ACK proves nothing
+        about it, so another PING follows that ACK.)"""
         self.pending_resets += 1
         self.send_ping()
 
@@ -275,15 +279,19 @@ class Health:
         self._ping_payload += 1
         owner.h2.ping(self._ping_payload.to_bytes(8, "big"))
         self.ping_sent_at = self._loop.now
+        self._covered = self.pending_resets
         self._loop.mark_dirty(owner)
         if self._tick is None:
             self.arm()
 
     def on_ping_ack(self) -> None:
         self.ping_sent_at = None
-        freed = self.suspect or self.pending_resets > 0
+        freed = self.suspect or self._covered > 0
         self.suspect = False
-        self.pending_resets = 0
+        self.pending_resets -= self._covered
+        self._covered = 0
+        if self.pending_resets:
+            self.send_ping()  # for the resets sent after the PING just answered
         # The tick may sleep until the ACK deadline; bring it forward to the next due.
         due = self._next_due()
         if due is not None:

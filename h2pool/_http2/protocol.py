@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import h2.exceptions as h2x
 from h2.config import H2Configuration
-from h2.connection import ConnectionState
+from h2.connection import ConnectionInputs, ConnectionState
 from h2.errors import ErrorCodes
 from h2.frame_buffer import FrameBuffer
 from hyperframe.frame import RstStreamFrame, WindowUpdateFrame
@@ -85,6 +85,22 @@ class _H2(FastPaths):
         """Output generated before a GOAWAY that h2 would have discarded (see below)."""
         out, self.preserved = self.preserved, b""
         return out
+
+    def grant_stream(self, stream_id: int, increment: int) -> bool:
+        """Open a stream's receive window by ``increment`` (WINDOW_UPDATE); False if
+        h2 has closed or already forgotten the stream. (h2's own
+        ``increment_flow_control_window`` indexes ``self.streams`` and raises
+        KeyError for a stream it has purged, which no H2Error handler catches.)"""
+        stream = self.streams.get(stream_id)
+        if stream is None or not stream.open or increment <= 0:
+            return False
+        try:
+            self.state_machine.process_input(ConnectionInputs.SEND_WINDOW_UPDATE)
+            frames = stream.increase_flow_control_window(increment)
+        except h2x.H2Error:
+            return False
+        self._prepare_for_sending(frames)
+        return True
 
     def ack_connection(self, nbytes: int) -> None:
         """Return connection-level flow-control credit only (h2 has no public call
