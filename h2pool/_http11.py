@@ -312,10 +312,10 @@ class H1Conn(ConnectionBase[H1Stream]):
         self.out.clear()
         st = self._current()
         if st is not None:
+            # Nothing more is sent; the upload pipe stays with the request, so that
+            # _shutdown lets the pool judge a retry (an aborted pipe cannot be re-sent:
+            # a retry would wait on a producer that has stopped) and aborts it otherwise.
             st.body = None
-            if st.upload is not None:
-                st.upload.abort()
-                st.upload = None
         self._on_readable()
         if not self.closed:
             self._lost(ConnectionLost(f"connection to {self.label} failed: {exc}"), exc)
@@ -494,6 +494,8 @@ class H1Conn(ConnectionBase[H1Stream]):
 
     def drain(self) -> None:
         """No new requests (the client is closing); close once the one in flight ends."""
+        if self.closed:
+            return
         self._move_to(ConnState.DRAINING)
         if not self.streams:
             self.close()

@@ -280,7 +280,7 @@ class OriginPool:
             req.fail(ClientClosed("the client closed before the request could be retried"))
             return True
         upload = req.upload
-        if upload is not None and upload.taken:
+        if upload is not None and (upload.taken or upload.aborted):
             self._rewind_upload(req)  # a seekable file (judge checked): read it again
         log.debug(
             "retrying %s %s://%s%s (attempt %d): %s, %s",
@@ -325,17 +325,20 @@ class OriginPool:
         self.submit(req)
 
     # -- timeouts, cancellation ------------------------------------------------------------------
-    def _on_pool_timeout(self, req: Request) -> None:
+    def _on_pool_timeout(self, req: Request, deferrable: bool = True) -> None:
         req.pool_timer = None
         if req.done or req.conn is not None:
             return
-        if not any(not c.draining for c in self.conns):
+        if deferrable and not any(not c.draining for c in self.conns):
             # Only a dial can serve it, and that dial's connect timeout ends now too
             # (a single-number Timeout): let the dial's outcome speak, a ConnectTimeout
-            # naming the real cause or a connection, rather than a pool timeout.
+            # naming the real cause or a connection, rather than a pool timeout. Once:
+            # a dial started later must not postpone the pool timeout again.
             ends = [d.deadline for d in self.dialers if d.deadline is not None]
             if ends and min(ends) <= self.pool.loop.now + _SAME_MOMENT:
-                req.pool_timer = self.pool.loop.call_at(min(ends), self._on_pool_timeout, req)
+                req.pool_timer = self.pool.loop.call_at(
+                    min(ends), self._on_pool_timeout, req, False
+                )
                 return
         try:
             self.queue.remove(req)

@@ -103,8 +103,8 @@ class RetryPolicy:
             req.attempts += 1
             verdict = Verdict.RETRY
         upload = req.upload
-        if upload is not None and upload.taken and req.upload_start is None:
-            req.replayable = False  # part of a streamed body is gone
+        if upload is not None and (upload.taken or upload.aborted) and req.upload_start is None:
+            req.replayable = False  # part of a streamed body is gone, or its producer stopped
         if not req.replayable or req.attempts >= self.max_attempts:
             return Verdict.FAIL
         return verdict

@@ -361,3 +361,38 @@ def test_large_response_headers_over_limit(h1server, make_client):
     client = make_client(timeout=FAST, limits=h2pool.Limits(max_header_list_size=65536))
     r = client.get(server.url + "/bytes/10")
     assert r.content == pattern(10)
+
+
+@pytest.mark.timeout(30)
+def test_write_error_before_any_body_byte_retries_with_a_live_body(
+    h1server, make_client, monkeypatch
+):
+    # The first send of a connection fails (a server that closed an idle keep-alive
+    # connection as we wrote): nothing was written, so the request goes again on a new
+    # connection. Its streamed body had not produced a byte yet; the retry must carry
+    # that body, not a pipe already given up (which left the request waiting forever).
+    from h2pool import _connection
+
+    real_send = _connection.OutputBuffer.send
+    failed: list[int] = []
+
+    def send_once_failing(self, sock):
+        if not failed:
+            failed.append(1)
+            return 0, BrokenPipeError(32, "Broken pipe")
+        return real_send(self, sock)
+
+    monkeypatch.setattr(_connection.OutputBuffer, "send", send_once_failing)
+
+    def body():
+        time.sleep(0.3)  # a producer whose first chunk comes a little later
+        yield b"hello "
+        yield b"world"
+
+    server = h1server(tls=False)
+    client = make_client(timeout=h2pool.Timeout(3.0))
+    r = client.post(server.url + "/echo", body=body())
+    assert r.status == 200
+    assert r.content == b"hello world"
+    assert failed == [1]
+    assert client.stats()["retries"] == 1

@@ -329,3 +329,40 @@ def test_write_timeout_still_fires_when_the_server_stops_accepting(h2peer, make_
     assert peer.wait_for(lambda p: len(p.settings_acks) >= 1)
     fut = client.submit("PUT", peer.h2c_url + "/up", body=iter([b"x" * 65536] * 4))
     assert_timeout(fut.exception(timeout=10), h2pool.WriteTimeout)
+
+
+@pytest.mark.timeout(30)
+def test_pool_timeout_defers_to_a_dial_at_most_once(make_client):
+    # A server that accepts and never answers TLS, a connect timeout below the moment a
+    # pool timeout defers to a dial, and enough waiters for two dials in flight: every
+    # failed dial starts another, and each would postpone the pool timeout again.
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0), backlog=1024)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    try:
+        port = listener.getsockname()[1]
+        client = make_client(timeout=h2pool.Timeout(connect=0.04, read=1, write=1, pool=1.0))
+        futs = [client.submit("GET", f"https://127.0.0.1:{port}/{i}") for i in range(150)]
+        kinds = {type(f.exception(timeout=5)).__name__ for f in futs}
+        assert kinds <= {"PoolTimeout", "ConnectTimeout"}, kinds
+        client.close()
+    finally:
+        stop.set()
+        t.join(5)
+        listener.close()
+        for s in held:
+            s.close()

@@ -451,8 +451,17 @@ class H2Conn(ConnectionBase[H2Stream]):
         st = self.streams.get(event.stream_id)
         if st is not None:
             exc = ProtocolError(f"response from {self.label} {event.message}")
-            with contextlib.suppress(h2x.H2Error):
-                self.h2.reset_stream(st.id, ErrorCodes.PROTOCOL_ERROR)
+            reset = event.reset_sent
+            if not reset:
+                try:
+                    self.h2.reset_stream(st.id, ErrorCodes.PROTOCOL_ERROR)
+                    reset = True
+                except h2x.H2Error:
+                    pass
+            if reset:
+                # Held against the server's limit until a PING proves it saw the RST.
+                self.resets_sent += 1
+                self.health.reset_sent()
             self._fail_stream(st, exc, send_rst=False)
 
     def _on_settings(self, event: ev.RemoteSettingsChanged) -> None:
@@ -657,6 +666,8 @@ class H2Conn(ConnectionBase[H2Stream]):
 
     def drain(self) -> None:
         """No new streams (the client is closing); close once the open ones end."""
+        if self.closed:
+            return
         self._move_to(ConnState.DRAINING)
         if not self.streams:
             self.close()

@@ -41,10 +41,11 @@ _CONFIG = H2Configuration(
 class BodyLengthMismatch:
     """Our event for a response body that disagrees with its Content-Length."""
 
-    def __init__(self, stream_id: int, flow: int, message: str) -> None:
+    def __init__(self, stream_id: int, flow: int, message: str, reset_sent: bool = False) -> None:
         self.stream_id = stream_id
         self.flow = flow
         self.message = message
+        self.reset_sent = reset_sent  # the RST_STREAM is already among h2's frames
 
 
 class _H2(FastPaths):
@@ -202,7 +203,8 @@ class _H2(FastPaths):
             if stream.closed:
                 return [], []  # we reset it already: nothing to fail
             msg = f"sent {exc} (Limits.max_header_list_size)"
-            return stream.reset_stream(ErrorCodes.PROTOCOL_ERROR), [BodyLengthMismatch(sid, 0, msg)]
+            rst_frames = stream.reset_stream(ErrorCodes.PROTOCOL_ERROR)
+            return rst_frames, [BodyLengthMismatch(sid, 0, msg, reset_sent=True)]
         except h2x.ProtocolError as exc:
             # A malformed response (bad header name or value, misplaced pseudo-header)
             # is a *stream* error (RFC 9113 §8.1.1). h2 raises it as a connection error.
@@ -225,7 +227,8 @@ class _H2(FastPaths):
                     frames = stream.reset_stream(ErrorCodes.PROTOCOL_ERROR)
                 except h2x.ProtocolError:
                     raise exc from None
-            return frames, [BodyLengthMismatch(frame.stream_id, 0, f"is malformed: {exc}")]
+            event = BodyLengthMismatch(sid, 0, f"is malformed: {exc}", reset_sent=True)
+            return frames, [event]
 
     def _receive_goaway_frame(self, frame: Any) -> Any:
         self.preserved += self.data_to_send()
