@@ -91,6 +91,7 @@ class CachingEncoder(Encoder):
 # with the server's); beyond it decoding stops at once: an HPACK bomb (16 KiB inflating
 # to 64 MB, CVE-2016-6581) is a connection error, and memory stays bounded.
 _FULL_DECODE_FACTOR = 16
+_FULL_DECODE_CAP = 1024 * 1024
 
 
 class HeaderListTooLarge(Exception):
@@ -118,8 +119,9 @@ class CachingDecoder(Decoder):
 
     @property
     def max_header_list_size(self) -> int:
-        """What hpack's decoding loop stops at (a bomb): a multiple of ``limit``."""
-        return self.limit * _FULL_DECODE_FACTOR
+        """What hpack's decoding loop stops at (a bomb): 16 times ``limit``, at most
+        1 MiB (or ``limit`` itself, when it was raised beyond that)."""
+        return max(self.limit, min(self.limit * _FULL_DECODE_FACTOR, _FULL_DECODE_CAP))
 
     @max_header_list_size.setter
     def max_header_list_size(self, value: int) -> None:
