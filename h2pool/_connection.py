@@ -412,6 +412,17 @@ class ConnectionBase(Generic[S]):
         raise NotImplementedError
 
     # -- the end ----------------------------------------------------------------------------
+    def drain(self) -> None:
+        """No new requests (the client is closing); close once those in flight end."""
+        if self.closed:
+            return
+        self._move_to(ConnState.DRAINING)
+        if not self.streams:
+            self.close()
+
+    def close(self) -> None:
+        raise NotImplementedError
+
     def _shutdown(self, err: H2PoolError, lost: bool) -> None:
         """Close and settle every request: each reports its ``Fact`` to the pool
         (``lost``: the connection failed under us, so unsent requests may go again)."""

@@ -492,14 +492,6 @@ class H1Conn(ConnectionBase[H1Stream]):
         if st is not None and st.req is req:
             self._fail_stream(st, ClientClosed("request cancelled"))
 
-    def drain(self) -> None:
-        """No new requests (the client is closing); close once the one in flight ends."""
-        if self.closed:
-            return
-        self._move_to(ConnState.DRAINING)
-        if not self.streams:
-            self.close()
-
     def _ack(self, stream_id: int, nbytes: int) -> None:
         st = self.streams.get(stream_id)
         if st is None or self.closed:

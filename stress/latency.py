@@ -33,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -81,12 +82,22 @@ PROBES = 3  # small GETs after the warm-up one: the smallest is the RTT seen by 
 # --------------------------------------------------------------------------- worker
 
 
+def _probe(get: Callable[[], object]) -> list[float]:
+    """One warm-up small GET, then PROBES timed ones (seconds each)."""
+    get()
+    times = []
+    for _ in range(PROBES):
+        t0 = time.perf_counter()
+        get()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
 def worker_download(spec: dict[str, Any]) -> dict[str, Any]:
     """One client, one warm-up GET, PROBES timed small GETs, one timed download."""
     client_name, how, window = VARIANTS[spec["variant"]]
     url, small, ca, timeout = spec["url"], spec["small_url"], spec["ca"], spec["timeout"]
     chunks: list[bytes] = []
-    probes: list[float] = []
     res: dict[str, Any] = {"variant": spec["variant"]}
     if client_name == "h2pool":
         import h2pool
@@ -96,11 +107,7 @@ def worker_download(spec: dict[str, Any]) -> dict[str, Any]:
         res["stream_window"] = limits.stream_window
         res["connection_window"] = limits.connection_window
         client = h2pool.Client(verify=ca, timeout=timeout, limits=limits)
-        client.get(small).content  # noqa: B018
-        for _ in range(PROBES):
-            t0 = time.perf_counter()
-            client.get(small).content  # noqa: B018
-            probes.append(time.perf_counter() - t0)
+        probes = _probe(lambda: client.get(small).content)
         if how == "stream-2nd":  # a first, untimed download on the same connection
             with client.stream("GET", url) as r:
                 for _chunk in r.iter_bytes():
@@ -125,11 +132,7 @@ def worker_download(spec: dict[str, Any]) -> dict[str, Any]:
         res["stream_window"] = HTTPX_STREAM_WINDOW
         ctx = ssl.create_default_context(cafile=ca)
         hx = httpx.Client(http2=True, verify=ctx, timeout=timeout)
-        hx.get(small).content  # noqa: B018
-        for _ in range(PROBES):
-            t0 = time.perf_counter()
-            hx.get(small).content  # noqa: B018
-            probes.append(time.perf_counter() - t0)
+        probes = _probe(lambda: hx.get(small).content)
         if how == "stream-2nd":  # a first, untimed download on the same connection
             with hx.stream("GET", url) as rx:
                 for _chunk in rx.iter_bytes():

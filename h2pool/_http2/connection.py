@@ -664,14 +664,6 @@ class H2Conn(ConnectionBase[H2Stream]):
                 self._fail_stream(st, exc)
                 return
 
-    def drain(self) -> None:
-        """No new streams (the client is closing); close once the open ones end."""
-        if self.closed:
-            return
-        self._move_to(ConnState.DRAINING)
-        if not self.streams:
-            self.close()
-
     def _ack(self, stream_id: int, nbytes: int) -> None:
         if not self.closed:
             self.h2.ack_stream(nbytes, stream_id)
