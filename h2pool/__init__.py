@@ -8,20 +8,9 @@ from __future__ import annotations
 
 import logging as _logging
 
-from ._client import (
-    Client,
-    InsecureRequestWarning,
-    default_client,
-    delete,
-    get,
-    head,
-    options,
-    patch,
-    post,
-    put,
-    request,
-    submit,
-)
+from ._api import delete, get, head, options, patch, post, put, request, submit
+from ._auth import Auth, BasicAuth, BearerAuth
+from ._client import Client, InsecureRequestWarning, default_client
 from ._config import Limits, Timeout
 from ._errors import (
     ClientClosed,
@@ -45,12 +34,18 @@ from ._errors import (
     WriteTimeout,
 )
 from ._headers import Headers
+from ._outgoing import Request
 from ._pool import Stats
 from ._response import Response
+from ._retry import Retries
+from ._transport import MockTransport, Transport, WSGITransport
 from ._version import __version__
 from .compat import HTTP20Connection, HTTPConnection
 
 __all__ = [
+    "Auth",
+    "BasicAuth",
+    "BearerAuth",
     "Client",
     "ClientClosed",
     "ConnectError",
@@ -66,18 +61,23 @@ __all__ = [
     "InvalidHeader",
     "InvalidURL",
     "Limits",
+    "MockTransport",
     "PoolTimeout",
     "ProtocolError",
     "ReadTimeout",
     "RedirectError",
+    "Request",
     "RequestBodyError",
     "Response",
+    "Retries",
     "Stats",
     "StreamReset",
     "TLSError",
     "Timeout",
     "TimeoutError",
     "TooManyRedirects",
+    "Transport",
+    "WSGITransport",
     "WriteTimeout",
     "__version__",
     "default_client",

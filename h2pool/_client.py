@@ -1,8 +1,10 @@
-"""The public :class:`Client`, the process-wide default client and module-level helpers.
+"""The public :class:`Client` and the process-wide default client.
 
-Runs in caller threads. A request is validated and encoded (:mod:`h2pool._prepare`),
-then handed to the I/O thread as one queued command; the caller blocks only on its
-future.
+Runs in caller threads. The Client holds configuration and the signatures users see;
+what happens around one request in the caller's thread (encoding, auth, hooks,
+retries, redirects) is :mod:`h2pool._dispatch`; validation is :mod:`h2pool._prepare`;
+the request is then handed to the I/O thread (:mod:`h2pool._runtime`) as one queued
+command, and the caller blocks only on its future.
 """
 
 from __future__ import annotations
@@ -11,23 +13,31 @@ import atexit
 import contextlib
 import functools
 import os
+import ssl
 import threading
+import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import Future
-from typing import Any
+from typing import TYPE_CHECKING
 
+from ._auth import AuthTypes
 from ._config import Limits, Proxies, Timeout
+from ._content import DataTypes, FilesTypes, ParamTypes
 from ._dial import make_ssl_context
+from ._dispatch import Dispatcher, EventHooks
 from ._errors import ConnectError, H2PoolError
 from ._headers import HeaderTypes
 from ._pool import Pool, Stats
 from ._prepare import BodyTypes, RequestBuilder
-from ._redirects import follow_chain, is_redirect, replay_point
 from ._request import Request, ResponseFuture
 from ._response import Response
+from ._retry import Retries
 from ._runtime import Runtime
 from ._stream import pump_body
+
+if TYPE_CHECKING:
+    from ._transport import Transport
 
 __all__ = ["BodyTypes", "Client", "InsecureRequestWarning", "default_client"]
 
@@ -41,6 +51,15 @@ class Client:
 
     ``verify=True`` trusts certifi's bundle, or the CA file/directory named by the
     ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` environment variables when they are set.
+
+    ``base_url`` is joined to relative request URLs (``Client(base_url=
+    "https://api.example.org/v1")`` then ``client.get("users")`` or ``"/users"`` ->
+    ``https://api.example.org/v1/users``). ``auth`` is the default ``auth=`` of every
+    request; ``retries`` an :class:`h2pool.Retries`; ``event_hooks``
+    ``{"request": [fn, ...], "response": [fn, ...]}`` run in the requesting thread;
+    ``transport`` replaces the network (:class:`h2pool.MockTransport`,
+    :class:`h2pool.WSGITransport`), for tests. No cookie jar is kept: one Client serves
+    many end users, and a jar would send one user's session with another's requests.
 
     ``proxy="http://[user:password@]host:port"`` sends every request through that HTTP
     proxy, tunnelled with ``CONNECT`` (TLS stays end to end; ``http://`` origins are
@@ -61,7 +80,7 @@ class Client:
     def __init__(
         self,
         *,
-        verify: bool | str | Any = True,
+        verify: bool | str | ssl.SSLContext = True,
         cert: str | tuple[str, str] | None = None,
         timeout: Timeout | float | None = Timeout(),
         limits: Limits = Limits(),
@@ -72,6 +91,11 @@ class Client:
         max_redirects: int = 20,
         proxy: str | None = None,
         trust_env: bool = True,
+        base_url: str | None = None,
+        auth: AuthTypes | None = None,
+        retries: Retries | None = None,
+        event_hooks: EventHooks | None = None,
+        transport: Transport | None = None,
     ) -> None:
         if verify is False:
             warnings.warn(
@@ -107,33 +131,98 @@ class Client:
                 proxies=self._proxies,
             )
         )
+        self._dispatch = Dispatcher(
+            self._builder,
+            self._send,
+            self._submit_queued,
+            self._runtime.refuse_if_closed,
+            base_url=base_url,
+            auth=auth,
+            retries=retries,
+            event_hooks=event_hooks,
+            transport=transport,
+        )
 
     # -- public API ------------------------------------------------------------------------
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: ParamTypes | None = None,
+        headers: HeaderTypes | None = None,
+        cookies: Mapping[str, str] | None = None,
+        auth: AuthTypes | None = None,
+        body: BodyTypes = None,
+        json: object = None,
+        data: DataTypes | None = None,
+        files: FilesTypes | None = None,
+        timeout: Timeout | float | None = None,
+        stream: bool = False,
+        follow_redirects: bool | None = None,
+        max_redirects: int | None = None,
+    ) -> Response:
+        """Send a request and wait for its response (and its body unless ``stream``).
+
+        ``params`` are appended to the URL's query; the body is one of ``body`` (raw
+        bytes, str, a file or an iterable of bytes), ``json``, or ``data`` (a form)
+        and/or ``files`` (multipart, files streamed); ``cookies`` become one ``Cookie``
+        header for this request only; ``auth`` is ``(user, password)`` for Basic, an
+        :class:`h2pool.Auth`, or a callable taking the :class:`h2pool.Request`.
+        ``timeout=None`` means the client's timeouts; pass ``Timeout(None)`` for none.
+
+        Redirects are returned as they are unless ``follow_redirects`` (default: the
+        client's, itself False by default) is true; then up to ``max_redirects`` (20)
+        are followed in this thread, see :mod:`h2pool._redirects`. ``timeout`` applies
+        to each request of the chain; the client's ``retries`` to each hop.
+
+        Raises an :class:`H2PoolError` subclass on failure; ``TypeError`` for
+        arguments of the wrong kind (``body={...}``: use ``json=`` or ``data=``).
+        """
+        d = self._dispatch
+        method, url, hdrs, body, public = d.compose(
+            method, url, params, headers, cookies, auth, body, json, data, files
+        )
+        follow = self._follow_redirects if follow_redirects is None else follow_redirects
+        limit = self._max_redirects if max_redirects is None else max_redirects
+        return d.request(method, url, hdrs, body, timeout, stream, public, follow, limit)
+
     def submit(
         self,
         method: str,
         url: str,
         *,
+        params: ParamTypes | None = None,
         headers: HeaderTypes | None = None,
+        cookies: Mapping[str, str] | None = None,
+        auth: AuthTypes | None = None,
         body: BodyTypes = None,
+        json: object = None,
+        data: DataTypes | None = None,
+        files: FilesTypes | None = None,
         timeout: Timeout | float | None = None,
         stream: bool = False,
     ) -> Future[Response]:
         """Send a request without waiting; the future resolves to the :class:`Response`.
 
-        ``timeout=None`` means the client's timeouts; pass ``Timeout(None)`` for none.
-        Never blocks on the network, so it never follows redirects (even on a client
-        created with ``follow_redirects=True``): to follow them concurrently, run
+        Takes the arguments of :meth:`request`. Never blocks on the network, so it
+        never follows redirects, does not apply the client's ``retries`` to statuses
+        and does not run response hooks (all three need the waiting thread); request
+        hooks and auth run here. To get all of them concurrently, run
         ``client.request`` in an executor. Invalid input raises here (``InvalidURL``,
-        ``InvalidHeader``); network failures arrive through the future.
+        ``InvalidHeader``, ``TypeError``); network failures arrive through the future.
         ``future.cancel()`` on an in-flight request resets its stream.
         """
-        self._runtime.refuse_if_closed()
-        return self._submit(self._builder.build(method, url, headers, body, timeout, stream), True)
+        d = self._dispatch
+        method, url, hdrs, body, public = d.compose(
+            method, url, params, headers, cookies, auth, body, json, data, files
+        )
+        return d.submit(method, url, hdrs, body, timeout, stream, public)
 
     def _submit(self, req: Request, pump_thread: bool) -> ResponseFuture:
         fut = req.future
         url = req.url.url
+        req.started = time.monotonic()
         if req.url.scheme == "http" and not self._h2c and not self._http1:
             fut.set_exception(
                 ConnectError(
@@ -153,47 +242,8 @@ class Client:
             ).start()
         return fut
 
-    def request(
-        self,
-        method: str,
-        url: str,
-        *,
-        headers: HeaderTypes | None = None,
-        body: BodyTypes = None,
-        timeout: Timeout | float | None = None,
-        stream: bool = False,
-        follow_redirects: bool | None = None,
-        max_redirects: int | None = None,
-    ) -> Response:
-        """Send a request and wait for its response (and its body unless ``stream``).
-
-        Redirects are returned as they are unless ``follow_redirects`` (default: the
-        client's, itself False by default) is true; then up to ``max_redirects`` (20)
-        are followed in this thread, see :mod:`h2pool._redirects`. ``timeout`` applies
-        to each request of the chain.
-
-        Raises an :class:`H2PoolError` subclass on failure; see :mod:`h2pool` errors.
-        """
-        follow = self._follow_redirects if follow_redirects is None else follow_redirects
-        replay = replay_point(body) if follow and body is not None else None
-        self._runtime.refuse_if_closed()
-        response = self._send(self._builder.build(method, url, headers, body, timeout, stream))
-        if not follow or not is_redirect(response):
-            return response
-        limit = self._max_redirects if max_redirects is None else max_redirects
-
-        def send_hop(
-            method: str,
-            url: str,
-            headers: list[tuple[bytes, bytes]],
-            body: BodyTypes,
-            drop: frozenset[bytes],
-        ) -> Response:
-            self._runtime.refuse_if_closed()
-            req = self._builder.build(method, url, headers, body, timeout, stream, drop)
-            return self._send(req)
-
-        return follow_chain(send_hop, response, method, headers, body, replay, limit)
+    def _submit_queued(self, req: Request) -> Future[Response]:
+        return self._submit(req, True)
 
     def _send(self, req: Request) -> Response:
         """Submit ``req`` and wait for its response, reading a streamed body on this
@@ -217,37 +267,292 @@ class Client:
                 fut.cancel()  # KeyboardInterrupt and the like: free the stream
             raise
 
-    def get(self, url: str, **kw: Any) -> Response:
-        return self.request("GET", url, **kw)
+    def get(
+        self,
+        url: str,
+        *,
+        params: ParamTypes | None = None,
+        headers: HeaderTypes | None = None,
+        cookies: Mapping[str, str] | None = None,
+        auth: AuthTypes | None = None,
+        body: BodyTypes = None,
+        json: object = None,
+        data: DataTypes | None = None,
+        files: FilesTypes | None = None,
+        timeout: Timeout | float | None = None,
+        stream: bool = False,
+        follow_redirects: bool | None = None,
+        max_redirects: int | None = None,
+    ) -> Response:
+        """``request("GET", url, ...)``."""
+        return self.request(
+            "GET",
+            url,
+            params=params,
+            headers=headers,
+            cookies=cookies,
+            auth=auth,
+            body=body,
+            json=json,
+            data=data,
+            files=files,
+            timeout=timeout,
+            stream=stream,
+            follow_redirects=follow_redirects,
+            max_redirects=max_redirects,
+        )
 
-    def head(self, url: str, **kw: Any) -> Response:
-        return self.request("HEAD", url, **kw)
+    def head(
+        self,
+        url: str,
+        *,
+        params: ParamTypes | None = None,
+        headers: HeaderTypes | None = None,
+        cookies: Mapping[str, str] | None = None,
+        auth: AuthTypes | None = None,
+        body: BodyTypes = None,
+        json: object = None,
+        data: DataTypes | None = None,
+        files: FilesTypes | None = None,
+        timeout: Timeout | float | None = None,
+        stream: bool = False,
+        follow_redirects: bool | None = None,
+        max_redirects: int | None = None,
+    ) -> Response:
+        """``request("HEAD", url, ...)``."""
+        return self.request(
+            "HEAD",
+            url,
+            params=params,
+            headers=headers,
+            cookies=cookies,
+            auth=auth,
+            body=body,
+            json=json,
+            data=data,
+            files=files,
+            timeout=timeout,
+            stream=stream,
+            follow_redirects=follow_redirects,
+            max_redirects=max_redirects,
+        )
 
-    def options(self, url: str, **kw: Any) -> Response:
-        return self.request("OPTIONS", url, **kw)
+    def options(
+        self,
+        url: str,
+        *,
+        params: ParamTypes | None = None,
+        headers: HeaderTypes | None = None,
+        cookies: Mapping[str, str] | None = None,
+        auth: AuthTypes | None = None,
+        body: BodyTypes = None,
+        json: object = None,
+        data: DataTypes | None = None,
+        files: FilesTypes | None = None,
+        timeout: Timeout | float | None = None,
+        stream: bool = False,
+        follow_redirects: bool | None = None,
+        max_redirects: int | None = None,
+    ) -> Response:
+        """``request("OPTIONS", url, ...)``."""
+        return self.request(
+            "OPTIONS",
+            url,
+            params=params,
+            headers=headers,
+            cookies=cookies,
+            auth=auth,
+            body=body,
+            json=json,
+            data=data,
+            files=files,
+            timeout=timeout,
+            stream=stream,
+            follow_redirects=follow_redirects,
+            max_redirects=max_redirects,
+        )
 
-    def delete(self, url: str, **kw: Any) -> Response:
-        return self.request("DELETE", url, **kw)
+    def delete(
+        self,
+        url: str,
+        *,
+        params: ParamTypes | None = None,
+        headers: HeaderTypes | None = None,
+        cookies: Mapping[str, str] | None = None,
+        auth: AuthTypes | None = None,
+        body: BodyTypes = None,
+        json: object = None,
+        data: DataTypes | None = None,
+        files: FilesTypes | None = None,
+        timeout: Timeout | float | None = None,
+        stream: bool = False,
+        follow_redirects: bool | None = None,
+        max_redirects: int | None = None,
+    ) -> Response:
+        """``request("DELETE", url, ...)``."""
+        return self.request(
+            "DELETE",
+            url,
+            params=params,
+            headers=headers,
+            cookies=cookies,
+            auth=auth,
+            body=body,
+            json=json,
+            data=data,
+            files=files,
+            timeout=timeout,
+            stream=stream,
+            follow_redirects=follow_redirects,
+            max_redirects=max_redirects,
+        )
 
-    def post(self, url: str, body: BodyTypes = None, **kw: Any) -> Response:
-        return self.request("POST", url, body=body, **kw)
+    def post(
+        self,
+        url: str,
+        body: BodyTypes = None,
+        *,
+        params: ParamTypes | None = None,
+        headers: HeaderTypes | None = None,
+        cookies: Mapping[str, str] | None = None,
+        auth: AuthTypes | None = None,
+        json: object = None,
+        data: DataTypes | None = None,
+        files: FilesTypes | None = None,
+        timeout: Timeout | float | None = None,
+        stream: bool = False,
+        follow_redirects: bool | None = None,
+        max_redirects: int | None = None,
+    ) -> Response:
+        """``request("POST", url, ...)``."""
+        return self.request(
+            "POST",
+            url,
+            params=params,
+            headers=headers,
+            cookies=cookies,
+            auth=auth,
+            body=body,
+            json=json,
+            data=data,
+            files=files,
+            timeout=timeout,
+            stream=stream,
+            follow_redirects=follow_redirects,
+            max_redirects=max_redirects,
+        )
 
-    def put(self, url: str, body: BodyTypes = None, **kw: Any) -> Response:
-        return self.request("PUT", url, body=body, **kw)
+    def put(
+        self,
+        url: str,
+        body: BodyTypes = None,
+        *,
+        params: ParamTypes | None = None,
+        headers: HeaderTypes | None = None,
+        cookies: Mapping[str, str] | None = None,
+        auth: AuthTypes | None = None,
+        json: object = None,
+        data: DataTypes | None = None,
+        files: FilesTypes | None = None,
+        timeout: Timeout | float | None = None,
+        stream: bool = False,
+        follow_redirects: bool | None = None,
+        max_redirects: int | None = None,
+    ) -> Response:
+        """``request("PUT", url, ...)``."""
+        return self.request(
+            "PUT",
+            url,
+            params=params,
+            headers=headers,
+            cookies=cookies,
+            auth=auth,
+            body=body,
+            json=json,
+            data=data,
+            files=files,
+            timeout=timeout,
+            stream=stream,
+            follow_redirects=follow_redirects,
+            max_redirects=max_redirects,
+        )
 
-    def patch(self, url: str, body: BodyTypes = None, **kw: Any) -> Response:
-        return self.request("PATCH", url, body=body, **kw)
+    def patch(
+        self,
+        url: str,
+        body: BodyTypes = None,
+        *,
+        params: ParamTypes | None = None,
+        headers: HeaderTypes | None = None,
+        cookies: Mapping[str, str] | None = None,
+        auth: AuthTypes | None = None,
+        json: object = None,
+        data: DataTypes | None = None,
+        files: FilesTypes | None = None,
+        timeout: Timeout | float | None = None,
+        stream: bool = False,
+        follow_redirects: bool | None = None,
+        max_redirects: int | None = None,
+    ) -> Response:
+        """``request("PATCH", url, ...)``."""
+        return self.request(
+            "PATCH",
+            url,
+            params=params,
+            headers=headers,
+            cookies=cookies,
+            auth=auth,
+            body=body,
+            json=json,
+            data=data,
+            files=files,
+            timeout=timeout,
+            stream=stream,
+            follow_redirects=follow_redirects,
+            max_redirects=max_redirects,
+        )
 
     @contextlib.contextmanager
-    def stream(self, method: str, url: str, **kw: Any) -> Iterator[Response]:
-        """A streamed response that is closed when the block exits.
+    def stream(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: ParamTypes | None = None,
+        headers: HeaderTypes | None = None,
+        cookies: Mapping[str, str] | None = None,
+        auth: AuthTypes | None = None,
+        body: BodyTypes = None,
+        json: object = None,
+        data: DataTypes | None = None,
+        files: FilesTypes | None = None,
+        timeout: Timeout | float | None = None,
+        follow_redirects: bool | None = None,
+        max_redirects: int | None = None,
+    ) -> Iterator[Response]:
+        """A streamed response that is closed when the block exits; the arguments of
+        :meth:`request`.
 
         >>> with client.stream("GET", url) as r:              # doctest: +SKIP
         ...     for chunk in r.iter_bytes():
         ...         sink.write(chunk)
         """
-        kw["stream"] = True
-        response = self.request(method, url, **kw)
+        response = self.request(
+            method,
+            url,
+            params=params,
+            headers=headers,
+            cookies=cookies,
+            auth=auth,
+            body=body,
+            json=json,
+            data=data,
+            files=files,
+            timeout=timeout,
+            stream=True,
+            follow_redirects=follow_redirects,
+            max_redirects=max_redirects,
+        )
         try:
             yield response
         finally:
@@ -256,8 +561,11 @@ class Client:
     def stats(self) -> Stats:
         """A snapshot: connections per origin, open streams, queued requests, bytes,
         retries and resets (:class:`h2pool.Stats`; the same keys before the first
-        request as after)."""
-        return self._runtime.stats()
+        request as after). ``retries`` counts the pool's own re-sends of unprocessed
+        requests, ``policy_retries`` those made by ``Client(retries=...)``."""
+        snap = self._runtime.stats()
+        snap["policy_retries"] = self._dispatch.policy_retries
+        return snap
 
     def close(self, timeout: float | None = 5.0) -> None:
         """Close gracefully: new requests raise :class:`ClientClosed`; in-flight ones may
@@ -302,48 +610,6 @@ def default_client() -> Client:
             _default = Client()
             atexit.register(_default.close, 1.0)
         return _default
-
-
-def _module_request(method: str, url: str, **kw: Any) -> Response:
-    return default_client().request(method, url, **kw)
-
-
-def request(method: str, url: str, **kw: Any) -> Response:
-    """``default_client().request(...)``."""
-    return _module_request(method, url, **kw)
-
-
-def get(url: str, **kw: Any) -> Response:
-    return _module_request("GET", url, **kw)
-
-
-def head(url: str, **kw: Any) -> Response:
-    return _module_request("HEAD", url, **kw)
-
-
-def options(url: str, **kw: Any) -> Response:
-    return _module_request("OPTIONS", url, **kw)
-
-
-def delete(url: str, **kw: Any) -> Response:
-    return _module_request("DELETE", url, **kw)
-
-
-def post(url: str, body: BodyTypes = None, **kw: Any) -> Response:
-    return _module_request("POST", url, body=body, **kw)
-
-
-def put(url: str, body: BodyTypes = None, **kw: Any) -> Response:
-    return _module_request("PUT", url, body=body, **kw)
-
-
-def patch(url: str, body: BodyTypes = None, **kw: Any) -> Response:
-    return _module_request("PATCH", url, body=body, **kw)
-
-
-def submit(method: str, url: str, **kw: Any) -> Future[Response]:
-    """``default_client().submit(...)``."""
-    return default_client().submit(method, url, **kw)
 
 
 _ = ResponseFuture  # re-exported type of the futures returned by submit()

@@ -240,6 +240,7 @@ class StreamRecord:
         "body_pos",
         "chunks",
         "headers",
+        "headers_at",
         "id",
         "last_activity",
         "pipe",
@@ -253,6 +254,7 @@ class StreamRecord:
         self.req = req
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] | None = None
+        self.headers_at = 0.0  # loop time the response headers arrived (Response.elapsed)
         self.chunks: list[bytes] = []
         self.pipe: BodyPipe | None = None
         self.body: memoryview | None = None
@@ -264,7 +266,7 @@ class StreamRecord:
         """The Response handed out when the headers arrive; its body follows by ``pipe``."""
         assert self.headers is not None
         req = self.req
-        return Response(
+        r = Response(
             self.status,
             Headers._from_raw(self.headers),
             url=req.url.url,
@@ -272,13 +274,15 @@ class StreamRecord:
             pipe=pipe,
             method=req.method,
         )
+        r._sent, r._t0, r._t1 = req, req.started, self.headers_at
+        return r
 
     def buffered_response(self, http_version: str, trailers: Headers | None) -> Response:
         """The Response of a completed, buffered exchange."""
         assert self.headers is not None
         chunks = self.chunks
         req = self.req
-        return Response(
+        r = Response(
             self.status,
             Headers._from_raw(self.headers),
             url=req.url.url,
@@ -287,6 +291,8 @@ class StreamRecord:
             trailers=trailers,
             method=req.method,
         )
+        r._sent, r._t0, r._t1 = req, req.started, self.headers_at
+        return r
 
 
 def take_upload(

@@ -359,6 +359,7 @@ class H1Conn(ConnectionBase[H1Stream]):
         if st is None:
             return
         st.status = event.status_code
+        st.headers_at = self.loop.now
         st.headers = list(event.headers)
         req = st.req
         if req.stream:

@@ -69,6 +69,7 @@ class Stats(TypedDict):
     connections_opened: int
     connections_closed: int
     retries: int  # requests sent again (see h2pool._retry)
+    policy_retries: int  # requests sent again by Client(retries=...): statuses, failures
     resets_sent: int  # RST_STREAMs sent (cancellations, timeouts)
     per_origin: dict[str, OriginStats]
 
@@ -84,6 +85,7 @@ def empty_stats() -> Stats:
         "connections_opened": 0,
         "connections_closed": 0,
         "retries": 0,
+        "policy_retries": 0,
         "resets_sent": 0,
         "per_origin": {},
     }
@@ -502,6 +504,7 @@ class Pool:
             "connections_opened": counters["connections_opened"],
             "connections_closed": counters["connections_closed"],
             "retries": self.retry_policy.retries,
+            "policy_retries": 0,  # counted by the Client, in callers' threads
             "resets_sent": counters["resets_sent"]
             + sum(c.resets_sent for o in self.origins.values() for c in o.conns),
             "per_origin": per_origin,

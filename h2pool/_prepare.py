@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Set
 from typing import IO, Any, Union
 
 from hpack import NeverIndexedHeaderTuple
@@ -70,6 +70,12 @@ def _classify_body(body: BodyTypes) -> tuple[bytes | None, Any]:
         return body.encode("utf-8"), None
     if isinstance(body, (bytearray, memoryview)):
         return bytes(body), None
+    if isinstance(body, (Mapping, Set)):
+        # Iterating would send the keys (b"abb" for {"a": 1, "bb": 2}).
+        raise TypeError(
+            f"body= takes bytes, str, a file or an iterable of bytes, not a "
+            f"{type(body).__name__}: use json= for JSON or data= for a form"
+        )
     if callable(getattr(body, "read", None)) or isinstance(body, Iterable):
         return None, body
     raise TypeError(f"unsupported body type {type(body).__name__}")

@@ -65,6 +65,7 @@ class Request:
         "method",
         "pool_timer",
         "replayable",
+        "started",
         "stream",
         "timeout",
         "upload",
@@ -88,6 +89,7 @@ class Request:
         self.body = body
         self.timeout = timeout
         self.stream = stream
+        self.started = 0.0  # when the caller handed it over (Response.elapsed)
         self.future = ResponseFuture()
         self.replayable = True
         self.upload: UploadPipe | None = None  # a streamed body (file or iterable)

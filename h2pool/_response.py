@@ -8,20 +8,30 @@ unread bytes' flow-control credit so sibling streams never starve.
 
 from __future__ import annotations
 
+import codecs
+import datetime
 import json as _json
 import weakref
 from collections.abc import Iterator
 from http import HTTPStatus
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._decoders import ChainDecoder, make_decoder
-from ._errors import HTTPStatusError
-from ._headers import Headers
+from ._errors import DecodingError, HTTPStatusError
+from ._headers import Headers, HeaderTypes
 from ._stream import BodyPipe
+
+if TYPE_CHECKING:
+    from ._outgoing import Request
+    from ._request import Request as SentRequest
 
 __all__ = ["Response"]
 
 _EMPTY_HEADERS: list[tuple[bytes, bytes]] = []
+_NO_TIME = datetime.timedelta(0)
+# What str.splitlines() splits on: iter_lines() splits the same way, as requests and
+# httpx do.
+_LINE_ENDS = frozenset("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
 
 
 def _reason(status: int) -> str:
@@ -36,26 +46,53 @@ class Response:
 
     Use as a context manager (or call :meth:`close`) when streaming, so that an
     unread body does not hold a stream open.
+
+    Responses are also built by hand for :class:`MockTransport` handlers:
+    ``Response(200, json={...})``, ``Response(404, text="nope")``,
+    ``Response(302, headers={"location": "/next"})``.
     """
 
     def __init__(
         self,
         status: int,
-        headers: Headers,
+        headers: HeaderTypes | None = None,
         *,
-        url: str,
-        http_version: str = "HTTP/2",
         content: bytes | None = None,
-        pipe: BodyPipe | None = None,
+        text: str | None = None,
+        json: Any = None,
+        url: str = "",
+        http_version: str = "HTTP/2",
         trailers: Headers | None = None,
-        method: str = "GET",
+        request: Request | None = None,
+        pipe: BodyPipe | None = None,
+        method: str | None = None,
     ) -> None:
+        if isinstance(status, bool) or not isinstance(status, int):
+            raise TypeError(f"status must be an int, not {type(status).__name__}")
+        if not isinstance(headers, Headers):
+            headers = Headers(headers)
+        if text is not None or json is not None:
+            if content is not None or (text is not None and json is not None):
+                raise TypeError("give one of content=, text= and json=")
+            if text is not None:
+                content = text.encode("utf-8")
+                if "content-type" not in headers:
+                    headers["content-type"] = "text/plain; charset=utf-8"
+            else:
+                content = _json.dumps(json, separators=(",", ":")).encode("utf-8")
+                if "content-type" not in headers:
+                    headers["content-type"] = "application/json"
+        elif content is None and pipe is None:
+            content = b""
         self.status = status
         self.reason = _reason(status)
         self.http_version = http_version
-        self.url = url
+        self.url = url or (request.url if request is not None else "")
         self.headers = headers
-        self.method = method
+        self.method = method or (request.method if request is not None else "GET")
+        self._request = request
+        self._sent: SentRequest | None = None  # set by the I/O thread's response builders
+        self._t0 = self._t1 = 0.0  # handed to the client, response headers arrived
         #: The redirect responses that led here, oldest first (``follow_redirects``).
         self.history: list[Response] = []
         self._trailers = trailers
@@ -72,6 +109,34 @@ class Response:
             self._finalizer: weakref.finalize[Any, Any] | None = weakref.finalize(self, pipe.close)
         else:
             self._finalizer = None
+
+    @property
+    def elapsed(self) -> datetime.timedelta:
+        """Time from handing the request to the client (a wait for a connection
+        included) to the arrival of the response headers."""
+        if self._t1 <= self._t0:
+            return _NO_TIME
+        return datetime.timedelta(seconds=self._t1 - self._t0)
+
+    @property
+    def request(self) -> Request:
+        """The request this answers (``method``, ``url``, ``headers`` as sent)."""
+        req = self._request
+        if req is None:
+            from ._outgoing import Request
+
+            sent = self._sent
+            if sent is None:
+                req = Request(self.method, self.url)
+            else:
+                req = Request(
+                    sent.method,
+                    sent.url.url,
+                    [(n, v) for n, v in sent.headers if n[:1] != b":"],
+                    sent.body if sent.upload_source is None else sent.upload_source,
+                )
+            self._request = req
+        return req
 
     @property
     def status_code(self) -> int:
@@ -201,6 +266,49 @@ class Response:
             return
         while chunk := self.read(chunk_size):
             yield chunk
+
+    def iter_text(self, chunk_size: int | None = None) -> Iterator[str]:
+        """Yield the body as text, decoded with :attr:`encoding` as it arrives; chunks
+        are split anywhere, never inside a character."""
+        try:
+            decoder = codecs.getincrementaldecoder(self.encoding)(errors="replace")
+        except LookupError:
+            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        for chunk in self.iter_bytes(chunk_size):
+            text = decoder.decode(chunk)
+            if text:
+                yield text
+        text = decoder.decode(b"", True)
+        if text:
+            yield text
+
+    def iter_lines(self, max_length: int = 1 << 20) -> Iterator[str]:
+        """Yield the body's lines as they arrive, without their line endings (split like
+        ``str.splitlines()``). A line longer than ``max_length`` characters raises
+        :class:`DecodingError` rather than growing memory without bound."""
+        pending = ""
+        after_cr = False
+        for text in self.iter_text():
+            if after_cr and text[:1] == "\n":
+                text = text[1:]  # the LF of a CRLF split across chunks
+            after_cr = False
+            if not text:
+                continue
+            if pending:
+                text = pending + text
+            lines = text.splitlines()
+            if text[-1] in _LINE_ENDS:
+                after_cr = text[-1] == "\r"
+                pending = ""
+            else:
+                pending = lines.pop()
+                if len(pending) > max_length:
+                    raise DecodingError(
+                        f"a line of the body is longer than {max_length} characters"
+                    )
+            yield from lines
+        if pending:
+            yield pending
 
     def _finish(self) -> None:
         if self._pipe is not None and not self._consumed:

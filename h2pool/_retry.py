@@ -1,4 +1,9 @@
-"""The one place that decides whether a request that did not complete is sent again.
+"""The one place that decides whether a request is sent again.
+
+Two layers, each with one predicate. :class:`RetryPolicy` (I/O thread) re-sends what
+the server provably did not process, always and for any method. :class:`Retries`
+(caller's thread, ``Client(retries=...)``) is the user's policy: status codes such as
+503, and connection failures, with backoff and ``Retry-After``.
 
 Connections never decide. When a request cannot complete on its connection they
 report what they know about it as a :class:`Fact` (refused, above GOAWAY's last
@@ -11,13 +16,29 @@ policy and its counters).
 
 from __future__ import annotations
 
+import email.utils
 import enum
+import math
+import random
+import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
+
+from ._errors import ConnectError, ConnectionLost, H2PoolError, TLSError
 
 if TYPE_CHECKING:
     from ._request import Request
+    from ._response import Response
 
-__all__ = ["IDEMPOTENT", "MAX_ATTEMPTS", "MAX_BOUNCES", "Fact", "RetryPolicy", "Verdict"]
+__all__ = [
+    "IDEMPOTENT",
+    "MAX_ATTEMPTS",
+    "MAX_BOUNCES",
+    "Fact",
+    "Retries",
+    "RetryPolicy",
+    "Verdict",
+]
 
 MAX_ATTEMPTS = 6  # Go's roundTripViaPool: a few retries of unprocessed requests
 MAX_BOUNCES = 32  # graceful-GOAWAY bounces, counted apart from failed attempts
@@ -117,3 +138,118 @@ class RetryPolicy:
         if verdict is Verdict.RETRY and req.attempts >= 2:
             return 0.0125 * float(2 ** (req.attempts - 1))
         return 0.0
+
+
+class Retries:
+    """``Client(retries=Retries(...))``: the user's retry policy, applied in the thread
+    that made the request (``request()`` and the verbs; not ``submit()``).
+
+    * A response whose status is in ``statuses``, for a method in ``methods``, is
+      retried, up to ``attempts`` requests in all; when attempts run out the last
+      response is returned, not raised.
+    * A connection that could not be made (:class:`ConnectError` or
+      :class:`ConnectTimeout`, not a :class:`TLSError`: a certificate does not fix
+      itself) is retried for any method: nothing was sent. A connection lost during
+      the exchange (:class:`ConnectionLost`) is retried for ``methods`` only.
+    * Only requests whose body can be sent again: none, bytes, ``json=``/``data=``,
+      a seekable file, ``files=`` of seekable files. Iterators are never retried.
+    * Waits ``backoff * 2**(n-1)`` seconds before the n-th retry, jittered to 50-100 %
+      of that and capped at ``max_backoff``. With ``respect_retry_after`` a
+      ``Retry-After`` header (seconds or an HTTP date) sets the wait instead; one
+      asking for longer than ``max_backoff`` is honoured by not retrying at all.
+
+    Requests the server provably did not process (REFUSED_STREAM, above a GOAWAY's last
+    stream id, never written) are retried by the connection pool whether or not a
+    policy is given; they do not use these attempts.
+    """
+
+    __slots__ = ("attempts", "backoff", "max_backoff", "methods", "respect_retry_after", "statuses")
+
+    def __init__(
+        self,
+        attempts: int = 3,
+        statuses: Iterable[int] = (),
+        methods: Iterable[str] = IDEMPOTENT,
+        backoff: float = 0.1,
+        max_backoff: float = 10.0,
+        respect_retry_after: bool = True,
+    ) -> None:
+        if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
+            raise ValueError(f"Retries(attempts=) must be an int >= 1, not {attempts!r}")
+        codes = frozenset(statuses)
+        for code in codes:
+            if isinstance(code, bool) or not isinstance(code, int) or not 100 <= code <= 599:
+                raise ValueError(f"Retries(statuses=) must hold HTTP status codes, not {code!r}")
+        if isinstance(methods, str):
+            raise TypeError("Retries(methods=) takes a collection of method names, not a str")
+        names = frozenset(m.upper() for m in methods)
+        for what, value in (("backoff", backoff), ("max_backoff", max_backoff)):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not math.isfinite(value)
+                or value < 0
+            ):
+                raise ValueError(f"Retries({what}=) must be a number >= 0, not {value!r}")
+        self.attempts = attempts
+        self.statuses: frozenset[int] = codes
+        self.methods: frozenset[str] = names
+        self.backoff = float(backoff)
+        self.max_backoff = float(max_backoff)
+        self.respect_retry_after = bool(respect_retry_after)
+
+    def __repr__(self) -> str:
+        return (
+            f"Retries(attempts={self.attempts}, statuses={sorted(self.statuses)}, "
+            f"methods={sorted(self.methods)}, backoff={self.backoff}, "
+            f"max_backoff={self.max_backoff}, respect_retry_after={self.respect_retry_after})"
+        )
+
+    def delay(
+        self,
+        method: str,
+        attempt: int,
+        replayable: bool,
+        response: Response | None = None,
+        error: BaseException | None = None,
+    ) -> float | None:
+        """The one predicate: seconds to wait before sending attempt ``attempt + 1``, or
+        None to stop (return ``response`` / raise ``error``)."""
+        if attempt >= self.attempts or not replayable:
+            return None
+        if response is not None:
+            if response.status not in self.statuses or method not in self.methods:
+                return None
+            if self.respect_retry_after:
+                after = retry_after(response.headers.get("retry-after"))
+                if after is not None:
+                    return after if after <= self.max_backoff else None
+        elif not _retryable_error(error, method in self.methods):
+            return None
+        wait = min(self.max_backoff, self.backoff * 2.0 ** (attempt - 1))
+        return wait * random.uniform(0.5, 1.0)
+
+
+def _retryable_error(error: BaseException | None, idempotent: bool) -> bool:
+    if not isinstance(error, H2PoolError) or isinstance(error, TLSError):
+        return False
+    if isinstance(error, ConnectError):
+        return True  # ConnectTimeout is one: no byte of the request was sent
+    return idempotent and isinstance(error, ConnectionLost)
+
+
+def retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds a ``Retry-After`` value asks for (RFC 9110 §10.2.3), None if absent or
+    unreadable; a date in the past means 0."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(int(value))
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))

@@ -90,6 +90,11 @@ def _parse_url(url: str) -> URL:
     except ValueError as exc:
         raise InvalidURL(f"invalid URL {_redact(url)!r}: {exc}") from exc
     scheme = parts.scheme.lower()
+    if not scheme:
+        raise InvalidURL(
+            f"relative URL {_redact(url)!r}: give an absolute http:// or https:// URL, "
+            "or create the Client with base_url="
+        )
     if scheme not in _DEFAULT_PORTS:
         raise InvalidURL(
             f"unsupported URL scheme {parts.scheme!r} in {_redact(url)!r} (use http or https)"

@@ -325,6 +325,7 @@ class H2Conn(ConnectionBase[H2Stream]):
             self._fail_stream(st, ProtocolError(f"invalid :status {raw!r} from {self.label}"))
             return
         st.status = status
+        st.headers_at = self.loop.now
         st.headers = [(n, v) for n, v in headers if not n.startswith(b":")]
         if status in (204, 304):
             st.no_body = True
