@@ -41,6 +41,33 @@ def _reason(status: int) -> str:
         return ""
 
 
+def split_lines(texts: Iterator[str], max_length: int) -> Iterator[str]:
+    """The lines of the concatenated ``texts``, as ``"".join(texts).splitlines()``
+    gives them, yielded as soon as each is complete; ``max_length`` bounds the part
+    held back waiting for its line ending."""
+    pending = ""
+    after_cr = False
+    for text in texts:
+        if after_cr and text[:1] == "\n":
+            text = text[1:]  # the LF of a CRLF split across chunks
+        if not text:
+            continue
+        after_cr = False
+        if pending:
+            text = pending + text
+        lines = text.splitlines()
+        if text[-1] in _LINE_ENDS:
+            after_cr = text[-1] == "\r"
+            pending = ""
+        else:
+            pending = lines.pop()
+            if len(pending) > max_length:
+                raise DecodingError(f"a body line is longer than {max_length} characters")
+        yield from lines
+    if pending:
+        yield pending
+
+
 class Response:
     """An HTTP response: status, headers, and a body read at once or streamed.
 
@@ -286,29 +313,7 @@ class Response:
         """Yield the body's lines as they arrive, without their line endings (split like
         ``str.splitlines()``). A line longer than ``max_length`` characters raises
         :class:`DecodingError` rather than growing memory without bound."""
-        pending = ""
-        after_cr = False
-        for text in self.iter_text():
-            if after_cr and text[:1] == "\n":
-                text = text[1:]  # the LF of a CRLF split across chunks
-            after_cr = False
-            if not text:
-                continue
-            if pending:
-                text = pending + text
-            lines = text.splitlines()
-            if text[-1] in _LINE_ENDS:
-                after_cr = text[-1] == "\r"
-                pending = ""
-            else:
-                pending = lines.pop()
-                if len(pending) > max_length:
-                    raise DecodingError(
-                        f"a line of the body is longer than {max_length} characters"
-                    )
-            yield from lines
-        if pending:
-            yield pending
+        return split_lines(self.iter_text(), max_length)
 
     def _finish(self) -> None:
         if self._pipe is not None and not self._consumed:
