@@ -180,10 +180,22 @@ class Client:
         arguments of the wrong kind (``body={...}``: use ``json=`` or ``data=``).
         """
         d = self._dispatch
+        follow = self._follow_redirects if follow_redirects is None else follow_redirects
+        if (
+            d.plain
+            and not follow
+            and params is None
+            and cookies is None
+            and auth is None
+            and json is None
+            and data is None
+            and files is None
+        ):
+            self._runtime.refuse_if_closed()
+            return self._send(self._builder.build(method, url, headers, body, timeout, stream))
         method, url, hdrs, body, public = d.compose(
             method, url, params, headers, cookies, auth, body, json, data, files
         )
-        follow = self._follow_redirects if follow_redirects is None else follow_redirects
         limit = self._max_redirects if max_redirects is None else max_redirects
         return d.request(method, url, hdrs, body, timeout, stream, public, follow, limit)
 

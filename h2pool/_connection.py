@@ -265,34 +265,31 @@ class StreamRecord:
     def streamed_response(self, http_version: str, pipe: BodyPipe) -> Response:
         """The Response handed out when the headers arrive; its body follows by ``pipe``."""
         assert self.headers is not None
-        req = self.req
-        r = Response(
+        return Response._from_wire(
             self.status,
             Headers._from_raw(self.headers),
-            url=req.url.url,
-            http_version=http_version,
-            pipe=pipe,
-            method=req.method,
+            http_version,
+            None,
+            pipe,
+            None,
+            self.req,
+            self.headers_at,
         )
-        r._sent, r._t0, r._t1 = req, req.started, self.headers_at
-        return r
 
     def buffered_response(self, http_version: str, trailers: Headers | None) -> Response:
         """The Response of a completed, buffered exchange."""
         assert self.headers is not None
         chunks = self.chunks
-        req = self.req
-        r = Response(
+        return Response._from_wire(
             self.status,
             Headers._from_raw(self.headers),
-            url=req.url.url,
-            http_version=http_version,
-            content=chunks[0] if len(chunks) == 1 else b"".join(chunks),
-            trailers=trailers,
-            method=req.method,
+            http_version,
+            chunks[0] if len(chunks) == 1 else b"".join(chunks),
+            None,
+            trailers,
+            self.req,
+            self.headers_at,
         )
-        r._sent, r._t0, r._t1 = req, req.started, self.headers_at
-        return r
 
 
 def take_upload(

@@ -133,6 +133,16 @@ class Dispatcher:
         # finalizer or I/O-thread code takes it.
         self._count_lock = threading.Lock()
         self.policy_retries = 0
+        # Nothing configured that needs the steps above: a request with none of the
+        # everyday arguments goes straight to validation (the small-GET path).
+        self.plain = (
+            base_url is None
+            and self.auth is None
+            and retries is None
+            and transport is None
+            and not self.request_hooks
+            and not self.response_hooks
+        )
 
     # -- building -----------------------------------------------------------------------
     def compose(

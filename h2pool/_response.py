@@ -34,11 +34,7 @@ _NO_TIME = datetime.timedelta(0)
 _LINE_ENDS = frozenset("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
 
 
-def _reason(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return ""
+_REASONS = {s.value: s.phrase for s in HTTPStatus}
 
 
 def split_lines(texts: Iterator[str], max_length: int) -> Iterator[str]:
@@ -79,6 +75,19 @@ class Response:
     ``Response(302, headers={"location": "/next"})``.
     """
 
+    # Defaults for state most responses never change, kept on the class so that building
+    # a Response (on the I/O thread) stores only what differs.
+    _request: Request | None = None  # the user-visible request, built on first access
+    _sent: SentRequest | None = None  # the internal request, set by the I/O thread
+    _t0 = 0.0  # when the request was handed to the client
+    _t1 = 0.0  # when the response headers arrived
+    _raw_pos = 0
+    _content: bytes | None = None  # .content, once read
+    _decoder: ChainDecoder | None = None
+    _decoder_ready = False
+    _decoded = b""  # decoded bytes produced but not yet returned
+    _decode_done = False
+
     def __init__(
         self,
         status: int,
@@ -111,27 +120,60 @@ class Response:
                     headers["content-type"] = "application/json"
         elif content is None and pipe is None:
             content = b""
-        self.status = status
-        self.reason = _reason(status)
-        self.http_version = http_version
-        self.url = url or (request.url if request is not None else "")
-        self.headers = headers
-        self.method = method or (request.method if request is not None else "GET")
+        self._setup(
+            status,
+            headers,
+            url or (request.url if request is not None else ""),
+            http_version,
+            content,
+            pipe,
+            trailers,
+            method or (request.method if request is not None else "GET"),
+        )
         self._request = request
-        self._sent: SentRequest | None = None  # set by the I/O thread's response builders
-        self._t0 = self._t1 = 0.0  # handed to the client, response headers arrived
+
+    @classmethod
+    def _from_wire(
+        cls,
+        status: int,
+        headers: Headers,
+        http_version: str,
+        content: bytes | None,
+        pipe: BodyPipe | None,
+        trailers: Headers | None,
+        sent: SentRequest,
+        headers_at: float,
+    ) -> Response:
+        """The Response the I/O thread builds: no argument conversion (the connection
+        has validated everything), fewest stores; the I/O thread is the bottleneck."""
+        r = cls.__new__(cls)
+        r._setup(status, headers, sent.url.url, http_version, content, pipe, trailers, sent.method)
+        r._sent, r._t0, r._t1 = sent, sent.started, headers_at
+        return r
+
+    def _setup(
+        self,
+        status: int,
+        headers: Headers,
+        url: str,
+        http_version: str,
+        content: bytes | None,
+        pipe: BodyPipe | None,
+        trailers: Headers | None,
+        method: str,
+    ) -> None:
+        self.status = status
+        self.reason = _REASONS.get(status, "")
+        self.http_version = http_version
+        self.url = url
+        self.headers = headers
+        self.method = method
         #: The redirect responses that led here, oldest first (``follow_redirects``).
         self.history: list[Response] = []
         self._trailers = trailers
         self._raw = content  # encoded body of a buffered response, read from _raw_pos on
-        self._raw_pos = 0
-        self._content: bytes | None = None  # .content, once read
         self._pipe = pipe
         self._consumed = content is not None
-        self._decoder: ChainDecoder | None = None
-        self._decoder_ready = False
-        self._decoded = b""  # decoded bytes produced but not yet returned
-        self._decode_done = False
         if pipe is not None:
             self._finalizer: weakref.finalize[Any, Any] | None = weakref.finalize(self, pipe.close)
         else:
