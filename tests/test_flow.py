@@ -450,8 +450,36 @@ def test_window_tuner_rules():
     assert WindowTuner(2 * mib, 2 * mib).growing is False
 
 
+def test_window_tuner_burst_rules():
+    """A first window read within a fraction of the round trip says how wide the link
+    is (WindowTuner.on_burst); one that took longer says nothing."""
+    from h2pool._http2.flow import WindowTuner
+
+    mib = 1 << 20
+    t = WindowTuner(2 * mib, 16 * mib)
+    assert t.on_burst(2 * mib, 0.01) is None  # no round trip known yet
+    t.observe_rtt(0.25)
+    t.observe_rtt(0.125)
+    t.observe_rtt(0.5)  # a slow answer: the shortest round trip counts
+    assert t.rtt == 0.125
+    assert t.on_burst(2 * mib, 0.25) is None  # two round trips: the window was enough
+    assert t.window == 2 * mib
+    assert t.on_burst(2 * mib, 0.0625) == 8 * mib  # half a round trip: 4 MiB, twice that
+    assert t.on_burst(2 * mib, 0.0) == 16 * mib  # within one turn: the limit
+    # PING samples can still grow a window that a burst set (their bandwidth maximum
+    # is their own).
+    t = WindowTuner(2 * mib, 32 * mib)
+    t.observe_rtt(0.125)
+    assert t.on_burst(2 * mib, 0.0625) == 8 * mib
+    t.start()
+    t.count(6 * mib)
+    assert t.on_ack(0.125) == 24 * mib
+
+
 @pytest.fixture
-def link(nginx, monkeypatch):
+def relay(monkeypatch):
+    """``relay(port, one_way_ms)``: the local port of a relay to ``port`` that delays
+    every byte by ``one_way_ms`` each way (stress/faultproxy.py)."""
     from pathlib import Path
 
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "stress"))
@@ -459,16 +487,24 @@ def link(nginx, monkeypatch):
 
     proxies = []
 
-    def make(one_way_ms: float):
+    def make(port: int, one_way_ms: float) -> int:
         # Model a link, not a small relay buffer: the relay holds what is in flight.
-        p = faultproxy.FaultProxy(("127.0.0.1", nginx.https_port), high_water=64 << 20).start()
+        p = faultproxy.FaultProxy(("127.0.0.1", port), high_water=64 << 20).start()
         p.set(delay=one_way_ms)
         proxies.append(p)
-        return f"https://localhost:{p.port}"
+        return int(p.port)
 
     yield make
     for p in proxies:
         p.stop()
+
+
+@pytest.fixture
+def link(nginx, relay):
+    def make(one_way_ms: float) -> str:
+        return f"https://localhost:{relay(nginx.https_port, one_way_ms)}"
+
+    return make
 
 
 def _window_of(client) -> int:
@@ -507,3 +543,55 @@ def test_window_stays_put_when_fixed_and_for_a_slow_reader(link, make_client, co
             assert len(r.read(64 * 1024)) == 64 * 1024
             time.sleep(0.05)  # the slow reader under test
         assert _window_of(slow) == h2pool.Limits().stream_window
+
+
+def _held_route(first: int, held: dict[int, PeerConnection]) -> Callable[..., None]:
+    """Headers for a body of len(BIG_BLOB) and its first ``first`` bytes; the rest is
+    sent when the test says so (the stream id goes into ``held``)."""
+
+    def handler(conn: PeerConnection, sid: int, req: Request) -> None:
+        conn.send_headers(sid, 200, [("content-length", str(len(BIG_BLOB)))])
+        conn.send_data(sid, BIG_BLOB[:first])
+        held[sid] = conn
+
+    return handler
+
+
+def _peer_window(conn: PeerConnection, sid: int) -> int:
+    with conn.lock:
+        return int(conn.h2.local_flow_control_window(sid))
+
+
+@pytest.mark.timeout(60)
+def test_streamed_window_grows_when_its_reader_has_consumed_it(h2peer, relay, make_client):
+    """Over a 200 ms round trip the server sends one stream window and holds the rest.
+    Once the reader has consumed that window (and waits for more), the client grants
+    more than it consumed, without any further DATA arriving (none could before the
+    grant). First on a fresh connection, where only how fast that window came says
+    the link is wide; then on the same connection, whose grown window a new stream
+    gets as soon as its reader has consumed its first window."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    limits = h2pool.Limits()
+    window = limits.stream_window
+    held: dict[int, PeerConnection] = {}
+    peer = h2peer(routes={"/held": _held_route(window, held)})
+    port = relay(peer.port, 100)
+    client = make_client(
+        http2_prior_knowledge=True, timeout=h2pool.Timeout(connect=10, read=20, write=10, pool=10)
+    )
+    url = f"http://127.0.0.1:{port}/held"
+    with ThreadPoolExecutor(1) as reader:
+        for _ in range(2):
+            with client.stream("GET", url) as r:
+                body = reader.submit(r.read)  # the reader keeps up: it waits for more
+                wait_until(lambda: bool(held))  # the handler has run
+                sid = max(held)  # this request's stream
+                conn = held[sid]
+                wait_until(lambda conn=conn, sid=sid: _peer_window(conn, sid) > window, timeout=5)
+                assert _peer_window(conn, sid) <= limits.stream_window_limit
+                conn.send_data(sid, BIG_BLOB[window:], end_stream=True)
+                assert body.result(timeout=20) == BIG_BLOB
+            held.clear()
+    assert len(peer.connections) == 1
+    assert not peer.errors

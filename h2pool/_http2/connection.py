@@ -89,6 +89,9 @@ class H2Conn(ConnectionBase[H2Stream]):
         self.responses_completed = 0
         self.health = Health(self, loop, limits, self.origin.stall_timeout)
         self.tuner = WindowTuner(limits.stream_window, limits.stream_window_limit)
+        # Streamed responses whose first window is being timed (WindowTuner.on_burst):
+        # stream id -> loop time of its response headers.
+        self._bursts: dict[int, float] = {}
         self.sender = BodyScheduler(self, loop)
         self.h2 = new_h2_connection(limits.max_header_list_size)
         self.h2.local_settings = Settings(
@@ -310,7 +313,13 @@ class H2Conn(ConnectionBase[H2Stream]):
         st = self.streams.get(event.stream_id)
         if st is None:
             return
-        st.last_activity = self.health.last_progress = self.loop.now
+        now = self.loop.now
+        req = st.req
+        if not req.body and st.upload is None:
+            # Sent at last_activity (Health.arm_read) and answered now: a round trip
+            # plus the server's time, known before the first PING sample returns.
+            self.tuner.observe_rtt(now - st.last_activity)
+        st.last_activity = self.health.last_progress = now
         headers = event.headers
         status = 0
         raw = headers[0][1] if headers and headers[0][0] == b":status" else None
@@ -336,7 +345,6 @@ class H2Conn(ConnectionBase[H2Stream]):
                     # it when trailers arrive (python-hyper/h2: receive_headers).
                     st.expected = int(v) if v.isdigit() else None
                     break
-        req = st.req
         if not req.stream and st.expected is not None and st.expected > st.window:
             # A large body the caller wants whole: open the window to the limit now
             # rather than over the round trips the estimate takes (the whole body is
@@ -347,6 +355,8 @@ class H2Conn(ConnectionBase[H2Stream]):
         if req.stream:
             pipe = BodyPipe(self, st.id, self.limits.stream_window, req.timeout.read)
             st.pipe = pipe
+            if st.window < self.tuner.maximum and (st.expected is None or st.expected > st.window):
+                self._bursts[st.id] = now  # its first window is timed from here
             resp = st.streamed_response("HTTP/2", pipe)
             if event.stream_ended is not None:
                 pipe.feed_eof(None)
@@ -499,11 +509,15 @@ class H2Conn(ConnectionBase[H2Stream]):
         sent = self.health.ping_sent_at
         self.health.on_ping_ack()
         tuner = self.tuner
-        if tuner.sampling and sent is not None:
+        if sent is None:
+            return
+        if tuner.sampling:
             grown = tuner.on_ack(self.loop.now - sent)
             if grown is not None or tuner.window > self.limits.stream_window:
                 # Also tops up streams that were behind at an earlier growth.
                 self._grow_windows(tuner.window)
+        else:
+            tuner.observe_rtt(self.loop.now - sent)
 
     def _grow_windows(self, window: int) -> None:
         """Give streams whose reader keeps up the larger window (flow.WindowTuner): a
@@ -517,19 +531,33 @@ class H2Conn(ConnectionBase[H2Stream]):
     def _grow_stream(self, st: H2Stream, window: int) -> bool:
         if st.window >= window:
             return False
-        pipe = st.pipe
-        if pipe is not None:
-            # A streamed body: only a reader that has consumed a whole window and
-            # holds little of the next one unread has shown it keeps up. A reader
-            # that pauses earlier holds at most the window it has.
-            unread = pipe.buffered
-            if st.received - unread < st.window or unread >= st.window // 4:
-                return False
+        if st.pipe is not None and not self._keeps_up(st, st.pipe):
+            return False
         if not self.h2.grant_stream(st.id, window - st.window):
             return False  # closed meanwhile
         st.window = window
         self.loop.mark_dirty(self)
         return True
+
+    @staticmethod
+    def _keeps_up(st: H2Stream, pipe: BodyPipe) -> bool:
+        """A streamed body's reader has consumed a whole window and holds little of
+        the next one unread: it keeps up. A reader that pauses earlier holds at most
+        the window it has."""
+        unread = pipe.buffered
+        return st.received - unread >= st.window and unread < st.window // 4
+
+    def _on_consumed(self, st: H2Stream, pipe: BodyPipe) -> None:
+        """The reader of a streamed body posted credit: the moment it may show it
+        keeps up. Growing here, not at the next DATA, saves a round trip: the server
+        waits for this credit, so no DATA comes until it has arrived."""
+        if not self._keeps_up(st, pipe):
+            return
+        tuner = self.tuner
+        since = self._bursts.pop(st.id, None)
+        if since is not None:
+            tuner.on_burst(st.received - pipe.buffered, self.loop.now - since)
+        self._grow_stream(st, tuner.window)
 
     def on_healthy(self) -> None:
         """Health: a PING was answered, so held-back slots may be free again."""
@@ -597,6 +625,7 @@ class H2Conn(ConnectionBase[H2Stream]):
 
     def _drop_stream(self, st: H2Stream, retrying: bool = False) -> None:
         self.streams.pop(st.id, None)
+        self._bursts.pop(st.id, None)
         st.deadline_kind = NO_DEADLINE
         st.body = None
         if st.upload is not None:
@@ -669,6 +698,9 @@ class H2Conn(ConnectionBase[H2Stream]):
         if not self.closed:
             self.h2.ack_stream(nbytes, stream_id)
             self.loop.mark_dirty(self)
+            st = self.streams.get(stream_id)
+            if st is not None and st.pipe is not None and st.window < self.tuner.maximum:
+                self._on_consumed(st, st.pipe)
 
     def _reader_gone(self, stream_id: int, unread: int) -> None:
         if self.closed:
