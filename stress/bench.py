@@ -57,7 +57,9 @@ import _workers  # noqa: E402  (stress/ is on sys.path now)
 SMALL_LEN = 13
 BIG_SIZE = 100 * 1024 * 1024
 PY_CLIENTS = ("h2pool", "httpx", "niquests")
-ALL_CLIENTS = (*PY_CLIENTS, "h2load")
+# "h2pool-args": the same client and URL, each GET with params= (the
+# everyday arguments' cost in the caller's thread; compare with "h2pool").
+ALL_CLIENTS = (*PY_CLIENTS, "h2pool-args", "h2load")
 DL_KINDS = ("h2pool-stream", "h2pool-content", "httpx-stream", "niquests-stream", "curl")
 REQ_TIMEOUT = 20.0
 # niquests opens one connection per busy thread (its pool caps at 10, the rest of the
@@ -133,7 +135,27 @@ def make_niquests(ca: str) -> tuple[Any, Any]:
     return fetch, session.close
 
 
-FACTORIES = {"h2pool": make_h2pool, "httpx": make_httpx, "niquests": make_niquests}
+def make_h2pool_args(ca: str) -> tuple[Any, Any]:
+    import h2pool
+
+    client = h2pool.Client(verify=ca, timeout=REQ_TIMEOUT)
+
+    def fetch(url: str) -> str:
+        r = client.get(url, params={"page": 2, "q": "a b"})
+        body = r.content
+        if r.status != 200 or len(body) != SMALL_LEN:
+            raise RuntimeError(f"bad response: {r.status} len={len(body)}")
+        return str(r.http_version)
+
+    return fetch, client.close
+
+
+FACTORIES = {
+    "h2pool": make_h2pool,
+    "h2pool-args": make_h2pool_args,
+    "httpx": make_httpx,
+    "niquests": make_niquests,
+}
 
 
 # --------------------------------------------------------------------------- workers
@@ -1189,6 +1211,7 @@ def section_small(
             "h2pool/niquests": ratio("h2pool", "niquests"),
             "h2pool/h2load": ratio("h2pool", "h2load"),
             "httpx/niquests": ratio("httpx", "niquests"),
+            "h2pool-args/h2pool": ratio("h2pool-args", "h2pool"),
         }
         ours = table.get((n, "h2pool"))
         row["h2pool/h2pool@64"] = ours["rps"] / at64["rps"] if ours and at64 else None
@@ -1200,6 +1223,11 @@ def section_small(
             f"{_f(row['h2pool/h2load'], '{:.3f}'):>13} {_f(row['httpx/niquests']):>14} "
             f"{_f(row['h2pool/h2pool@64']):>16} {_f(row['h2pool_errors'], '{}'):>13} "
             f"{_f(row['h2pool_connections'], '{}'):>12}"
+            + (
+                f"   h2pool-args/h2pool {_f(row['h2pool-args/h2pool'])}"
+                if row["h2pool-args/h2pool"] is not None
+                else ""
+            )
         )
     results["small_summary"] = summary
 
