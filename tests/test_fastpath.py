@@ -392,3 +392,22 @@ def test_grant_on_a_stream_h2_has_forgotten_is_refused_not_raised() -> None:
     conn.data_to_send()
     assert conn.grant_stream(live, 1000) is True
     assert conn.data_to_send()[3] == 0x8  # a WINDOW_UPDATE frame
+
+
+def test_grown_stream_window_returns_credit_every_mib_not_every_quarter() -> None:
+    # A 16 MiB window returning credit in quarter steps left up to 4 MiB per round trip
+    # unused on a long link; credit now goes back at least every 1 MiB consumed.
+    conn = new_h2_connection(65536)
+    conn.initiate_connection()
+    conn.receive_data(b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")  # the server's SETTINGS
+    conn.send_headers(1, _request(b"GET"), end_stream=True)
+    conn.data_to_send()
+    manager = conn.streams[1]._inbound_window_manager
+    manager.max_window_size = 16 << 20
+    manager.current_window_size = (16 << 20) - (1 << 20)  # 1 MiB received and unacked
+    conn.ack_stream(1 << 20, 1)
+    out = conn.data_to_send()
+    assert out[3] == 0x8 and int.from_bytes(out[5:9], "big") == 1  # WINDOW_UPDATE, stream 1
+    assert int.from_bytes(out[9:13], "big") == 1 << 20
+    conn.ack_stream(1 << 19, 1)  # half a MiB more: not yet
+    assert conn.data_to_send() == b""
