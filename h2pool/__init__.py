@@ -40,7 +40,7 @@ from ._response import Response
 from ._retry import Retries
 from ._transport import MockTransport, Transport, WSGITransport
 from ._version import __version__
-from .compat import HTTP20Connection, HTTPConnection
+from .compat import HTTP20Connection, HTTPConnection, HTTPSConnection
 
 __all__ = [
     "Auth",
@@ -55,6 +55,7 @@ __all__ = [
     "H2PoolError",
     "HTTP20Connection",
     "HTTPConnection",
+    "HTTPSConnection",
     "HTTPStatusError",
     "Headers",
     "InsecureRequestWarning",

@@ -1,5 +1,5 @@
-"""An :mod:`http.client` drop-in backed by h2pool: :class:`HTTP20Connection` and
-:class:`HTTPConnection`.
+"""An :mod:`http.client` drop-in backed by h2pool: :class:`HTTP20Connection`,
+:class:`HTTPConnection` and :class:`HTTPSConnection`.
 
 Runs in caller threads. A connection object opens no socket of its own: every object
 with the same TLS configuration shares one lazily created :class:`~h2pool.Client`
@@ -17,15 +17,16 @@ Differences from :mod:`http.client`, all deliberate:
 
 * ``request()`` returns an id, and several requests may be outstanding before their
   ``getresponse(id)`` calls, in any order (HTTP/2 multiplexing).
-* ``secure`` defaults to TLS when the port is 443 or omitted, for both classes;
-  ``HTTPConnection("host", 80)`` (or any other port, or ``secure=False``) speaks
-  cleartext HTTP/1.1. ``HTTP20Connection(..., secure=False)`` speaks cleartext HTTP/2
-  with prior knowledge (h2c).
+* Nothing goes in clear that the caller expected encrypted. :class:`HTTPSConnection`
+  is always TLS; :class:`HTTPConnection` means what the stdlib means (plain HTTP/1.1,
+  port 80) unless given ``secure=True`` or an SSL context; :class:`HTTP20Connection` is
+  TLS on every port unless ``secure=False`` (cleartext HTTP/2 with prior knowledge).
 * ``HTTP20Connection`` insists on HTTP/2 (a server without h2 is a
-  :class:`~h2pool.ConnectError`); ``HTTPConnection`` falls back to HTTP/1.1 over the
-  same TLS connection.
+  :class:`~h2pool.ConnectError`); the TLS forms of the other two negotiate h2 by ALPN
+  and fall back to HTTP/1.1 over the same TLS connection.
 * ``timeout``: a number sets every h2pool phase (connect, read, write, pool), a
-  :class:`~h2pool.Timeout` is used as is, ``None`` means h2pool's defaults.
+  :class:`~h2pool.Timeout` is used as is, ``None`` (or the stdlib's default sentinel)
+  means h2pool's defaults; ``conn.timeout`` is what was given.
 * Network failures raise h2pool's errors (:class:`~h2pool.H2PoolError`); timeouts are
   also the builtin :class:`TimeoutError`, like :mod:`socket` timeouts.
 * ``send()`` takes body bytes, never pre-encoded chunk framing: the engine frames the
@@ -39,21 +40,24 @@ import http.client
 import io
 import itertools
 import queue
+import socket
 import ssl
 import threading
 import weakref
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future
 from typing import Any, Union
 from urllib.parse import urlsplit
+
+import certifi
 
 from ._client import Client
 from ._config import Timeout
 from ._errors import InvalidURL
 from ._response import Response
 
-__all__ = ["HTTP20Connection", "HTTP20Response", "HTTPConnection"]
+__all__ = ["HTTP20Connection", "HTTP20Response", "HTTPConnection", "HTTPSConnection"]
 
 _HeaderArg = Union[Mapping[Any, Any], Iterable[tuple[Any, Any]]]
 
@@ -74,36 +78,77 @@ class _Engine:
 
 
 _engines: dict[_EngineKey, _Engine] = {}
-_engines_lock = threading.Lock()  # guards _engines and every users count; no I/O held
+# Guards _engines and every users count. Held only for dict lookups and counter updates:
+# never across I/O, never while a Client is built or closed. Finalizers (a collected
+# connection or response) never wait for it: see _release.
+_engines_lock = threading.Lock()
+# Releases a finalizer could not apply because the lock was held (perhaps by its own
+# thread, interrupted by a garbage collection inside a critical section). Whoever
+# releases the lock next applies them. deque.append/popleft are atomic: no lock.
+_deferred: deque[_Engine] = deque()
 
 
 def _acquire(secure: bool, http1: bool, context: ssl.SSLContext | None) -> _Engine:
     key = (secure, http1, id(context) if context is not None else 0)
     with _engines_lock:
         engine = _engines.get(key)
-        if engine is None:
-            client = Client(
-                verify=context if context is not None else True,
-                http1=http1,
-                # Cleartext: HTTP20Connection speaks h2c, HTTPConnection HTTP/1.1.
-                http2_prior_knowledge=not secure and not http1,
-                # http.client asks for identity and never decodes; neither do we here.
-                headers=[("accept-encoding", "identity")],
-            )
-            engine = _engines[key] = _Engine(client, context)
-        engine.users += 1
+        if engine is not None:
+            engine.users += 1
+    _apply_deferred()
+    if engine is not None:
         return engine
+    # Built without the lock: building allocates, and a garbage collection here may run
+    # a finalizer that releases another engine.
+    client = Client(
+        verify=context if context is not None else True,
+        http1=http1,
+        # Cleartext: HTTP20Connection speaks h2c, HTTPConnection HTTP/1.1.
+        http2_prior_knowledge=not secure and not http1,
+        # http.client asks for identity and never decodes; neither do we here.
+        headers=[("accept-encoding", "identity")],
+    )
+    fresh = _Engine(client, context)
+    fresh.users = 1
+    with _engines_lock:
+        engine = _engines.get(key)
+        if engine is None:
+            _engines[key] = engine = fresh
+        else:
+            engine.users += 1  # another thread built one first: use it
+    _apply_deferred()
+    if engine is not fresh:
+        client.close()  # never started: no thread, no socket
+    return engine
 
 
 def _release(engine: _Engine) -> None:
-    with _engines_lock:
-        engine.users -= 1
-        if engine.users > 0:
-            return
-        for key, value in list(_engines.items()):
-            if value is engine:
-                del _engines[key]
-    engine.client.close()
+    """One user fewer; the last one closes the engine's Client. Safe in a finalizer: it
+    never blocks on ``_engines_lock`` (a collection may run it inside a critical
+    section of its own thread); it defers instead."""
+    _deferred.append(engine)
+    _apply_deferred()
+
+
+def _apply_deferred() -> None:
+    while _deferred:
+        if not _engines_lock.acquire(blocking=False):
+            return  # the holder applies them after it releases the lock
+        closing = None
+        try:
+            try:
+                engine = _deferred.popleft()
+            except IndexError:
+                return
+            engine.users -= 1
+            if engine.users <= 0:
+                key = next((k for k, v in _engines.items() if v is engine), None)
+                if key is not None:
+                    del _engines[key]
+                closing = engine
+        finally:
+            _engines_lock.release()
+        if closing is not None:
+            closing.client.close()
 
 
 def close_engines() -> None:
@@ -111,6 +156,7 @@ def close_engines() -> None:
     with _engines_lock:
         engines = list(_engines.values())
         _engines.clear()
+    _apply_deferred()
     for engine in engines:
         engine.client.close(1.0)
 
@@ -383,11 +429,20 @@ def _header_value(value: Any) -> bytes:
     return str(value).encode("ascii")
 
 
+def _coerce_timeout(timeout: object) -> Timeout | None:
+    # urllib.request and http.client pass socket._GLOBAL_DEFAULT_TIMEOUT for "the
+    # default": h2pool's own timeouts.
+    if timeout is None or timeout is getattr(socket, "_GLOBAL_DEFAULT_TIMEOUT", None):
+        return None
+    return Timeout.coerce(timeout)  # type: ignore[arg-type]
+
+
 class HTTP20Connection:
     """An HTTP/2 connection object with the :class:`http.client.HTTPSConnection` API.
 
-    ``host`` may carry the port (``"example.org:8443"``). ``secure`` defaults to TLS
-    when the port is 443 or omitted. ``ssl_context`` (or ``context``, as in
+    TLS on every port unless ``secure=False`` (cleartext HTTP/2 with prior knowledge,
+    h2c). ``host`` may carry the port (``"example.org:8443"``); the default port is 443
+    (80 with ``secure=False``). ``ssl_context`` (or ``context``, as in
     :mod:`http.client`) decides trust; the default verifies against certifi's roots.
     ``client`` shares an existing :class:`~h2pool.Client` instead of the engine for
     that TLS configuration.
@@ -407,23 +462,24 @@ class HTTP20Connection:
         timeout: Timeout | float | None = None,
         context: ssl.SSLContext | None = None,
         source_address: tuple[str, int] | None = None,
+        blocksize: int = 8192,
         client: Client | None = None,
     ) -> None:
         if source_address is not None:
             raise NotImplementedError("h2pool does not bind a source address")
         host, port = self._split_host(host, port)
         self.host = host
-        if secure is None:
-            secure = port is None or port == 443 or (ssl_context or context) is not None
-        self.secure = secure
-        self.port = port if port is not None else (self.default_port if secure else 80)
         self.ssl_context = ssl_context or context
-        self.timeout = None if timeout is None else Timeout.coerce(timeout)
+        self.secure = self._decide_secure(secure, self.ssl_context)
+        self.port = port if port is not None else (443 if self.secure else 80)
+        self.timeout = timeout  # as given, like http.client; the engine uses _timeout
+        self._timeout = _coerce_timeout(timeout)
+        self.blocksize = blocksize
         self.debuglevel = 0
         self.sock = None  # http.client compatibility: there is no socket of our own
-        scheme = "https" if secure else "http"
+        scheme = "https" if self.secure else "http"
         host_part = f"[{host}]" if ":" in host else host
-        default = 443 if secure else 80
+        default = 443 if self.secure else 80
         self._base = (
             f"{scheme}://{host_part}"
             if self.port == default
@@ -435,6 +491,13 @@ class HTTP20Connection:
         self._pending: _Pending | None = None
         self._own_client = client
         self._lease: _Lease | None = None
+
+    @staticmethod
+    def _decide_secure(secure: bool | None, context: ssl.SSLContext | None) -> bool:
+        """HTTP/2 over the network means TLS: cleartext only when asked for."""
+        if secure is False and context is not None:
+            raise ValueError("secure=False with an SSL context: choose one")
+        return secure is not False
 
     @staticmethod
     def _split_host(host: str, port: int | None) -> tuple[str, int | None]:
@@ -469,6 +532,7 @@ class HTTP20Connection:
         engine = self._lease.engine
         with _engines_lock:
             engine.users += 1
+        _apply_deferred()
         return engine
 
     # -- the http.client API ------------------------------------------------------------------
@@ -523,7 +587,7 @@ class HTTP20Connection:
             self._base + self._target(url),
             headers=headers,
             body=body,
-            timeout=self.timeout,
+            timeout=self._timeout,
             stream=True,
         )
 
@@ -616,7 +680,7 @@ class HTTP20Connection:
                 raise http.client.CannotSendRequest("no request is being built")
         if hasattr(data, "read"):
             while True:
-                chunk = data.read(65536)
+                chunk = data.read(self.blocksize)
                 if not chunk:
                     break
                 self._send_bytes(pending, _encode_body(chunk))
@@ -692,7 +756,79 @@ class HTTP20Connection:
 
 
 class HTTPConnection(HTTP20Connection):
-    """Like :class:`HTTP20Connection`, but speaks HTTP/1.1 when the server does not offer
-    h2 (ALPN), and HTTP/1.1 on cleartext ports (``HTTPConnection("host", 80)``)."""
+    """:class:`http.client.HTTPConnection`'s meaning: plain HTTP/1.1, port 80.
 
+    With ``secure=True`` or an ``ssl_context``/``context`` it is TLS instead (port 443
+    by default), negotiating h2 by ALPN and speaking HTTP/1.1 when the server does not
+    offer it. A plain connection never upgrades to HTTP/2 by itself (that would need
+    prior knowledge of the server: use ``HTTP20Connection(..., secure=False)``).
+    """
+
+    default_port = 80
     _http1 = True
+
+    @staticmethod
+    def _decide_secure(secure: bool | None, context: ssl.SSLContext | None) -> bool:
+        if secure is False and context is not None:
+            raise ValueError("secure=False with an SSL context: choose one")
+        return bool(secure) or context is not None
+
+
+_default_contexts: dict[bool, ssl.SSLContext] = {}
+
+
+def _default_context(check_hostname: bool) -> ssl.SSLContext:
+    """One shared default context per ``check_hostname`` value, so that such connection
+    objects share one engine (the engine key includes the context's identity)."""
+    context = _default_contexts.get(check_hostname)
+    if context is None:
+        context = ssl.create_default_context(cafile=certifi.where())
+        context.check_hostname = check_hostname
+        context = _default_contexts.setdefault(check_hostname, context)
+    return context
+
+
+class HTTPSConnection(HTTPConnection):
+    """:class:`http.client.HTTPSConnection`'s meaning: always TLS (port 443 by default),
+    h2 by ALPN, HTTP/1.1 when the server does not offer h2.
+
+    ``context`` decides trust, as in the stdlib (default: certifi's roots, hostname
+    checked); ``check_hostname=False`` turns off the hostname check of the context
+    given or of the default one, keeping certificate verification.
+    """
+
+    default_port = 443
+
+    def __init__(
+        self,
+        host: str,
+        port: int | None = None,
+        *,
+        context: ssl.SSLContext | None = None,
+        timeout: Timeout | float | None = None,
+        source_address: tuple[str, int] | None = None,
+        blocksize: int = 8192,
+        check_hostname: bool | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        client: Client | None = None,
+    ) -> None:
+        context = context or ssl_context
+        if check_hostname is not None:
+            if context is None:
+                context = _default_context(check_hostname)
+            else:
+                context.check_hostname = check_hostname  # as the stdlib does
+        super().__init__(
+            host,
+            port,
+            secure=True,
+            context=context,
+            timeout=timeout,
+            source_address=source_address,
+            blocksize=blocksize,
+            client=client,
+        )
+
+    @staticmethod
+    def _decide_secure(secure: bool | None, context: ssl.SSLContext | None) -> bool:
+        return True

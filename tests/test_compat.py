@@ -13,6 +13,7 @@ import concurrent.futures as cf
 import hashlib
 import http.client
 import io
+import socket
 import ssl
 import threading
 
@@ -360,23 +361,96 @@ def test_send_chunked(echo_conn):
 
 
 def test_host_port_parsing():
+    # (host, port) -> (host, port, secure) for each class: HTTP20Connection is TLS on
+    # every port, HTTPSConnection always, HTTPConnection never unless asked.
     cases = [
-        ("example.org", None, "example.org", 443, True),
-        ("example.org:8443", None, "example.org", 8443, False),
-        ("example.org", 443, "example.org", 443, True),
-        ("example.org", 80, "example.org", 80, False),
-        ("[::1]:8080", None, "::1", 8080, False),
-        ("[::1]", None, "::1", 443, True),
-        ("example.org:", None, "example.org", 443, True),
+        (
+            "example.org",
+            None,
+            "example.org",
+            {"h2": (443, True), "h": (80, False), "s": (443, True)},
+        ),
+        (
+            "example.org:8443",
+            None,
+            "example.org",
+            {"h2": (8443, True), "h": (8443, False), "s": (8443, True)},
+        ),
+        (
+            "example.org",
+            443,
+            "example.org",
+            {"h2": (443, True), "h": (443, False), "s": (443, True)},
+        ),
+        ("example.org", 80, "example.org", {"h2": (80, True), "h": (80, False), "s": (80, True)}),
+        ("[::1]:8080", None, "::1", {"h2": (8080, True), "h": (8080, False), "s": (8080, True)}),
+        ("[::1]", None, "::1", {"h2": (443, True), "h": (80, False), "s": (443, True)}),
+        (
+            "example.org:",
+            None,
+            "example.org",
+            {"h2": (443, True), "h": (80, False), "s": (443, True)},
+        ),
     ]
-    for cls in (h2pool.HTTP20Connection, h2pool.HTTPConnection):
-        for host, port, want_host, want_port, want_secure in cases:
+    classes = {
+        "h2": h2pool.HTTP20Connection,
+        "h": h2pool.HTTPConnection,
+        "s": h2pool.HTTPSConnection,
+    }
+    for host, port, want_host, want in cases:
+        for kind, cls in classes.items():
             c = cls(host, port)
-            assert (c.host, c.port, c.secure) == (want_host, want_port, want_secure), host
+            assert (c.host, c.port, c.secure) == (want_host, *want[kind]), (kind, host, port)
     with pytest.raises(http.client.InvalidURL):
         h2pool.HTTPConnection("example.org:http")
     assert h2pool.HTTPConnection("example.org", 8080, secure=True).secure
+    assert h2pool.HTTPConnection("example.org", context=ssl.create_default_context()).port == 443
     assert h2pool.HTTP20Connection("example.org", secure=False).port == 80
+    assert h2pool.HTTP20Connection("example.org", 8080, secure=False).secure is False
+    with pytest.raises(ValueError):
+        h2pool.HTTPConnection("example.org", secure=False, context=ssl.create_default_context())
+    assert h2pool.HTTPSConnection("example.org", timeout=2.5).timeout == 2.5
+    assert h2pool.HTTPSConnection("example.org", timeout=socket.getdefaulttimeout()).timeout is None
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda port: h2pool.HTTP20Connection("127.0.0.1", port, timeout=1),
+        lambda port: h2pool.HTTPSConnection("127.0.0.1", port, timeout=1),
+        lambda port: h2pool.HTTPSConnection("127.0.0.1", port, timeout=1, check_hostname=False),
+        lambda port: h2pool.HTTPConnection("127.0.0.1", port, secure=True, timeout=1),
+        lambda port: h2pool.HTTPConnection(
+            "127.0.0.1", port, context=ssl.create_default_context(), timeout=1
+        ),
+    ],
+    ids=[
+        "HTTP20Connection",
+        "HTTPSConnection",
+        "HTTPSConnection-nocheck",
+        "secure=True",
+        "context=",
+    ],
+)
+def test_a_secure_connection_object_never_sends_in_clear_on_any_port(make):
+    """Before, HTTP20Connection(host, 8443) and HTTPConnection(host, 8443) with no
+    context sent the request, Authorization included, in cleartext."""
+    from test_bad_input import Sniffer
+
+    sniffer = Sniffer()
+    try:
+        c = make(sniffer.port)
+        c.request("GET", "/private", headers={"Authorization": "Basic c2VjcmV0OnNlY3JldA=="})
+        with pytest.raises((h2pool.ConnectError, TimeoutError)):
+            c.getresponse()
+        c.close()
+        assert sniffer.total() > 0
+        first = bytes(sniffer.received[0])
+        assert first[0] == 0x16, first[:40]  # a TLS handshake record, not PRI/GET
+        assert b"c2VjcmV0" not in first and b"/private" not in first
+    finally:
+        sniffer.close()
 
 
 @pytest.mark.timeout(30)
@@ -467,3 +541,48 @@ def test_set_debuglevel_connect_and_repr(nginx, ca_path):
     assert "200" in repr(resp)
     assert resp.read() == HELLO
     c.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_collection_while_an_engine_is_built_does_not_deadlock(nginx, ca_path, monkeypatch):
+    """A garbage collection inside _acquire (building a Client allocates) may run the
+    finalizer of an old connection object, which releases its engine: before, _acquire
+    held the engines lock while building and the finalizer waited for it forever (the
+    stdlib's test_httplib hung in 3 of 5 runs)."""
+    import gc
+
+    old = h2pool.HTTPConnection("localhost", nginx.https_port, ssl_context=_ctx(ca_path))
+    old.request("GET", "/13b")
+    assert old.getresponse().read() == HELLO
+    engine = old._lease.engine
+    old.cycle = old  # freed only by the cycle collector
+    del old
+    real_client = compat.Client
+
+    def client_after_a_collection(*args, **kwargs):
+        gc.collect()  # the old object's finalizer runs here, inside _acquire
+        return real_client(*args, **kwargs)
+
+    monkeypatch.setattr(compat, "Client", client_after_a_collection)
+    gc.disable()
+    try:
+        done = threading.Event()
+        new: list[h2pool.HTTPConnection] = []
+
+        def open_new() -> None:
+            c = h2pool.HTTPConnection("localhost", nginx.https_port, ssl_context=_ctx(ca_path))
+            c.connect()  # acquires an engine: a new context, a new Client
+            new.append(c)
+            done.set()
+
+        t = threading.Thread(target=open_new, daemon=True)
+        t.start()
+        assert done.wait(20), "deadlock: _acquire and a finalizer's _release"
+    finally:
+        gc.enable()
+    assert engine not in compat._engines.values()  # the old engine was released and closed
+    assert engine.client._runtime.closed
+    monkeypatch.setattr(compat, "Client", real_client)
+    new[0].request("GET", "/13b")
+    assert new[0].getresponse().read() == HELLO
+    new[0].close()
