@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from ._request import Request as SentRequest
     from ._transport import Transport
 
-__all__ = ["Dispatcher", "EventHooks"]
+__all__ = ["Dispatcher", "EventHooks", "rewind"]
 
 log = logging.getLogger("h2pool")
 
@@ -86,6 +86,12 @@ def _target(url: str) -> str:
     """``url`` without its query string or userinfo, for logs."""
     base = url.split("?", 1)[0].split("#", 1)[0]
     return re.sub(r"(?<=//)[^/@]*@", "", base)
+
+
+def rewind(body: BodyTypes, replay: tuple[bool, int | None] | None) -> None:
+    """Put a seekable file body back where it started, for the next attempt."""
+    if replay is not None and replay[1] is not None:
+        body.seek(replay[1])  # type: ignore[union-attr]
 
 
 class Dispatcher:
@@ -242,51 +248,65 @@ class Dispatcher:
         replay: tuple[bool, int | None] | None = None,
     ) -> Response:
         """One hop: send, retry under the client's ``Retries``, run response hooks."""
-        retries = self.retries
-        if retries is not None and replay is None:
+        if self.retries is not None and replay is None:
             replay = replay_point(body)
         replayable = replay is not None and replay[0]
         attempt = 1
         while True:
             self._refuse_if_closed()
             req = self.builder.build(method, url, headers, body, timeout, stream, drop)
-            response: Response | None = None
-            wait: float | None = None
             try:
                 response = self._exchange(req, public)
             except H2PoolError as exc:
-                if retries is None:
-                    raise
-                wait = retries.delay(req.method, attempt, replayable, None, exc)
+                wait = self.judge(req.method, url, attempt, replayable, None, exc)
                 if wait is None:
                     raise
-                reason = type(exc).__name__
             else:
-                if retries is not None:
-                    wait = retries.delay(req.method, attempt, replayable, response)
+                wait = self.judge(req.method, url, attempt, replayable, response, None)
                 if wait is None:
-                    self._run_response_hooks(response)
+                    self.run_response_hooks(response)
                     return response
-                reason = f"status {response.status}"
-                response.close()  # its body is not wanted; an unread stream is reset
-            assert retries is not None and replay is not None
-            with self._count_lock:
-                self.policy_retries += 1
-            log.debug(
-                "retrying %s %s (%s; attempt %d of %d) in %.3f s",
-                req.method,
-                _target(url),
-                reason,
-                attempt + 1,
-                retries.attempts,
-                wait,
-            )
             time.sleep(wait)
-            if replay[1] is not None:
-                body.seek(replay[1])  # type: ignore[union-attr]
+            rewind(body, replay)
             attempt += 1
 
-    def _run_response_hooks(self, response: Response) -> None:
+    def judge(
+        self,
+        method: str,
+        url: str,
+        attempt: int,
+        replayable: bool,
+        response: Response | None,
+        error: BaseException | None,
+    ) -> float | None:
+        """The client's ``Retries`` verdict on one attempt: seconds to wait before the
+        next, or None. A retry is counted and logged here, and the response it replaces
+        closed (an unread stream is reset)."""
+        retries = self.retries
+        if retries is None:
+            return None
+        wait = retries.delay(method, attempt, replayable, response, error)
+        if wait is None:
+            return None
+        if response is not None:
+            reason = f"status {response.status}"
+            response.close()
+        else:
+            reason = type(error).__name__
+        with self._count_lock:
+            self.policy_retries += 1
+        log.debug(
+            "retrying %s %s (%s; attempt %d of %d) in %.3f s",
+            method,
+            _target(url),
+            reason,
+            attempt + 1,
+            retries.attempts,
+            wait,
+        )
+        return wait
+
+    def run_response_hooks(self, response: Response) -> None:
         try:
             for hook in self.response_hooks:
                 hook(response)

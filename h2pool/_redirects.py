@@ -18,6 +18,7 @@ requests and httpx do where the RFC leaves a choice:
 from __future__ import annotations
 
 import logging
+from collections.abc import Generator
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urldefrag, urljoin
 
@@ -30,7 +31,14 @@ if TYPE_CHECKING:
     from ._prepare import BodyTypes
     from ._response import Response
 
-__all__ = ["REDIRECT_STATUSES", "SendHop", "follow_chain", "is_redirect", "replay_point"]
+__all__ = [
+    "REDIRECT_STATUSES",
+    "SendHop",
+    "follow_chain",
+    "is_redirect",
+    "redirect_steps",
+    "replay_point",
+]
 
 log = logging.getLogger("h2pool")
 
@@ -67,18 +75,22 @@ def replay_point(body: BodyTypes) -> tuple[bool, int | None]:
     return pos is not None, pos
 
 
-def follow_chain(
-    send: SendHop,
+Hop = tuple[str, str, list[tuple[bytes, bytes]], "BodyTypes", frozenset[bytes]]
+
+
+def redirect_steps(
     response: Response,
     method: str,
     headers: HeaderTypes | None,
     body: BodyTypes,
     replay: tuple[bool, int | None] | None,
     max_redirects: int,
-) -> Response:
-    """Follow ``response`` (a redirect) and its successors, each sent with ``send``;
-    return the final response with ``.history`` holding the redirects, oldest first.
-    ``replay`` is what :func:`replay_point` said of ``body`` before it was first sent."""
+) -> Generator[Hop, Response, Response]:
+    """The redirect policy as a generator, shared by the blocking and the asyncio
+    clients: it yields each hop to send (method, url, headers, body, default headers to
+    drop), is sent that hop's response, and returns the final response with
+    ``.history`` holding the redirects, oldest first. ``replay`` is what
+    :func:`replay_point` said of ``body`` before it was first sent."""
     replayable, position = replay or (True, None)
     hdrs = normalize_headers(headers)
     origin = parse_url(response.url).origin
@@ -130,6 +142,27 @@ def follow_chain(
             url.authority.decode("ascii", "replace"),
             url.target.split(b"?", 1)[0].decode("ascii", "replace"),
         )
-        response = send(method, url.url, hdrs, body, drop)
+        response = yield (method, url.url, hdrs, body, drop)
     response.history = history
     return response
+
+
+def follow_chain(
+    send: SendHop,
+    response: Response,
+    method: str,
+    headers: HeaderTypes | None,
+    body: BodyTypes,
+    replay: tuple[bool, int | None] | None,
+    max_redirects: int,
+) -> Response:
+    """Follow ``response`` (a redirect) and its successors, each sent with ``send``
+    (:func:`redirect_steps` driven in this thread)."""
+    steps = redirect_steps(response, method, headers, body, replay, max_redirects)
+    try:
+        hop = next(steps)
+        while True:
+            hop = steps.send(send(*hop))
+    except StopIteration as done:
+        final: Response = done.value
+        return final
