@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging as _logging
 
 from ._api import delete, get, head, options, patch, post, put, request, submit
+from ._async import AsyncClient
 from ._auth import Auth, BasicAuth, BearerAuth
 from ._client import Client, InsecureRequestWarning, default_client
 from ._config import Limits, Timeout
@@ -43,6 +44,7 @@ from ._version import __version__
 from .compat import HTTP20Connection, HTTPConnection, HTTPSConnection
 
 __all__ = [
+    "AsyncClient",
     "Auth",
     "BasicAuth",
     "BearerAuth",

@@ -8,11 +8,13 @@ unread bytes' flow-control credit so sibling streams never starve.
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 import datetime
+import functools
 import json as _json
 import weakref
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
@@ -37,31 +39,60 @@ _LINE_ENDS = frozenset("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
 
 
-def split_lines(texts: Iterator[str], max_length: int) -> Iterator[str]:
-    """The lines of the concatenated ``texts``, as ``"".join(texts).splitlines()``
-    gives them, yielded as soon as each is complete; ``max_length`` bounds the part
-    held back waiting for its line ending."""
-    pending = ""
-    after_cr = False
-    for text in texts:
-        if after_cr and text[:1] == "\n":
-            text = text[1:]  # the LF of a CRLF split across chunks
+class LineSplitter:
+    """Splits text fed in pieces into lines as ``"".join(pieces).splitlines()`` would,
+    giving each line as soon as it is complete; ``max_length`` bounds the part held back
+    waiting for its line ending."""
+
+    __slots__ = ("_after_cr", "_max", "_pending")
+
+    def __init__(self, max_length: int) -> None:
+        self._pending = ""
+        self._after_cr = False
+        self._max = max_length
+
+    def push(self, text: str) -> list[str]:
+        if self._after_cr and text[:1] == "\n":
+            text = text[1:]  # the LF of a CRLF split across pieces
         if not text:
-            continue
-        after_cr = False
-        if pending:
-            text = pending + text
+            return []
+        self._after_cr = False
+        if self._pending:
+            text = self._pending + text
         lines = text.splitlines()
         if text[-1] in _LINE_ENDS:
-            after_cr = text[-1] == "\r"
-            pending = ""
+            self._after_cr = text[-1] == "\r"
+            self._pending = ""
         else:
-            pending = lines.pop()
-            if len(pending) > max_length:
-                raise DecodingError(f"a body line is longer than {max_length} characters")
-        yield from lines
-    if pending:
-        yield pending
+            self._pending = lines.pop()
+            if len(self._pending) > self._max:
+                raise DecodingError(f"a body line is longer than {self._max} characters")
+        return lines
+
+    def flush(self) -> list[str]:
+        rest, self._pending = self._pending, ""
+        return [rest] if rest else []
+
+
+def split_lines(texts: Iterator[str], max_length: int) -> Iterator[str]:
+    """The lines of the concatenated ``texts`` (see :class:`LineSplitter`)."""
+    splitter = LineSplitter(max_length)
+    for text in texts:
+        yield from splitter.push(text)
+    yield from splitter.flush()
+
+
+def _wake(loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[None]) -> None:
+    """A pipe's waker: runs on the I/O thread, hands the wake-up to the reader's loop."""
+    try:
+        loop.call_soon_threadsafe(_set_done, waiter)
+    except RuntimeError:  # the loop was closed with the read in flight
+        pass
+
+
+def _set_done(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class Response:
@@ -356,6 +387,99 @@ class Response:
         ``str.splitlines()``). A line longer than ``max_length`` characters raises
         :class:`DecodingError` rather than growing memory without bound."""
         return split_lines(self.iter_text(), max_length)
+
+    # -- asyncio ------------------------------------------------------------------------
+    async def _araw(self) -> AsyncIterator[bytes]:
+        """The body as received, chunk by chunk, never blocking the event loop: a
+        streamed body waits on the pipe through a waker the I/O thread calls."""
+        pipe = self._pipe
+        if pipe is None or self._consumed:
+            while chunk := self._read_raw(1 << 20, True):
+                yield chunk
+            return
+        loop = asyncio.get_running_loop()
+        while True:
+            data = pipe.read_nowait(1 << 20)
+            if data is None:
+                waiter: asyncio.Future[None] = loop.create_future()
+                if pipe.arm(functools.partial(_wake, loop, waiter)):
+                    try:
+                        await asyncio.wait_for(waiter, pipe.read_timeout)
+                    except asyncio.TimeoutError:
+                        exc = pipe.expire()
+                        if exc is not None:
+                            raise exc from None
+                continue
+            if not data:
+                self._finish()
+                return
+            yield data
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        """``iter_bytes()`` for asyncio: the decoded body as it arrives; the event loop
+        is never blocked waiting for it."""
+        decoder = self._get_decoder()
+        if decoder is None:
+            async for chunk in self._araw():
+                yield chunk
+            return
+        if self._decoded:
+            data, self._decoded = self._decoded, b""
+            yield data
+        if self._decode_done:
+            return
+        async for raw in self._araw():
+            decoder.feed(raw)
+            while out := decoder.pull(1 << 20):
+                yield out
+        decoder.finish()  # raises for a truncated body
+        self._decode_done = True
+        while out := decoder.pull(1 << 20):
+            yield out
+
+    async def aiter_raw(self) -> AsyncIterator[bytes]:
+        """``iter_raw()`` for asyncio: the body as received (still compressed)."""
+        async for chunk in self._araw():
+            yield chunk
+
+    async def aread(self) -> bytes:
+        """The whole decoded body (``content``), read without blocking the event loop."""
+        if self._content is None:
+            self._content = b"".join([chunk async for chunk in self.aiter_bytes()])
+        return self._content
+
+    async def aiter_text(self) -> AsyncIterator[str]:
+        """``iter_text()`` for asyncio."""
+        try:
+            decoder = codecs.getincrementaldecoder(self.encoding)(errors="replace")
+        except LookupError:
+            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        async for chunk in self.aiter_bytes():
+            text = decoder.decode(chunk)
+            if text:
+                yield text
+        text = decoder.decode(b"", True)
+        if text:
+            yield text
+
+    async def aiter_lines(self, max_length: int = 1 << 20) -> AsyncIterator[str]:
+        """``iter_lines()`` for asyncio."""
+        splitter = LineSplitter(max_length)
+        async for text in self.aiter_text():
+            for line in splitter.push(text):
+                yield line
+        for line in splitter.flush():
+            yield line
+
+    async def aclose(self) -> None:
+        """``close()``; never blocks (it only posts a reset to the I/O thread)."""
+        self.close()
+
+    async def __aenter__(self) -> Response:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.close()
 
     def _finish(self) -> None:
         if self._pipe is not None and not self._consumed:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ._errors import ReadTimeout
@@ -40,6 +41,7 @@ class BodyPipe:
         "_size",
         "_threshold",
         "_unacked",
+        "_waker",
         "stream_id",
         "trailers",
     )
@@ -63,6 +65,10 @@ class BodyPipe:
         self._threshold = max(window // 4, 16384)
         self._owner = owner
         self._read_timeout = read_timeout
+        # An asyncio reader waiting for data: called once (then cleared) by the I/O thread
+        # after the next feed, EOF or error, outside the lock. One wake-up per wait,
+        # however many chunks arrive before the reader runs.
+        self._waker: Callable[[], None] | None = None
         self.stream_id = stream_id
         self.trailers: Headers | None = None
 
@@ -76,19 +82,28 @@ class BodyPipe:
             self._chunks.append(data)
             self._size += len(data)
             self._cond.notify()
-            return True
+            waker, self._waker = self._waker, None
+        if waker is not None:
+            waker()
+        return True
 
     def feed_eof(self, trailers: Headers | None) -> None:
         with self._cond:
             self.trailers = trailers
             self._eof = True
             self._cond.notify_all()
+            waker, self._waker = self._waker, None
+        if waker is not None:
+            waker()
 
     def feed_error(self, exc: BaseException) -> None:
         with self._cond:
             if not self._eof and self._error is None:
                 self._error = exc
             self._cond.notify_all()
+            waker, self._waker = self._waker, None
+        if waker is not None:
+            waker()
 
     @property
     def finished(self) -> bool:
@@ -166,6 +181,68 @@ class BodyPipe:
         if post:
             self._owner.post_consumed(self.stream_id, post)
         return b"".join(parts) if len(parts) != 1 else parts[0]
+
+    # -- asyncio reader side ------------------------------------------------------------
+    @property
+    def read_timeout(self) -> float | None:
+        return self._read_timeout
+
+    def read_nowait(self, amt: int) -> bytes | None:
+        """Up to ``amt`` buffered bytes without waiting; ``b""`` at the end; None when
+        nothing is buffered yet (then :meth:`arm` a waker and wait). Raises the
+        stream's error once what arrived before it has been read. Credit is returned
+        as :meth:`read` does: in quarter-window batches, and all of it before a wait."""
+        parts: list[bytes] = []
+        post = 0
+        with self._cond:
+            got = 0
+            while self._chunks and got < amt:
+                chunk = self._chunks.popleft()
+                if got + len(chunk) > amt:
+                    self._chunks.appendleft(chunk[amt - got :])
+                    chunk = chunk[: amt - got]
+                parts.append(chunk)
+                got += len(chunk)
+            if parts:
+                self._size -= got
+                self._unacked += got
+                if self._unacked >= self._threshold or (self._eof and self._unacked):
+                    post, self._unacked = self._unacked, 0
+            elif self._eof or self._closed:
+                if self._eof and self._unacked:
+                    post, self._unacked = self._unacked, 0
+            elif self._error is not None:
+                raise self._error
+            else:
+                post, self._unacked = self._unacked, 0  # about to wait: hand it all back
+        if post:
+            self._owner.post_consumed(self.stream_id, post)
+        if parts:
+            return parts[0] if len(parts) == 1 else b"".join(parts)
+        return b"" if self._eof or self._closed else None
+
+    def arm(self, waker: Callable[[], None]) -> bool:
+        """Have ``waker`` called (once, from the I/O thread) when data, EOF or an error
+        arrives; False if something already has (read again instead of waiting)."""
+        with self._cond:
+            if self._chunks or self._eof or self._error is not None or self._closed:
+                return False
+            self._waker = waker
+            return True
+
+    def expire(self) -> ReadTimeout | None:
+        """The asyncio reader's read timeout ran out: fail and reset the stream, unless
+        data arrived meanwhile (then None: read again)."""
+        with self._cond:
+            if self._chunks or self._eof or self._error is not None or self._closed:
+                return None
+            exc = ReadTimeout(f"no data for {self._read_timeout} s on a streamed response")
+            self._error = exc
+            self._closed = True
+            self._waker = None
+            unread = self._size
+        self._owner.post_cancel(self.stream_id, unread)
+        return exc
 
     def close(self) -> None:
         """Stop reading: unread bytes return their credit, an unfinished stream is reset."""

@@ -8,7 +8,9 @@ behaviour of gRPC-style servers that a client must ask for trailers to get them.
 path and query, every header, the body's length, SHA-256 and, when short, the body);
 ``/flaky?key=K&fail=N&status=S[&retry_after=V]`` answers S for the first N requests
 with that key, then 200, and ``/count?key=K`` says how many requests it has seen;
-``/lines`` streams a body whose line breaks fall across chunk boundaries.
+``/lines`` streams a body whose line breaks fall across chunk boundaries; ``/sleep``
+answers after 30 s (time enough to cancel); ``/stall`` sends its headers and one chunk,
+then nothing for 30 s.
 """
 
 from __future__ import annotations
@@ -92,6 +94,20 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         return
     if path in ("/flaky", "/count"):
         await _flaky(scope, receive, send)
+        return
+    if path == "/sleep":
+        import asyncio
+
+        await asyncio.sleep(30)
+        await _reply(send, 200, b"late\n")
+        return
+    if path == "/stall":
+        import asyncio
+
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"first", "more_body": True})
+        await asyncio.sleep(30)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
         return
     if path == "/lines":
         await send({"type": "http.response.start", "status": 200, "headers": []})

@@ -1,0 +1,255 @@
+"""AsyncClient against real servers: the same arguments as Client, one pool shared with
+threads and other event loops, streamed bodies that never block the loop, cancellation
+that resets the stream, a loop closed with requests in flight."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import threading
+import time
+import uuid
+from typing import Any
+
+import pytest
+
+import h2pool
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def shared(make_client: Any) -> h2pool.Client:
+    c: h2pool.Client = make_client()
+    return c
+
+
+def test_requests_with_everyday_arguments(ca_path, hypercorn, nginx):
+    async def main() -> None:
+        async with h2pool.AsyncClient(verify=ca_path) as ac:
+            r = await ac.get(nginx.https_url + "/13b")
+            assert (r.status, r.content, r.http_version) == (200, b"Hello, world!", "HTTP/2")
+            seen = (
+                await ac.post(
+                    hypercorn.https_url + "/echo",
+                    params={"a": "1"},
+                    json={"k": [1]},
+                    auth=("u", "p"),
+                )
+            ).json()
+            assert seen["query"] == "a=1" and seen["body"] == '{"k":[1]}'
+            assert ["authorization", "Basic dTpw"] in seen["headers"]
+            with pytest.raises(h2pool.HTTPStatusError):
+                (await ac.get(nginx.https_url + "/404")).raise_for_status()
+            with pytest.raises(TypeError, match="json="):
+                await ac.post(nginx.https_url + "/", body={"a": 1})
+            client = ac.client
+        assert client._runtime.closed  # its own Client is closed by the context manager
+
+    asyncio.run(main())
+
+
+def test_streamed_body_hashes_and_the_loop_keeps_ticking(ca_path, nginx, bigfiles):
+    """256 MiB read with aiter_bytes while a 5 ms ticker runs on the same loop."""
+
+    async def main() -> tuple[str, float, int]:
+        gaps: list[float] = []
+        stop = asyncio.Event()
+
+        async def ticker() -> None:
+            last = time.monotonic()
+            while not stop.is_set():
+                await asyncio.sleep(0.005)
+                now = time.monotonic()
+                gaps.append(now - last)
+                last = now
+
+        async with h2pool.AsyncClient(verify=ca_path) as ac:
+            tick = asyncio.create_task(ticker())
+            digest = hashlib.sha256()
+            async with ac.stream("GET", nginx.https_url + "/256m") as r:
+                async for chunk in r.aiter_bytes():
+                    digest.update(chunk)
+            stop.set()
+            await tick
+        return digest.hexdigest(), max(gaps), len(gaps)
+
+    sha, worst, ticks = asyncio.run(main())
+    assert sha == bigfiles.sha256["/256m"]
+    assert ticks > 20
+    assert worst < 0.15, f"the event loop stalled {worst * 1000:.0f} ms"
+
+
+def test_aread_aiter_text_and_lines(ca_path, hypercorn):
+    async def main() -> None:
+        async with h2pool.AsyncClient(verify=ca_path) as ac:
+            async with ac.stream("GET", hypercorn.https_url + "/lines") as r:
+                lines = [line async for line in r.aiter_lines()]
+            assert lines == ["alpha", "beta", "gamma", "", "δelta", "last"]
+            async with ac.stream("GET", hypercorn.https_url + "/lines") as r:
+                text = "".join([t async for t in r.aiter_text()])
+            assert text.splitlines() == lines
+            async with ac.stream("GET", hypercorn.https_url + "/lines") as r:
+                assert (await r.aread()).decode().splitlines() == lines
+                assert r.content == await r.aread()
+
+    asyncio.run(main())
+
+
+def test_cancelling_the_task_resets_the_stream(shared, hypercorn):
+    async def main() -> None:
+        ac = h2pool.AsyncClient(client=shared)
+        task = asyncio.create_task(ac.get(hypercorn.https_url + "/sleep"))
+        while shared.stats()["open_streams"] == 0:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await ac.aclose()
+
+    before = shared.stats()["resets_sent"] if shared._runtime.loop else 0
+    asyncio.run(main())
+    deadline = time.monotonic() + 10
+    while shared.stats()["open_streams"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stats = shared.stats()
+    assert stats["open_streams"] == 0
+    assert stats["resets_sent"] == before + 1
+    assert not shared._runtime.closed  # aclose() of a wrapper leaves the shared client open
+    assert shared.get(hypercorn.https_url + "/").status == 200
+
+
+def test_a_read_timeout_while_streaming(make_client, hypercorn):
+    client = make_client(timeout=h2pool.Timeout(connect=5, read=0.5, write=5, pool=5))
+
+    async def main() -> None:
+        ac = h2pool.AsyncClient(client=client)
+        async with ac.stream("GET", hypercorn.https_url + "/stall") as r:
+            got = []
+            with pytest.raises(h2pool.ReadTimeout):
+                async for chunk in r.aiter_bytes():
+                    got.append(chunk)
+            assert got == [b"first"]
+
+    asyncio.run(main())
+    assert client.stats()["resets_sent"] >= 1
+
+
+def test_a_loop_closed_with_requests_in_flight_leaks_nothing(shared, hypercorn):
+    loop = asyncio.new_event_loop()
+    ac = h2pool.AsyncClient(client=shared)
+    started = threading.Event()
+
+    async def fire() -> None:
+        started.set()
+        await ac.get(hypercorn.https_url + "/sleep")
+
+    tasks = [loop.create_task(fire()) for _ in range(3)]
+    loop.run_until_complete(asyncio.sleep(0.2))
+    assert started.is_set() and shared.stats()["open_streams"] == 3
+    for t in tasks:
+        t.cancel()
+    loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+    loop.close()
+    deadline = time.monotonic() + 10
+    while shared.stats()["open_streams"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert shared.stats()["open_streams"] == 0
+    assert shared.get(hypercorn.https_url + "/").status == 200
+
+
+def test_a_loop_closed_under_a_streamed_read(shared, nginx):
+    """The pipe's waker posts to a loop that is gone: the I/O thread carries on."""
+    loop = asyncio.new_event_loop()
+    ac = h2pool.AsyncClient(client=shared)
+
+    async def start() -> Any:
+        r = await ac.request("GET", nginx.https_url + "/1g", stream=True)
+        agen = r.aiter_bytes()
+        await agen.__anext__()
+        return r, agen
+
+    r, agen = loop.run_until_complete(start())
+    task = loop.create_task(agen.__anext__())
+    loop.run_until_complete(asyncio.sleep(0))
+    loop.close()  # abandoned mid-body
+    r.close()
+    del task, agen
+    assert shared.get(nginx.https_url + "/13b").content == b"Hello, world!"
+
+
+def test_threads_coroutines_and_other_loops_share_one_pool(shared, nginx):
+    url = nginx.https_url + "/13b"
+    shared.get(url)  # one connection; 8 threads + 3 loops x 24 stay under its 100 streams
+    errors: list[BaseException] = []
+
+    def thread_work() -> None:
+        try:
+            for _ in range(20):
+                assert shared.get(url).content == b"Hello, world!"
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    def loop_work() -> None:
+        async def main() -> None:
+            ac = h2pool.AsyncClient(client=shared)
+            rs = await asyncio.gather(*(ac.get(url) for _ in range(24)))
+            assert all(r.content == b"Hello, world!" for r in rs)
+
+        try:
+            asyncio.run(main())
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=thread_work) for _ in range(8)]
+    threads += [threading.Thread(target=loop_work) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(50)
+    assert errors == []
+    stats = shared.stats()
+    assert stats["connections_opened"] == 1 and stats["connections"] == 1
+
+
+def test_retries_hooks_and_redirects(make_client, hypercorn, nginx):
+    events: list[tuple[str, int]] = []
+    client = make_client(
+        retries=h2pool.Retries(attempts=3, statuses={503}, backoff=0),
+        event_hooks={"response": [lambda r: events.append((r.url, threading.get_ident()))]},
+    )
+    key = uuid.uuid4().hex
+
+    async def main() -> int:
+        ac = h2pool.AsyncClient(client=client)
+        r = await ac.get(f"{hypercorn.https_url}/flaky?key={key}&fail=2&status=503")
+        assert r.status == 200
+        r = await ac.get(nginx.https_url + "/r/chain3", follow_redirects=True)
+        assert (r.status, len(r.history)) == (200, 3)
+        return threading.get_ident()
+
+    me = asyncio.run(main())
+    assert client.stats()["policy_retries"] == 2
+    assert {t for _, t in events} == {me}  # hooks ran in the loop's thread
+    assert len(events) == 5  # the flaky 200, three redirects, the final answer
+
+
+def test_mock_transport_through_asyncclient():
+    def handler(request: h2pool.Request) -> h2pool.Response:
+        return h2pool.Response(200, json={"url": request.url})
+
+    async def main() -> None:
+        async with h2pool.AsyncClient(
+            transport=h2pool.MockTransport(handler), base_url="https://api.test"
+        ) as ac:
+            r = await ac.get("/x", params={"y": "1"})
+            assert r.json() == {"url": "https://api.test/x?y=1"}
+
+    asyncio.run(main())
+
+
+def test_client_argument_excludes_configuration(shared):
+    with pytest.raises(TypeError, match="Client"):
+        h2pool.AsyncClient(client=shared, verify=False)
+    with pytest.raises(TypeError):
+        h2pool.AsyncClient(client=object())  # type: ignore[arg-type]
