@@ -52,7 +52,8 @@ if str(ROOT) not in sys.path:
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-import _workers  # noqa: E402  (stress/ is on sys.path now)
+import _async_bench  # noqa: E402  (stress/ is on sys.path now)
+import _workers  # noqa: E402
 
 SMALL_LEN = 13
 BIG_SIZE = 100 * 1024 * 1024
@@ -653,6 +654,8 @@ def worker_inflight(spec: dict[str, Any]) -> dict[str, Any]:
 
 WORKERS = {
     "load": worker_load,
+    "async_load": _async_bench.worker_async_load,
+    "mixed": _async_bench.worker_mixed,
     "download": worker_download,
     "threads": worker_threads,
     "upload": worker_upload,
@@ -1006,6 +1009,14 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="skip the RSS of 1,000 / 10,000 outstanding submit()s",
     )
+    ap.add_argument(
+        "--no-async", action="store_true", help="skip the asyncio clients and the mixed run"
+    )
+    ap.add_argument(
+        "--coroutines",
+        default="1,64,1000",
+        help="comma-separated coroutine counts for the asyncio section (default 1,64,1000)",
+    )
     ap.add_argument("--no-chart", action="store_true", help="don't write the PNG chart")
     ap.add_argument("--json", help="result file (default stress/results/bench-<ts>.json)")
     ap.add_argument("--_worker", help=argparse.SUPPRESS)
@@ -1092,6 +1103,11 @@ def main(argv: list[str] | None = None) -> int:
                 section_rss(results, ng, ok, quick)
             if not args.no_inflight:
                 section_inflight(results, ok)
+            if not args.no_async and ok:
+                counts = [int(x) for x in args.coroutines.split(",")]
+                _async_bench.section_async(
+                    results, ng, run_worker, counts, warmup, duration, args.reps
+                )
     except KeyboardInterrupt:
         print("\ninterrupted; partial results follow", file=sys.stderr)
         results["interrupted"] = True
