@@ -78,6 +78,11 @@ def _classify_body(body: BodyTypes) -> tuple[bytes | None, Any]:
         )
     if callable(getattr(body, "read", None)) or isinstance(body, Iterable):
         return None, body
+    if hasattr(body, "__aiter__"):
+        raise TypeError(
+            "an async iterable cannot be a request body: pass bytes, a file or a plain "
+            "iterable (it is read by a pump thread, off the event loop)"
+        )
     raise TypeError(f"unsupported body type {type(body).__name__}")
 
 

@@ -253,3 +253,16 @@ def test_client_argument_excludes_configuration(shared):
         h2pool.AsyncClient(client=shared, verify=False)
     with pytest.raises(TypeError):
         h2pool.AsyncClient(client=object())  # type: ignore[arg-type]
+
+
+def test_an_async_iterable_body_is_a_clear_typeerror(shared):
+    async def gen():  # type: ignore[no-untyped-def]
+        yield b"x"
+
+    async def main() -> None:
+        ac = h2pool.AsyncClient(client=shared)
+        with pytest.raises(TypeError, match="async iterable"):
+            await ac.post("https://localhost:1/", body=gen())
+
+    asyncio.run(main())
+    assert shared._runtime.loop is None
