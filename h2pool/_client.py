@@ -226,6 +226,18 @@ class Client:
         ``future.cancel()`` on an in-flight request resets its stream.
         """
         d = self._dispatch
+        if (
+            d.plain
+            and params is None
+            and cookies is None
+            and auth is None
+            and json is None
+            and data is None
+            and files is None
+        ):
+            self._runtime.refuse_if_closed()
+            req = self._builder.build(method, url, headers, body, timeout, stream)
+            return self._submit(req, True)
         method, url, hdrs, body, public = d.compose(
             method, url, params, headers, cookies, auth, body, json, data, files
         )
