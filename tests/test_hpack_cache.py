@@ -127,3 +127,18 @@ def test_nginx_style_blocks_with_a_zero_table_are_cached() -> None:
     assert dec._cache  # a repeat is served from here
     assert dec.decode(block, raw=True) == first == ref.decode(block, raw=True)
     assert (b"content-length", b"13") in first
+
+
+def test_blocks_with_a_never_indexed_field_are_cached_apart_from_plain_ones() -> None:
+    """A request carrying the same bearer token each time is encoded once; its block is
+    never handed to the plain field that compares equal, nor the other way round."""
+    enc, ref = CachingEncoder(), hpack.Encoder()
+    base = [(b":method", b"GET"), (b":path", b"/x")]
+    sensitive = [*base, NeverIndexedHeaderTuple(b"authorization", b"Bearer t")]
+    plain = [*base, (b"authorization", b"Bearer t")]
+    blocks = [enc.encode(list(h)) for h in (sensitive, sensitive, sensitive)]
+    assert blocks == [ref.encode(list(sensitive)) for _ in range(3)]
+    assert enc.encode(list(sensitive)) is blocks[2]  # served from the cache
+    assert enc.encode(list(plain)) == ref.encode(list(plain))  # indexes it: table changes
+    for headers in (sensitive, plain, plain, sensitive):
+        assert enc.encode(list(headers)) == ref.encode(list(headers))

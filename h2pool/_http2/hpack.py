@@ -17,13 +17,29 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from hpack import Decoder, Encoder
+from hpack import Decoder, Encoder, NeverIndexedHeaderTuple
 from hpack.table import HeaderTable, table_entry_size
 
 __all__ = ["CachingDecoder", "CachingEncoder", "HeaderListTooLarge"]
 
 _MAX_ENTRIES = 64  # per connection and direction
 _MAX_BLOCK = 2048  # bytes of encoded block worth remembering
+_NEVER = object()  # marks a never-indexed field in a cache key
+
+
+def _key_with_sensitive(fields: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    """A cache key for a block holding never-indexed fields (Authorization, Cookie):
+    each such field keyed as (name, value, _NEVER), so it can never match the plain
+    field it compares equal to. None for any other tuple subclass."""
+    out = []
+    for h in fields:
+        if type(h) is tuple:
+            out.append(h)
+        elif type(h) is NeverIndexedHeaderTuple:
+            out.append((h[0], h[1], _NEVER))
+        else:
+            return None
+    return tuple(out)
 
 
 class _Table(HeaderTable):
@@ -60,13 +76,15 @@ class CachingEncoder(Encoder):
     def encode(self, headers: Any, huffman: bool = True) -> bytes:
         table = self.header_table
         key: tuple[Any, ...] | None = None
-        # Only plain tuples: hpack's NeverIndexedHeaderTuple compares equal to a plain
-        # tuple but must be encoded differently. A pending size change must be sent.
+        # hpack's NeverIndexedHeaderTuple compares equal to a plain tuple but must be
+        # encoded differently, so blocks holding one get keys that mark it (a request
+        # with a fixed bearer token or cookie is cached too; never-indexed fields never
+        # change the table). A pending size change must be sent.
         if huffman and not table.resized and type(headers) is list:
             key = tuple(headers)
             for h in key:
                 if type(h) is not tuple:
-                    key = None
+                    key = _key_with_sensitive(key)
                     break
         if key is not None:
             if table.generation == self._generation:
