@@ -195,6 +195,9 @@ class BodyPipe:
         parts: list[bytes] = []
         post = 0
         with self._cond:
+            # Decided here, not after the lock: once it is released the I/O thread may
+            # feed the last chunk and END_STREAM, and "empty" must not become "the end".
+            ended = False
             got = 0
             while self._chunks and got < amt:
                 chunk = self._chunks.popleft()
@@ -208,18 +211,23 @@ class BodyPipe:
                 self._unacked += got
                 if self._unacked >= self._threshold or (self._eof and self._unacked):
                     post, self._unacked = self._unacked, 0
-            elif self._eof or self._closed:
-                if self._eof and self._unacked:
+            elif self._eof:
+                ended = True
+                if self._unacked:
                     post, self._unacked = self._unacked, 0
             elif self._error is not None:
+                # Before _closed, as in read(): a body a timeout or a reset cut short
+                # must not read as complete when it is read again.
                 raise self._error
+            elif self._closed:
+                ended = True
             else:
                 post, self._unacked = self._unacked, 0  # about to wait: hand it all back
         if post:
             self._owner.post_consumed(self.stream_id, post)
         if parts:
             return parts[0] if len(parts) == 1 else b"".join(parts)
-        return b"" if self._eof or self._closed else None
+        return b"" if ended else None
 
     def arm(self, waker: Callable[[], None]) -> bool:
         """Have ``waker`` called (once, from the I/O thread) when data, EOF or an error

@@ -266,3 +266,56 @@ def test_an_async_iterable_body_is_a_clear_typeerror(shared):
 
     asyncio.run(main())
     assert shared._runtime.loop is None
+
+
+def test_data_and_eof_arriving_as_the_reader_hands_back_credit_are_not_lost():
+    """The I/O thread may feed the last chunk and END_STREAM in the moment between the
+    async reader finding the pipe empty and it deciding what that means."""
+    from h2pool._stream import BodyPipe
+
+    class Owner:
+        """Posting credit lets the I/O thread run: here it delivers the rest at once."""
+
+        def __init__(self) -> None:
+            self.pipe: BodyPipe | None = None
+            self.consumed = 0
+
+        def post_consumed(self, stream_id: int, nbytes: int) -> None:
+            self.consumed += nbytes
+            pipe, self.pipe = self.pipe, None
+            if pipe is not None:
+                pipe.feed(b"tail")
+                pipe.feed_eof(None)
+
+        def post_cancel(self, stream_id: int, unread: int) -> None:
+            raise AssertionError("a complete body was reset")
+
+    owner = Owner()
+    pipe = BodyPipe(owner, 1, 1 << 20, 5.0)
+    pipe.feed(b"head")
+    owner.pipe = pipe
+    r = h2pool.Response(200, pipe=pipe)
+    assert asyncio.run(r.aread()) == b"headtail"
+    assert owner.consumed == 8
+
+
+def test_reading_again_after_a_read_timeout_raises_again(make_client, hypercorn):
+    """As read() does: a body cut short by the timeout never reads as complete."""
+    client = make_client(timeout=h2pool.Timeout(connect=5, read=0.5, write=5, pool=5))
+    with client.stream("GET", hypercorn.https_url + "/stall") as r:
+        assert r.read(5) == b"first"
+        for _ in range(2):
+            with pytest.raises(h2pool.ReadTimeout):
+                r.read()
+
+    async def main() -> None:
+        ac = h2pool.AsyncClient(client=client)
+        async with ac.stream("GET", hypercorn.https_url + "/stall") as r:
+            agen = r.aiter_bytes()
+            assert await agen.__anext__() == b"first"
+            with pytest.raises(h2pool.ReadTimeout):
+                await agen.__anext__()
+            with pytest.raises(h2pool.ReadTimeout):
+                await r.aread()
+
+    asyncio.run(main())
