@@ -244,8 +244,11 @@ def retry_after(value: str | None, now: float | None = None) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(int(value))
+    # ASCII digits only: str.isdigit() also accepts superscripts ("\xb2" in a Latin-1
+    # header), which int() refuses. float(), not int(): an absurdly long number is
+    # infinity (too long to wait), not a ValueError past int()'s digit limit.
+    if value.isascii() and value.isdigit():
+        return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):

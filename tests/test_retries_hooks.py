@@ -100,6 +100,14 @@ def test_retry_after_is_honoured_and_a_long_one_is_not_waited_for(make_client, h
     assert served(client, count) == 1
 
 
+def test_a_retry_after_of_many_digits_is_too_long_to_wait_not_a_crash(make_client, hypercorn):
+    client = make_client(retries=h2pool.Retries(attempts=2, statuses={429}, **FAST))
+    url, count = flaky(hypercorn, fail=1, status=429, retry_after="9" * 5000)
+    r = client.get(url)
+    assert r.status == 429  # more than max_backoff: not retried, the response returned
+    assert served(client, count) == 1
+
+
 def test_backoff_is_exponential_jittered_and_capped():
     r = h2pool.Retries(attempts=10, backoff=0.1, max_backoff=0.5)
     for attempt, top in [(1, 0.1), (2, 0.2), (3, 0.4), (4, 0.5), (9, 0.5)]:
@@ -115,6 +123,9 @@ def test_retry_after_parsing():
     assert retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412480 - 30) == 30.0
     assert retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412480 + 30) == 0.0
     assert retry_after("soon") is None and retry_after(None) is None and retry_after("-1") is None
+    # Latin-1 superscripts are str.isdigit() but not int(); only ASCII digits are seconds.
+    assert retry_after("\xb2") is None and retry_after("1\xb9") is None
+    assert retry_after("1" * 5000) == float("inf")
 
 
 def test_connect_errors_are_retried_tls_errors_are_not(make_client, hypercorn, untrusted_ca_path):
