@@ -37,11 +37,25 @@ from ._response import Response
 from ._retry import Retries
 
 if TYPE_CHECKING:
+    from ._request import Request as SentRequest
     from ._transport import Transport
 
 __all__ = ["AsyncClient"]
 
 _NO_DROP: frozenset[bytes] = frozenset()
+
+
+async def _let_go(req: SentRequest | None) -> None:
+    """Wait, off the loop, until the pump thread reading ``req``'s body has stopped.
+
+    A file body is rewound for a retry or a 307/308 hop; a pump thread still inside
+    ``read()`` (a server may answer before it has read the body) would take the
+    rewound file's first bytes, and the next request would go out without them. The
+    pump stops once its request is over: answered, failed, or closed here.
+    """
+    upload = req.upload if req is not None else None
+    if upload is not None and not upload.pump_done.is_set():
+        await asyncio.to_thread(upload.pump_done.wait, 30.0)
 
 
 class AsyncClient:
@@ -178,6 +192,7 @@ class AsyncClient:
             return response
         steps = redirect_steps(response, method, hdrs, body, replay, limit)
         try:
+            await self._release_redirect(response)
             hop = next(steps)
             while True:
                 h_method, h_url, h_headers, h_body, drop = hop
@@ -202,6 +217,7 @@ class AsyncClient:
                     hop_response = await self._send(
                         h_method, h_url, h_headers, h_body, timeout, stream, None, drop
                     )
+                await self._release_redirect(hop_response)
                 hop = steps.send(hop_response)
         except StopIteration as done:
             final: Response = done.value
@@ -243,8 +259,17 @@ class AsyncClient:
                     d.run_response_hooks(response)
                     return response
             await asyncio.sleep(wait)
+            if d.transport is None:
+                await _let_go(req)
             rewind(body, replay)
             attempt += 1
+
+    async def _release_redirect(self, response: Response) -> None:
+        """Before :func:`redirect_steps` rewinds the body for the next hop: a redirect is
+        closed (as the steps would close it), so that its request's pump stops."""
+        if self._dispatch.transport is None and is_redirect(response):
+            response.close()
+            await _let_go(response._sent)
 
     @staticmethod
     async def _await(fut: object) -> Response:

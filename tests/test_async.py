@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import threading
 import time
 import uuid
@@ -319,3 +320,60 @@ def test_reading_again_after_a_read_timeout_raises_again(make_client, hypercorn)
                 await r.aread()
 
     asyncio.run(main())
+
+
+class _SlowSecondRead(io.BytesIO):
+    """A file body whose first reader (the first request's pump thread) is in the middle
+    of its second read when the response arrives: that read waits for a rewind (up to
+    0.5 s), and any other reader waits for that read to finish."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self._first: threading.Thread | None = None
+        self._reads = 0
+        self.rewound = threading.Event()
+        self.late_read_done = threading.Event()
+
+    def read(self, size: int | None = -1) -> bytes:
+        me = threading.current_thread()
+        if self._first is None:
+            self._first = me
+        if me is self._first:
+            self._reads += 1
+            if self._reads == 2:
+                self.rewound.wait(0.5)
+                try:
+                    return super().read(size)
+                finally:
+                    self.late_read_done.set()
+        else:
+            self.late_read_done.wait(5)
+        return super().read(size)
+
+    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
+        if self._reads >= 2 and whence == io.SEEK_SET:
+            self.rewound.set()
+        return super().seek(pos, whence)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_307_rewinds_a_file_body_only_once_its_first_reader_let_go(
+    shared, nginx, hypercorn, stream
+):
+    """nginx answers 307 without reading the body: the next hop must send the file from
+    its start, not race the first request's pump thread for it."""
+    data = bytes(range(256)) * 1024
+    body = _SlowSecondRead(data)
+    url = f"{nginx.https_url}/r/307-to?to={hypercorn.https_url}/echo"
+
+    async def main() -> h2pool.Response:
+        ac = h2pool.AsyncClient(client=shared)
+        r = await ac.put(url, body=body, follow_redirects=True, stream=stream)
+        await r.aread()
+        return r
+
+    r = asyncio.run(main())
+    assert [h.status for h in r.history] == [307]
+    seen = r.json()
+    assert (seen["method"], seen["length"]) == ("PUT", len(data))
+    assert seen["sha256"] == hashlib.sha256(data).hexdigest()

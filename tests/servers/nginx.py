@@ -54,6 +54,7 @@ _LOCATIONS = """
         location = /r/303 { return 303 /echo-headers; }
         location = /r/307 { return 307 /discard; }
         location = /r/308 { return 308 /discard; }
+        location = /r/307-to { return 307 $arg_to; }
         location = /r/loop { return 302 /r/loop; }
         location = /r/chain3 { return 302 /r/chain2; }
         location = /r/chain2 { return 302 /r/chain1; }
