@@ -198,7 +198,8 @@ class Dispatcher:
                 old = [v for n, v in hdrs if n == b"cookie"]
                 _set_header(hdrs, b"cookie", b"; ".join([*old, value]))
         auth_obj = self.auth if auth is None else resolve_auth(auth)
-        if isinstance(auth_obj, (BasicAuth, BearerAuth)):
+        # Exactly these two: a subclass may override apply(), which must then run.
+        if type(auth_obj) is BasicAuth or type(auth_obj) is BearerAuth:
             hdrs = normalize_headers(headers) if hdrs is None else hdrs
             _set_header(hdrs, b"authorization", auth_obj.header.encode("utf-8"))
             auth_obj = None

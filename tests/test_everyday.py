@@ -329,6 +329,24 @@ def test_callable_auth_runs_in_the_calling_thread(client, hypercorn):
     assert threads == [threading.get_ident()]
 
 
+def test_a_subclass_of_bearer_or_basic_auth_has_its_apply_run(client, hypercorn):
+    class SignedBearer(h2pool.BearerAuth):
+        def apply(self, request: h2pool.Request) -> None:
+            super().apply(request)
+            request.headers["x-signature"] = "signed"
+
+    class RotatingBasic(h2pool.BasicAuth):
+        def apply(self, request: h2pool.Request) -> None:
+            request.headers["authorization"] = basic("rotated", "pw")
+
+    url = hypercorn.https_url + "/echo"
+    seen = echo(client.get(url, auth=SignedBearer("t0k")))
+    assert header(seen, "authorization") == ["Bearer t0k"]
+    assert header(seen, "x-signature") == ["signed"]
+    seen = echo(client.get(url, auth=RotatingBasic("old", "pw")))
+    assert header(seen, "authorization") == [basic("rotated", "pw")]
+
+
 def test_basic_auth_user_with_a_colon_is_refused():
     with pytest.raises(ValueError, match="':'"):
         h2pool.BasicAuth("a:b", "c")
