@@ -47,6 +47,7 @@ from ._client import Client
 from ._config import Limits, Timeout
 from ._errors import (
     ConnectError,
+    H2PoolError,
     InvalidURL,
     RedirectError,
     TimeoutError,
@@ -283,6 +284,8 @@ class Run:
             if r is not None and t.output is None:
                 try:
                     self._to_stdout(t, r)
+                except H2PoolError as exc:  # the body failed half-way: report it below
+                    t.error = exc
                 finally:
                     r.close()
                     t.finished = time.monotonic()

@@ -305,6 +305,7 @@ def test_curl_exit_codes(nginx, ca_path, tmp_path, h2peer):
         (["http://[::1/"], 3),
         (["--cacert", "/nonexistent/ca.pem", nginx.https_url + "/13b"], 77),
         (["--h2c", "-m", "0.5", h2peer(routes={"/stall": "stall"}).h2c_url + "/stall"], 28),
+        (["--h2c", "--timeout", "0.5", h2peer(routes={"/b": "stall_body"}).h2c_url + "/b"], 28),
     ]
     garbage = tmp_path / "garbage.pem"
     garbage.write_text("not a certificate\n")
