@@ -44,6 +44,7 @@ from typing import Any
 
 from ._cliargs import _REMOTE_NAME, Body, build_body, parser
 from ._client import Client
+from ._cliout import Progress, head, verbose, verbose_summary, write_out
 from ._config import Limits, Timeout
 from ._errors import (
     ConnectError,
@@ -102,49 +103,6 @@ class Transfer:
     finished: float = 0.0
     ready: threading.Event = field(default_factory=threading.Event)  # response or error
     done: threading.Event = field(default_factory=threading.Event)  # body written
-
-
-class _Progress:
-    """A one-line progress bar on stderr: size, rate, ETA (for one ``-o`` on a terminal)."""
-
-    def __init__(self, total: int | None, enabled: bool) -> None:
-        self.total = total
-        self.enabled = enabled
-        self.done = 0
-        self.start = time.monotonic()
-        self._last = 0.0
-
-    def update(self, n: int) -> None:
-        self.done += n
-        now = time.monotonic()
-        if self.enabled and now - self._last >= 0.1:
-            self._last = now
-            self._draw(now)
-
-    def _draw(self, now: float) -> None:
-        rate = self.done / max(now - self.start, 1e-6)
-        if self.total:
-            frac = min(self.done / self.total, 1.0)
-            eta = (self.total - self.done) / rate if rate > 0 else 0.0
-            line = (
-                f"\r[{'#' * int(frac * 30):<30}] {frac:6.1%} {self.done / 1e6:9.1f} MB "
-                f"{rate / 1e6:7.1f} MB/s ETA {eta:5.1f}s"
-            )
-        else:
-            line = f"\r{self.done / 1e6:9.1f} MB {rate / 1e6:7.1f} MB/s"
-        sys.stderr.write(line)
-        sys.stderr.flush()
-
-    def finish(self) -> None:
-        if self.enabled:
-            self._draw(time.monotonic())
-            sys.stderr.write("\n")
-
-
-def _head(r: Response) -> bytes:
-    lines = [f"{r.http_version} {r.status} {r.reason}"]
-    lines += [f"{k}: {v}" for k, v in r.headers.items()]
-    return ("\n".join(lines) + "\n\n").encode("latin-1", "replace")
 
 
 def _remote_name(url: str) -> str:
@@ -234,9 +192,9 @@ class Run:
                 raise WriteFailed(f"cannot open {path}: {exc.strerror}") from exc
             with f:
                 total = r.headers.get("content-length")
-                bar = _Progress(int(total) if total and total.isdigit() else None, self.progress)
+                bar = Progress(int(total) if total and total.isdigit() else None, self.progress)
                 if args.include or args.head:
-                    f.write(_head(r))
+                    f.write(head(r))
                 for chunk in r.iter_bytes():
                     if self.stop.is_set():
                         return
@@ -280,7 +238,7 @@ class Run:
             self._wait(t.ready)
             r = t.response
             if r is not None and args.verbose:
-                _verbose(r)
+                verbose(r)
             if r is not None and t.output is None:
                 try:
                     self._to_stdout(t, r)
@@ -302,16 +260,16 @@ class Run:
                 self.error(t.url, f"the requested URL returned error: {r.status}")
                 code = EXIT_HTTP
             if args.write_out is not None:
-                self._write(_write_out(args.write_out, t, code).encode())
+                self._write(write_out(args.write_out, t, code).encode())
             if status == EXIT_OK:
                 status = code
         if args.verbose:
-            _verbose_summary(self.client, len(self.transfers))
+            verbose_summary(self.client, len(self.transfers))
         return status
 
     def _to_stdout(self, t: Transfer, r: Response) -> None:
         if self.args.include or self.args.head:
-            self._write(_head(r))
+            self._write(head(r))
         if self.args.fail and r.status >= 400:
             return
         for chunk in r.iter_bytes():
@@ -329,86 +287,6 @@ class Run:
         end = time.monotonic() + 1.0
         for w in self.workers:
             w.join(max(0.0, end - time.monotonic()))
-
-
-def _verbose(r: Response) -> None:
-    for hop in r.history:
-        print(f"* {hop.url}: {hop.status} -> {hop.headers.get('location')}", file=sys.stderr)
-    split = urllib.parse.urlsplit(r.url)
-    host, port = split.hostname or "", split.port or (443 if split.scheme == "https" else 80)
-    try:
-        addrs = sorted(
-            {str(a[4][0]) for a in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)}
-        )
-        print(f"* Host {host}:{port} resolves to {', '.join(addrs)}", file=sys.stderr)
-    except OSError:
-        pass
-    req = r.request
-    target = split.path or "/"
-    if split.query:
-        target += "?" + split.query
-    lines = [f"> {req.method} {target} {r.http_version}", f"> host: {split.netloc}"]
-    lines += [f"> {k}: {v}" for k, v in req.headers.items()]
-    lines += [">", f"< {r.http_version} {r.status} {r.reason}"]
-    lines += [f"< {k}: {v}" for k, v in r.headers.items()]
-    lines += [
-        "<",
-        f"* {r.url}: {r.http_version} {r.status} in {r.elapsed.total_seconds() * 1000:.1f} ms",
-    ]
-    print("\n".join(lines), file=sys.stderr)
-
-
-def _verbose_summary(client: Client, n: int) -> None:
-    s = client.stats()
-    for origin, o in s["per_origin"].items():
-        for c in o["connections"]:
-            print(
-                f"* connection to {origin}: {c['http_version']}, {c['requests']} request(s), "
-                f"max {c['max_streams']} streams, {c['bytes_received']} bytes received",
-                file=sys.stderr,
-            )
-    print(
-        f"* {n} transfer(s) over {s['connections_opened']} connection(s); "
-        f"{s['bytes_received']} bytes received",
-        file=sys.stderr,
-    )
-
-
-_ESCAPES = {"\\n": "\n", "\\r": "\r", "\\t": "\t", "\\\\": "\\"}
-
-
-def _write_out(fmt: str, t: Transfer, code: int) -> str:
-    """curl's ``-w``: ``%{name}`` variables, ``%%`` and ``\\n``-style escapes."""
-    r = t.response
-    values: dict[str, Any] = {
-        "http_code": f"{r.status:03d}" if r is not None else "000",
-        "response_code": f"{r.status:03d}" if r is not None else "000",
-        "http_version": r.http_version.removeprefix("HTTP/") if r is not None else "0",
-        "size_download": t.size,
-        "time_total": f"{max(0.0, t.finished - t.started):.6f}",
-        "time_starttransfer": f"{r.elapsed.total_seconds():.6f}" if r is not None else "0",
-        "url_effective": r.url if r is not None else t.url,
-        "url": t.url,
-        "content_type": (r.headers.get("content-type") or "") if r is not None else "",
-        "num_redirects": len(r.history) if r is not None else 0,
-        "exitcode": code,
-        "errormsg": "" if t.error is None else str(t.error),
-    }
-    out, i = [], 0
-    while i < len(fmt):
-        if fmt.startswith("%{", i) and (end := fmt.find("}", i)) > 0:
-            out.append(str(values.get(fmt[i + 2 : end], "")))
-            i = end + 1
-        elif fmt.startswith("%%", i):
-            out.append("%")
-            i += 2
-        elif fmt[i : i + 2] in _ESCAPES:
-            out.append(_ESCAPES[fmt[i : i + 2]])
-            i += 2
-        else:
-            out.append(fmt[i])
-            i += 1
-    return "".join(out)
 
 
 class _H1Only(ssl.SSLContext):
