@@ -178,11 +178,17 @@ def _escape(name: str) -> bytes:
     return name.replace("\r", "%0D").replace("\n", "%0A").replace('"', "%22").encode("utf-8")
 
 
+_OS_FILES = (io.FileIO, io.BufferedReader, io.BufferedRandom)
+
+
 def _file_size(f: Any) -> int | None:
-    try:
-        return int(os.fstat(f.fileno()).st_size - f.tell())
-    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
-        pass
+    # The descriptor's size only for plain files: bz2/lzma/gzip file objects answer
+    # fileno() with the compressed file's descriptor, whose size is not what they read.
+    if isinstance(f, _OS_FILES):
+        try:
+            return int(os.fstat(f.fileno()).st_size - f.tell())
+        except (AttributeError, OSError, ValueError):
+            pass
     try:
         if f.seekable():
             here = f.tell()
@@ -207,7 +213,8 @@ class _FilePart:
     __slots__ = ("file", "size", "start")
 
     def __init__(self, file: Any) -> None:
-        if isinstance(file, io.TextIOBase) or "b" not in getattr(file, "mode", "b"):
+        mode = getattr(file, "mode", "b")  # an int on GzipFile
+        if isinstance(file, io.TextIOBase) or (isinstance(mode, str) and "b" not in mode):
             raise TypeError("files= needs files opened in binary mode ('rb')")
         self.file = file
         self.size = _file_size(file)

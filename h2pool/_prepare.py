@@ -43,12 +43,18 @@ _UPLOAD_BUFFER = 1024 * 1024
 _MAX_HEADER_LIST = 256 * 1024
 
 
+_OS_FILES = (io.FileIO, io.BufferedReader, io.BufferedRandom)
+
+
 def _body_length(source: Any) -> int | None:
     """The bytes left in a file-like body, when the file can tell (for Content-Length)."""
-    try:
-        return int(os.fstat(source.fileno()).st_size - source.tell())
-    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
-        pass
+    # The descriptor's size only for plain files: bz2/lzma/gzip file objects answer
+    # fileno() with the compressed file's descriptor, whose size is not what they read.
+    if isinstance(source, _OS_FILES):
+        try:
+            return int(os.fstat(source.fileno()).st_size - source.tell())
+        except (AttributeError, OSError, ValueError):
+            pass
     try:
         if source.seekable():
             here = source.tell()

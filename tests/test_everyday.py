@@ -211,6 +211,30 @@ def expected_single_file(boundary: str, filename: str, data: bytes) -> bytes:
     )
 
 
+def test_a_decompressing_file_is_sized_by_what_it_reads_not_by_its_fd(client, hypercorn, tmp_path):
+    """bz2/gzip file objects answer fileno() with the compressed file's descriptor (and
+    GzipFile.mode is an int)."""
+    import bz2
+    import gzip
+
+    payload = os.urandom(1000) * 100
+    for opener in (bz2.open, gzip.open):
+        path = tmp_path / "data.z"
+        with opener(path, "wb") as w:
+            w.write(payload)
+        with opener(path, "rb") as f:
+            seen = echo(client.post(hypercorn.https_url + "/echo", files={"f": ("d.bin", f)}))
+        boundary = header(seen, "content-type")[0].split("boundary=", 1)[1]
+        expected = expected_single_file(boundary, "d.bin", payload)
+        assert seen["length"] == len(expected), opener
+        assert seen["sha256"] == hashlib.sha256(expected).hexdigest()
+        assert header(seen, "content-length") in ([], [str(len(expected))])
+        with opener(path, "rb") as f:
+            seen = echo(client.put(hypercorn.https_url + "/echo", body=f))
+        assert seen["length"] == len(payload), opener
+        assert seen["sha256"] == hashlib.sha256(payload).hexdigest()
+
+
 def test_multipart_from_a_pipe_has_no_length_and_arrives_whole(client, hypercorn):
     rfd, wfd = os.pipe()
     payload = os.urandom(300_000)
