@@ -1,6 +1,6 @@
 """h2pool: a thread-safe, connection-pooling HTTP/2 client.
 
-One :class:`Client` is shared by every thread of a program; one background I/O thread
+One `Client` is shared by every thread of a program; one background I/O thread
 owns every socket and h2 state machine, and caller threads wait on futures.
 """
 

@@ -1,5 +1,5 @@
-"""``python -m h2pool URL ...`` (a small curl, see :mod:`h2pool._cli`) and
-``python -m h2pool demo`` (see :mod:`h2pool._demo`)."""
+"""``python -m h2pool URL ...`` (a small curl, see `h2pool._cli`) and
+``python -m h2pool demo`` (see `h2pool._demo`)."""
 
 from __future__ import annotations
 

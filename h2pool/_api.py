@@ -1,8 +1,8 @@
 """Module-level ``h2pool.request/get/post/...``: the same calls on the process-wide
-default client (:func:`h2pool.default_client`), for scripts and the REPL.
+default client (`h2pool.default_client`), for scripts and the REPL.
 
 Run in caller threads. A program with many threads, or one that configures TLS,
-timeouts or retries, should create its own :class:`h2pool.Client` and share it.
+timeouts or retries, should create its own `h2pool.Client` and share it.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def request(
     follow_redirects: bool | None = None,
     max_redirects: int | None = None,
 ) -> Response:
-    """``default_client().request(...)``: see :meth:`h2pool.Client.request`."""
+    """``default_client().request(...)``: see `h2pool.Client.request`."""
     return default_client().request(
         method,
         url,
@@ -72,7 +72,7 @@ def submit(
     timeout: Timeout | float | None = None,
     stream: bool = False,
 ) -> Future[Response]:
-    """``default_client().submit(...)``: see :meth:`h2pool.Client.submit`."""
+    """``default_client().submit(...)``: see `h2pool.Client.submit`."""
     return default_client().submit(
         method,
         url,
@@ -105,7 +105,7 @@ def get(
     follow_redirects: bool | None = None,
     max_redirects: int | None = None,
 ) -> Response:
-    """``default_client().get(...)``: see :meth:`h2pool.Client.request`."""
+    """``default_client().get(...)``: see `h2pool.Client.request`."""
     return default_client().request(
         "GET",
         url,
@@ -140,7 +140,7 @@ def head(
     follow_redirects: bool | None = None,
     max_redirects: int | None = None,
 ) -> Response:
-    """``default_client().head(...)``: see :meth:`h2pool.Client.request`."""
+    """``default_client().head(...)``: see `h2pool.Client.request`."""
     return default_client().request(
         "HEAD",
         url,
@@ -175,7 +175,7 @@ def options(
     follow_redirects: bool | None = None,
     max_redirects: int | None = None,
 ) -> Response:
-    """``default_client().options(...)``: see :meth:`h2pool.Client.request`."""
+    """``default_client().options(...)``: see `h2pool.Client.request`."""
     return default_client().request(
         "OPTIONS",
         url,
@@ -210,7 +210,7 @@ def delete(
     follow_redirects: bool | None = None,
     max_redirects: int | None = None,
 ) -> Response:
-    """``default_client().delete(...)``: see :meth:`h2pool.Client.request`."""
+    """``default_client().delete(...)``: see `h2pool.Client.request`."""
     return default_client().request(
         "DELETE",
         url,
@@ -245,7 +245,7 @@ def post(
     follow_redirects: bool | None = None,
     max_redirects: int | None = None,
 ) -> Response:
-    """``default_client().post(...)``: see :meth:`h2pool.Client.request`."""
+    """``default_client().post(...)``: see `h2pool.Client.request`."""
     return default_client().request(
         "POST",
         url,
@@ -280,7 +280,7 @@ def put(
     follow_redirects: bool | None = None,
     max_redirects: int | None = None,
 ) -> Response:
-    """``default_client().put(...)``: see :meth:`h2pool.Client.request`."""
+    """``default_client().put(...)``: see `h2pool.Client.request`."""
     return default_client().request(
         "PUT",
         url,
@@ -315,7 +315,7 @@ def patch(
     follow_redirects: bool | None = None,
     max_redirects: int | None = None,
 ) -> Response:
-    """``default_client().patch(...)``: see :meth:`h2pool.Client.request`."""
+    """``default_client().patch(...)``: see `h2pool.Client.request`."""
     return default_client().request(
         "PATCH",
         url,

@@ -1,11 +1,11 @@
 """``AsyncClient``: asyncio on the same I/O thread and the same pool as the threads.
 
 Runs in event-loop threads. A coroutine builds its request exactly as a thread does
-(:mod:`h2pool._dispatch`: encoding, auth, request hooks, validation), hands it to the
+(`h2pool._dispatch`: encoding, auth, request hooks, validation), hands it to the
 Client's I/O thread and awaits the future through ``asyncio.wrap_future``: the I/O
 thread resolves it and asyncio moves the result to the loop with
 ``call_soon_threadsafe``. A streamed body is read through the pipe's waker (one wake-up
-per wait, however many chunks arrived; :meth:`h2pool.Response.aiter_bytes`). Nothing
+per wait, however many chunks arrived; `h2pool.Response.aiter_bytes`). Nothing
 here blocks the event loop: not the network, not a queue, not a body pipe, not
 ``aclose()`` (the Client is closed in a worker thread). Request bodies from files and
 iterables are pumped by a short-lived thread, as for ``submit()``.
@@ -59,9 +59,9 @@ async def _let_go(req: SentRequest | None) -> None:
 
 
 class AsyncClient:
-    """The asyncio face of a :class:`Client`, with the same arguments everywhere.
+    """The asyncio face of a `Client`, with the same arguments everywhere.
 
-    ``AsyncClient(...)`` takes the :class:`Client` constructor's arguments and owns the
+    ``AsyncClient(...)`` takes the `Client` constructor's arguments and owns the
     Client it creates; ``AsyncClient(client=shared)`` shares an existing one (its
     connections, limits and defaults) with the program's threads and other loops, and
     ``aclose()`` leaves it open.
@@ -150,7 +150,7 @@ class AsyncClient:
 
     @property
     def client(self) -> Client:
-        """The :class:`Client` behind this one (its pool, stats and configuration)."""
+        """The `Client` behind this one (its pool, stats and configuration)."""
         return self._client
 
     # -- the request path ---------------------------------------------------------------
@@ -172,11 +172,11 @@ class AsyncClient:
         follow_redirects: bool | None = None,
         max_redirects: int | None = None,
     ) -> Response:
-        """Send a request and await its response: :meth:`Client.request`'s arguments and
+        """Send a request and await its response: `Client.request`'s arguments and
         behaviour (Retries, hooks and redirects included), without blocking the loop.
 
         With ``stream=True`` read the body with ``aiter_bytes()``/``aread()`` and close
-        it (or use :meth:`stream`)."""
+        it (or use `stream`)."""
         c = self._client
         d = self._dispatch
         method, url, hdrs, body, public = d.compose(
@@ -235,7 +235,7 @@ class AsyncClient:
         drop: frozenset[bytes] = _NO_DROP,
         replay: tuple[bool, int | None] | None = None,
     ) -> Response:
-        """One hop, as :meth:`Dispatcher.send` does it, awaiting instead of blocking."""
+        """One hop, as `Dispatcher.send` does it, awaiting instead of blocking."""
         d = self._dispatch
         if d.retries is not None and replay is None:
             replay = replay_point(body)
@@ -265,7 +265,7 @@ class AsyncClient:
             attempt += 1
 
     async def _release_redirect(self, response: Response) -> None:
-        """Before :func:`redirect_steps` rewinds the body for the next hop: a redirect is
+        """Before `redirect_steps` rewinds the body for the next hop: a redirect is
         closed (as the steps would close it), so that its request's pump stops."""
         if self._dispatch.transport is None and is_redirect(response):
             response.close()
@@ -570,7 +570,7 @@ class AsyncClient:
         )
 
     def stats(self) -> Stats:
-        """The shared Client's :meth:`Client.stats` (threads and coroutines together).
+        """The shared Client's `Client.stats` (threads and coroutines together).
         It waits briefly for the I/O thread; call it from a thread with
         ``asyncio.to_thread`` where that matters."""
         return self._client.stats()

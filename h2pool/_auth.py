@@ -2,7 +2,7 @@
 
 Runs in the caller's thread, before anything is queued. ``Authorization`` is sent
 never-indexed (RFC 7541 §7.1.3) like every credential header, and dropped when a
-redirect leaves the origin (see :mod:`h2pool._redirects`).
+redirect leaves the origin (see `h2pool._redirects`).
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ __all__ = ["Auth", "AuthTypes", "BasicAuth", "BearerAuth", "resolve_auth"]
 
 
 class Auth:
-    """Base class of request authenticators: :meth:`apply` edits the outgoing request.
+    """Base class of request authenticators: `apply` edits the outgoing request.
 
-    Subclass it (or pass any callable taking the :class:`h2pool.Request`) to add a
+    Subclass it (or pass any callable taking the `h2pool.Request`) to add a
     signature, a token from a cache, and so on. It runs in the thread that makes the
     request, once per request, before the request hooks.
     """
@@ -89,7 +89,7 @@ AuthTypes = Union[tuple[Union[str, bytes], Union[str, bytes]], Auth, Callable[["
 
 
 def resolve_auth(auth: AuthTypes | None) -> Auth | None:
-    """The :class:`Auth` for an ``auth=`` argument; raises ``TypeError`` for others."""
+    """The `Auth` for an ``auth=`` argument; raises ``TypeError`` for others."""
     if auth is None or isinstance(auth, Auth):
         return auth
     if isinstance(auth, tuple):

@@ -1,6 +1,6 @@
 """The command line's options (curl's names) and the request body they describe.
 
-Runs in the main thread, before any transfer; :meth:`Body.open` runs in each worker.
+Runs in the main thread, before any transfer; `Body.open` runs in each worker.
 """
 
 from __future__ import annotations

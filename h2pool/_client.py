@@ -1,9 +1,9 @@
-"""The public :class:`Client` and the process-wide default client.
+"""The public `Client` and the process-wide default client.
 
 Runs in caller threads. The Client holds configuration and the signatures users see;
 what happens around one request in the caller's thread (encoding, auth, hooks,
-retries, redirects) is :mod:`h2pool._dispatch`; validation is :mod:`h2pool._prepare`;
-the request is then handed to the I/O thread (:mod:`h2pool._runtime`) as one queued
+retries, redirects) is `h2pool._dispatch`; validation is `h2pool._prepare`;
+the request is then handed to the I/O thread (`h2pool._runtime`) as one queued
 command, and the caller blocks only on its future.
 """
 
@@ -55,10 +55,10 @@ class Client:
     ``base_url`` is joined to relative request URLs (``Client(base_url=
     "https://api.example.org/v1")`` then ``client.get("users")`` or ``"/users"`` ->
     ``https://api.example.org/v1/users``). ``auth`` is the default ``auth=`` of every
-    request; ``retries`` an :class:`h2pool.Retries`; ``event_hooks``
+    request; ``retries`` an `h2pool.Retries`; ``event_hooks``
     ``{"request": [fn, ...], "response": [fn, ...]}`` run in the requesting thread;
-    ``transport`` replaces the network (:class:`h2pool.MockTransport`,
-    :class:`h2pool.WSGITransport`), for tests. No cookie jar is kept: one Client serves
+    ``transport`` replaces the network (`h2pool.MockTransport`,
+    `h2pool.WSGITransport`), for tests. No cookie jar is kept: one Client serves
     many end users, and a jar would send one user's session with another's requests.
 
     ``proxy="http://[user:password@]host:port"`` sends every request through that HTTP
@@ -168,15 +168,15 @@ class Client:
         bytes, str, a file or an iterable of bytes), ``json``, or ``data`` (a form)
         and/or ``files`` (multipart, files streamed); ``cookies`` become one ``Cookie``
         header for this request only; ``auth`` is ``(user, password)`` for Basic, an
-        :class:`h2pool.Auth`, or a callable taking the :class:`h2pool.Request`.
+        `h2pool.Auth`, or a callable taking the `h2pool.Request`.
         ``timeout=None`` means the client's timeouts; pass ``Timeout(None)`` for none.
 
         Redirects are returned as they are unless ``follow_redirects`` (default: the
         client's, itself False by default) is true; then up to ``max_redirects`` (20)
-        are followed in this thread, see :mod:`h2pool._redirects`. ``timeout`` applies
+        are followed in this thread, see `h2pool._redirects`. ``timeout`` applies
         to each request of the chain; the client's ``retries`` to each hop.
 
-        Raises an :class:`H2PoolError` subclass on failure; ``TypeError`` for
+        Raises an `H2PoolError` subclass on failure; ``TypeError`` for
         arguments of the wrong kind (``body={...}``: use ``json=`` or ``data=``).
         """
         d = self._dispatch
@@ -215,9 +215,9 @@ class Client:
         timeout: Timeout | float | None = None,
         stream: bool = False,
     ) -> Future[Response]:
-        """Send a request without waiting; the future resolves to the :class:`Response`.
+        """Send a request without waiting; the future resolves to the `Response`.
 
-        Takes the arguments of :meth:`request`. Never blocks on the network, so it
+        Takes the arguments of `request`. Never blocks on the network, so it
         never follows redirects, does not apply the client's ``retries`` to statuses
         and does not run response hooks (all three need the waiting thread); request
         hooks and auth run here. To get all of them concurrently, run
@@ -555,7 +555,7 @@ class Client:
         max_redirects: int | None = None,
     ) -> Iterator[Response]:
         """A streamed response that is closed when the block exits; the arguments of
-        :meth:`request`.
+        `request`.
 
         >>> with client.stream("GET", url) as r:              # doctest: +SKIP
         ...     for chunk in r.iter_bytes():
@@ -584,7 +584,7 @@ class Client:
 
     def stats(self) -> Stats:
         """A snapshot: connections per origin, open streams, queued requests, bytes,
-        retries and resets (:class:`h2pool.Stats`; the same keys before the first
+        retries and resets (`h2pool.Stats`; the same keys before the first
         request as after). ``retries`` counts the pool's own re-sends of unprocessed
         requests, ``policy_retries`` those made by ``Client(retries=...)``."""
         snap = self._runtime.stats()
@@ -592,7 +592,7 @@ class Client:
         return snap
 
     def close(self, timeout: float | None = 5.0) -> None:
-        """Close gracefully: new requests raise :class:`ClientClosed`; in-flight ones may
+        """Close gracefully: new requests raise `ClientClosed`; in-flight ones may
         finish for up to ``timeout`` seconds, then fail with ``ClientClosed``; GOAWAY is
         sent and the I/O thread joined. Closing twice is harmless."""
         self._runtime.close(timeout)

@@ -1,4 +1,4 @@
-"""Configuration value types: :class:`Timeout` and :class:`Limits`.
+"""Configuration value types: `Timeout` and `Limits`.
 
 Frozen dataclasses, safe to share between threads.
 """
@@ -61,7 +61,7 @@ class Timeout:
 
     @classmethod
     def coerce(cls, value: Timeout | float | None) -> Timeout:
-        """Accept a :class:`Timeout`, a number (all phases) or ``None`` (no timeouts)."""
+        """Accept a `Timeout`, a number (all phases) or ``None`` (no timeouts)."""
         if isinstance(value, Timeout):
             return value
         if value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)):

@@ -1,11 +1,11 @@
 """What the pool sees of a connection, and what both connection kinds share.
 
 The pool (``_pool.py``) talks to HTTP/2 (``_http2/connection.py``) and HTTP/1.1
-(``_http11.py``) connections only through :class:`Connection`; a connection talks
-back only through :class:`Origin`. Both kinds build on :class:`ConnectionBase`: the
-lifecycle (:class:`ConnState`, a transition table), the output buffer with its
-"possibly sent" accounting (:class:`OutputBuffer`), per-request bookkeeping
-(:class:`StreamRecord`) and the request-body length check.
+(``_http11.py``) connections only through `Connection`; a connection talks
+back only through `Origin`. Both kinds build on `ConnectionBase`: the
+lifecycle (`ConnState`, a transition table), the output buffer with its
+"possibly sent" accounting (`OutputBuffer`), per-request bookkeeping
+(`StreamRecord`) and the request-body length check.
 
 Everything here runs on the I/O thread, except ``post_consumed``/``post_cancel``,
 which streamed-response readers call and which only post work to the I/O thread.
@@ -120,7 +120,7 @@ class Origin(Protocol):
     def retry(self, req: Request, fact: Fact, cause: H2PoolError) -> bool:
         """``req`` could not complete here for the reason ``fact``. True: the pool has
         taken it back (sent again, or failed it itself). False: the connection fails it
-        with ``cause``. The decision is :meth:`h2pool._retry.RetryPolicy.judge`'s."""
+        with ``cause``. The decision is `h2pool._retry.RetryPolicy.judge`'s."""
         ...
 
 

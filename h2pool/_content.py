@@ -103,7 +103,7 @@ def _urlencode(value: object, what: str) -> str:
 
 
 def _pairs(value: object, what: str) -> list[tuple[str, str | bytes]]:
-    """The (name, value) pairs of a mapping or list, as :func:`_urlencode` reads them."""
+    """The (name, value) pairs of a mapping or list, as `_urlencode` reads them."""
     items: Iterable[Any] = value.items() if isinstance(value, Mapping) else value  # type: ignore[assignment]
     _urlencode(value, what)  # the same checks, the same errors
     out: list[tuple[str, str | bytes]] = []

@@ -1,6 +1,6 @@
 """Content-Encoding decoders for response bodies; they run in the caller's thread.
 
-A :class:`~h2pool.Response` decodes as its reader pulls: every stage produces at most
+A `Response` decodes as its reader pulls: every stage produces at most
 the number of bytes asked for, keeping the rest of its input for the next call. A
 small compressed body that inflates to gigabytes (a "decompression bomb") therefore
 costs the reader memory in proportion to what it reads at a time, never to the
@@ -236,7 +236,7 @@ class ChainDecoder:
             stage.feed(more)
 
     def finish(self) -> None:
-        """Raise :class:`DecodingError` if any stage's stream was cut short."""
+        """Raise `DecodingError` if any stage's stream was cut short."""
         for stage in self._stages:
             stage.finish()
 
@@ -244,7 +244,7 @@ class ChainDecoder:
 def make_decoder(header_values: list[str]) -> ChainDecoder | None:
     """A decoder for the ``Content-Encoding`` field values, or None to pass bytes through.
 
-    Raises :class:`DecodingError` for more than :data:`MAX_ENCODINGS` codings. A coding
+    Raises `DecodingError` for more than `MAX_ENCODINGS` codings. A coding
     this process cannot decode means the body is handed back as received (like httpx
     and requests): the caller can still see ``Content-Encoding`` and decode it.
     """

@@ -42,7 +42,7 @@ class Dialer:
     """One connection attempt to one origin. Runs on the I/O thread (except the resolver).
 
     Exactly one of the two outcomes reaches ``on_done``: ``(result, None)`` or
-    ``(None, error)``; the error is always an :class:`H2PoolError`.
+    ``(None, error)``; the error is always an `H2PoolError`.
     """
 
     def __init__(

@@ -1,10 +1,10 @@
 """One call of ``Client.request`` as the caller's thread runs it.
 
-In order: the everyday arguments are encoded (:mod:`h2pool._content`), ``base_url``
-joined, auth applied (:mod:`h2pool._auth`), request hooks run; the request is
+In order: the everyday arguments are encoded (`h2pool._content`), ``base_url``
+joined, auth applied (`h2pool._auth`), request hooks run; the request is
 validated and handed to the I/O thread (or to a test transport) and the caller waits;
-then :class:`h2pool.Retries` decides whether to send it again, response hooks run, and
-redirects are followed (:mod:`h2pool._redirects`), each hop going through the same
+then `h2pool.Retries` decides whether to send it again, response hooks run, and
+redirects are followed (`h2pool._redirects`), each hop going through the same
 steps. All of it runs in the thread that made the request: user code (auth callables,
 hooks, transports, body producers) never runs on the I/O thread.
 

@@ -1,6 +1,6 @@
 """The exception tree of h2pool.
 
-Every exception that crosses the public API derives from :class:`H2PoolError`.
+Every exception that crosses the public API derives from `H2PoolError`.
 Low-level errors (``OSError``, ``ssl.SSLError``, ``h2.exceptions.*``) are wrapped
 with ``raise ... from exc`` so the cause stays visible but never escapes bare.
 Each class says when it is raised and whether retrying the request is safe.
@@ -81,7 +81,7 @@ class TLSError(ConnectError):
 
 
 class TimeoutError(H2PoolError, builtins.TimeoutError):
-    """Base of the timeouts; also a builtin :class:`TimeoutError`."""
+    """Base of the timeouts; also a builtin `TimeoutError`."""
 
 
 class ConnectTimeout(TimeoutError):
@@ -147,7 +147,7 @@ class ClientClosed(H2PoolError):
 
 
 class HTTPStatusError(H2PoolError):
-    """Raised by :meth:`Response.raise_for_status` for a 4xx or 5xx response."""
+    """Raised by `Response.raise_for_status` for a 4xx or 5xx response."""
 
     def __init__(self, message: str, response: Response) -> None:
         super().__init__(message)

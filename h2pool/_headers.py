@@ -48,7 +48,7 @@ def _to_bytes(value: _Str, what: str) -> bytes:
 
 
 def normalize_name(name: _Str) -> bytes:
-    """Lower-case and validate one header name; raises :class:`InvalidHeader`."""
+    """Lower-case and validate one header name; raises `InvalidHeader`."""
     cached = _name_cache.get(name)
     if cached is not None:
         return cached
@@ -211,7 +211,7 @@ class Headers(MutableMapping[str, str]):
         return list(self._list())
 
     def multi_items(self) -> list[tuple[str, str]]:
-        """Alias of :meth:`items`, for code written against httpx."""
+        """Alias of `items`, for code written against httpx."""
         return self.items()
 
     def copy(self) -> Headers:

@@ -1,8 +1,8 @@
 """One HTTP/1.1 connection: a socket, an ``h11`` state machine and at most one request.
 
-The sibling of :class:`~h2pool._http2.connection.H2Conn` for origins whose ALPN did not
+The sibling of `H2Conn` for origins whose ALPN did not
 pick h2 (or ``http://`` without prior knowledge). It offers the pool the same
-:class:`~h2pool._connection.Connection` interface, so queueing, timeouts, retries and
+`Connection` interface, so queueing, timeouts, retries and
 ``stats()`` work unchanged; the pool dials one connection per concurrent request
 instead of multiplexing. Like H2Conn it reports a ``Fact`` when a request cannot
 complete and leaves the retry decision to the pool (``h2pool._retry``).
@@ -55,7 +55,7 @@ _BODY_CHUNK = 256 * 1024
 
 
 class H1Stream(StreamRecord):
-    """The one request in flight on an :class:`H1Conn`; owned by the I/O thread."""
+    """The one request in flight on an `H1Conn`; owned by the I/O thread."""
 
     __slots__ = ("got_bytes", "timer", "unconsumed", "wire_start")
 
@@ -549,7 +549,7 @@ class H1Conn(ConnectionBase[H1Stream]):
         self.origin.on_conn_closed(self)
 
     def close(self) -> None:
-        """Close now; a request still in flight fails with :class:`ClientClosed`."""
+        """Close now; a request still in flight fails with `ClientClosed`."""
         self._shutdown(ClientClosed(f"connection to {self.label} closed"), lost=False)
 
     def _close_socket(self) -> None:

@@ -6,8 +6,8 @@ write one byte to the wake-up socket. Each turn the loop handles ready sockets, 
 *all* queued commands, runs due timers, and flushes each dirty connection once, so a
 burst of requests costs one wake-up and one ``send()`` per connection, not one each.
 
-Everything in this module runs on the I/O thread except :meth:`IOLoop.call_soon_threadsafe`
-and :meth:`IOLoop.start`/:meth:`IOLoop.join`.
+Everything in this module runs on the I/O thread except `IOLoop.call_soon_threadsafe`
+and `IOLoop.start`/`IOLoop.join`.
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ class IOLoop:
     @property
     def stopping(self) -> bool:
         """True once the loop has been told to stop (or has died): from then on a queued
-        command may never run, so whoever queues one must also :meth:`drain_commands`."""
+        command may never run, so whoever queues one must also `drain_commands`."""
         return self._stopping
 
     def drain_commands(self) -> list[tuple[Callable[..., Any], tuple[Any, ...]]]:

@@ -3,7 +3,7 @@ transports receive, and what ``Response.request`` describes.
 
 Lives in the caller's thread only. The I/O thread never sees this object: once auth
 and hooks have run it is validated and encoded into the internal
-:class:`h2pool._request.Request`, which is what crosses to the I/O thread.
+`h2pool._request.Request`, which is what crosses to the I/O thread.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ _Body = Union[bytes, bytearray, memoryview, str, IO[bytes], Iterable[bytes], Non
 
 
 class Request:
-    """An HTTP request: ``method``, ``url``, ``headers`` (mutable :class:`Headers`) and
+    """An HTTP request: ``method``, ``url``, ``headers`` (mutable `Headers`) and
     ``body`` (as it will be sent: ``json=``, ``data=`` and ``files=`` already encoded).
 
     A request hook may change ``headers`` or ``url``; the request is validated after

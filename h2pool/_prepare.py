@@ -1,7 +1,7 @@
-"""Building a :class:`Request` from what the caller passed: method, URL, headers, body.
+"""Building a `Request` from what the caller passed: method, URL, headers, body.
 
 Runs in caller threads, before anything is queued for the I/O thread, so invalid input
-raises in the caller's own stack. A :class:`RequestBuilder` owns a client's default
+raises in the caller's own stack. A `RequestBuilder` owns a client's default
 headers and timeout; it is immutable after construction and needs no lock.
 """
 
@@ -129,7 +129,7 @@ class RequestBuilder:
         stream: bool,
         drop: frozenset[bytes] = frozenset(),
     ) -> Request:
-        """The :class:`Request` to queue; raises ``InvalidURL``, ``InvalidHeader`` or
+        """The `Request` to queue; raises ``InvalidURL``, ``InvalidHeader`` or
         ``TypeError`` (an unsupported body). Default headers named in ``drop`` are left
         out (a redirect to another origin drops the credentials)."""
         m = _METHODS.get(method) if isinstance(method, str) else None

@@ -6,13 +6,13 @@ requests and httpx do where the RFC leaves a choice:
 
 * 301, 302 and 303 become GET without a body (HEAD stays HEAD);
 * 307 and 308 repeat the method and the body, if the body can be sent again (bytes,
-  str, or a seekable file); a generator or a pipe raises :class:`RedirectError`;
+  str, or a seekable file); a generator or a pipe raises `RedirectError`;
 * ``Authorization``, ``Proxy-Authorization`` and ``Cookie`` are dropped when the
   redirect leaves the origin (scheme, host, port), as are default headers of those
   names and ``Host``;
-* https -> http is refused (:class:`RedirectError`): it would send the request, and
+* https -> http is refused (`RedirectError`): it would send the request, and
   whatever the server thought private, in clear text;
-* more than ``max_redirects`` raises :class:`TooManyRedirects`.
+* more than ``max_redirects`` raises `TooManyRedirects`.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def redirect_steps(
     clients: it yields each hop to send (method, url, headers, body, default headers to
     drop), is sent that hop's response, and returns the final response with
     ``.history`` holding the redirects, oldest first. ``replay`` is what
-    :func:`replay_point` said of ``body`` before it was first sent."""
+    `replay_point` said of ``body`` before it was first sent."""
     replayable, position = replay or (True, None)
     hdrs = normalize_headers(headers)
     origin = parse_url(response.url).origin
@@ -157,7 +157,7 @@ def follow_chain(
     max_redirects: int,
 ) -> Response:
     """Follow ``response`` (a redirect) and its successors, each sent with ``send``
-    (:func:`redirect_steps` driven in this thread)."""
+    (`redirect_steps` driven in this thread)."""
     steps = redirect_steps(response, method, headers, body, replay, max_redirects)
     try:
         hop = next(steps)

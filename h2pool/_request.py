@@ -21,7 +21,7 @@ __all__ = ["Request", "ResponseFuture"]
 
 
 class ResponseFuture(Future["Response"]):
-    """A :class:`concurrent.futures.Future` whose ``cancel()`` also resets the stream.
+    """A `concurrent.futures.Future` whose ``cancel()`` also resets the stream.
 
     The future stays PENDING while the request is in flight so that ``cancel()`` (and
     ``asyncio.wrap_future``'s cancellation) works at any time before the response.

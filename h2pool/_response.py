@@ -1,7 +1,7 @@
-"""The :class:`Response` users get back; it runs in caller threads only.
+"""The `Response` users get back; it runs in caller threads only.
 
 A buffered response carries its body in ``content``. A streamed one reads from a
-:class:`~h2pool._stream.BodyPipe` fed by the I/O thread; closing it (explicitly, by
+`BodyPipe` fed by the I/O thread; closing it (explicitly, by
 ``with``, or when it is garbage collected) resets an unfinished stream and returns the
 unread bytes' flow-control credit so sibling streams never starve.
 """
@@ -75,7 +75,7 @@ class LineSplitter:
 
 
 def split_lines(texts: Iterator[str], max_length: int) -> Iterator[str]:
-    """The lines of the concatenated ``texts`` (see :class:`LineSplitter`)."""
+    """The lines of the concatenated ``texts`` (see `LineSplitter`)."""
     splitter = LineSplitter(max_length)
     for text in texts:
         yield from splitter.push(text)
@@ -98,10 +98,10 @@ def _set_done(waiter: asyncio.Future[None]) -> None:
 class Response:
     """An HTTP response: status, headers, and a body read at once or streamed.
 
-    Use as a context manager (or call :meth:`close`) when streaming, so that an
+    Use as a context manager (or call `close`) when streaming, so that an
     unread body does not hold a stream open.
 
-    Responses are also built by hand for :class:`MockTransport` handlers:
+    Responses are also built by hand for `MockTransport` handlers:
     ``Response(200, json={...})``, ``Response(404, text="nope")``,
     ``Response(302, headers={"location": "/next"})``.
     """
@@ -240,7 +240,7 @@ class Response:
 
     @property
     def status_code(self) -> int:
-        """Alias of :attr:`status`, for code written against requests/httpx."""
+        """Alias of `status`, for code written against requests/httpx."""
         return self.status
 
     @property
@@ -258,12 +258,12 @@ class Response:
     def read_raw(self, amt: int | None = None) -> bytes:
         """Read the body as received, without undoing its ``Content-Encoding``.
 
-        Same contract as :meth:`read`. Do not mix with decoded reads on one response.
+        Same contract as `read`. Do not mix with decoded reads on one response.
         """
         return self._read_raw(amt, False)
 
     def iter_raw(self, chunk_size: int | None = None) -> Iterator[bytes]:
-        """Like :meth:`iter_bytes`, but the body as received (still compressed)."""
+        """Like `iter_bytes`, but the body as received (still compressed)."""
         if chunk_size is None:
             while chunk := self._read_raw(1 << 20, True):
                 yield chunk
@@ -302,7 +302,7 @@ class Response:
         """The whole body, decoded; reads the rest of a streamed body first.
 
         This holds the whole decoded body in memory: read an untrusted compressed body
-        with :meth:`iter_bytes` or ``read(n)`` instead, which decode as they go.
+        with `iter_bytes` or ``read(n)`` instead, which decode as they go.
         """
         if self._content is None:
             self._content = self.read()
@@ -313,10 +313,10 @@ class Response:
 
         A ``Content-Encoding`` of gzip, deflate, br or zstd (the last two with their
         extras) is undone as the body is read, in this thread, producing at most about
-        ``amt`` bytes per call however compressed the body is; see :meth:`read_raw`.
-        Returns ``b""`` once the body is exhausted. Raises :class:`ReadTimeout`,
-        :class:`StreamReset`, :class:`ProtocolError` or :class:`ConnectionLost` if the
-        stream fails while reading, :class:`DecodingError` if the body does not decode.
+        ``amt`` bytes per call however compressed the body is; see `read_raw`.
+        Returns ``b""`` once the body is exhausted. Raises `ReadTimeout`,
+        `StreamReset`, `ProtocolError` or `ConnectionLost` if the
+        stream fails while reading, `DecodingError` if the body does not decode.
         """
         decoder = self._get_decoder()
         if decoder is None:
@@ -368,7 +368,7 @@ class Response:
             yield chunk
 
     def iter_text(self, chunk_size: int | None = None) -> Iterator[str]:
-        """Yield the body as text, decoded with :attr:`encoding` as it arrives; chunks
+        """Yield the body as text, decoded with `encoding` as it arrives; chunks
         are split anywhere, never inside a character."""
         try:
             decoder = codecs.getincrementaldecoder(self.encoding)(errors="replace")
@@ -385,7 +385,7 @@ class Response:
     def iter_lines(self, max_length: int = 1 << 20) -> Iterator[str]:
         """Yield the body's lines as they arrive, without their line endings (split like
         ``str.splitlines()``). A line longer than ``max_length`` characters raises
-        :class:`DecodingError` rather than growing memory without bound."""
+        `DecodingError` rather than growing memory without bound."""
         return split_lines(self.iter_text(), max_length)
 
     # -- asyncio ------------------------------------------------------------------------
@@ -524,7 +524,7 @@ class Response:
         return _json.loads(self.content, **kwargs)
 
     def raise_for_status(self) -> Response:
-        """Raise :class:`HTTPStatusError` for a 4xx or 5xx status; return self otherwise."""
+        """Raise `HTTPStatusError` for a 4xx or 5xx status; return self otherwise."""
         if 400 <= self.status < 600:
             kind = "Client error" if self.status < 500 else "Server error"
             raise HTTPStatusError(

@@ -1,14 +1,14 @@
 """The one place that decides whether a request is sent again.
 
-Two layers, each with one predicate. :class:`RetryPolicy` (I/O thread) re-sends what
-the server provably did not process, always and for any method. :class:`Retries`
+Two layers, each with one predicate. `RetryPolicy` (I/O thread) re-sends what
+the server provably did not process, always and for any method. `Retries`
 (caller's thread, ``Client(retries=...)``) is the user's policy: status codes such as
 503, and connection failures, with backoff and ``Retry-After``.
 
 Connections never decide. When a request cannot complete on its connection they
-report what they know about it as a :class:`Fact` (refused, above GOAWAY's last
+report what they know about it as a `Fact` (refused, above GOAWAY's last
 stream id, never written, lost after sending, response begun, ...) and hand it to the
-pool, which asks :meth:`RetryPolicy.judge`. Like Go's ``canRetryError`` and urllib3's
+pool, which asks `RetryPolicy.judge`. Like Go's ``canRetryError`` and urllib3's
 ``Retry``, one predicate sees every case, so the rule "nothing is sent twice unless
 provably unprocessed" is written once. Runs on the I/O thread (the pool owns the
 policy and its counters).
@@ -147,10 +147,10 @@ class Retries:
     * A response whose status is in ``statuses``, for a method in ``methods``, is
       retried, up to ``attempts`` requests in all; when attempts run out the last
       response is returned, not raised.
-    * A connection that could not be made (:class:`ConnectError` or
-      :class:`ConnectTimeout`, not a :class:`TLSError`: a certificate does not fix
+    * A connection that could not be made (`ConnectError` or
+      `ConnectTimeout`, not a `TLSError`: a certificate does not fix
       itself) is retried for any method: nothing was sent. A connection lost during
-      the exchange (:class:`ConnectionLost`) is retried for ``methods`` only.
+      the exchange (`ConnectionLost`) is retried for ``methods`` only.
     * Only requests whose body can be sent again: none, bytes, ``json=``/``data=``,
       a seekable file, ``files=`` of seekable files. Iterators are never retried.
     * Waits ``backoff * 2**(n-1)`` seconds before the n-th retry, jittered to 50-100 %

@@ -1,9 +1,9 @@
 """The I/O thread of one Client as its callers see it: started on the first request,
 restarted after a fork, failed over when it dies, stopped when the Client is dropped.
 
-Runs in caller threads, except :meth:`Runtime._on_loop_death` (the dying I/O thread),
-the at-fork hook (the child's only thread) and :func:`_close_abandoned` (whichever thread
-garbage-collects the Client). A :class:`Runtime` owns its Client's ``IOLoop`` and
+Runs in caller threads, except `Runtime._on_loop_death` (the dying I/O thread),
+the at-fork hook (the child's only thread) and `_close_abandoned` (whichever thread
+garbage-collects the Client). A `Runtime` owns its Client's ``IOLoop`` and
 ``Pool`` references, the closed flag and the reason the loop died; the loop and pool
 themselves belong to the I/O thread and are only ever handed commands.
 """
@@ -51,7 +51,7 @@ class Runtime:
         _live_runtimes.add(self)
 
     def refuse_if_closed(self) -> None:
-        """Raise :class:`ClientClosed` once closed; checked before a request is built,
+        """Raise `ClientClosed` once closed; checked before a request is built,
         so a closed client says so whatever else is wrong with the request."""
         if self.closed:
             raise ClientClosed("the client is closed")
@@ -71,7 +71,7 @@ class Runtime:
 
     def ensure(self) -> tuple[IOLoop, Pool]:
         """The running loop and its pool, started now if need be; raises
-        :class:`ClientClosed` once closed."""
+        `ClientClosed` once closed."""
         loop, pool = self.loop, self.pool
         if loop is not None and pool is not None:
             if self._pid == os.getpid():

@@ -1,6 +1,6 @@
 """The hand-off between the I/O thread and a caller reading a streamed body.
 
-The I/O thread *feeds* received DATA into a :class:`BodyPipe`; the caller *reads*
+The I/O thread *feeds* received DATA into a `BodyPipe`; the caller *reads*
 from it. Flow control follows consumption: the I/O thread does not return window
 credit to the server on receipt, the caller posts "consumed n bytes" back to the I/O
 thread as it reads. A slow reader therefore holds at most one stream window of
@@ -189,9 +189,9 @@ class BodyPipe:
 
     def read_nowait(self, amt: int) -> bytes | None:
         """Up to ``amt`` buffered bytes without waiting; ``b""`` at the end; None when
-        nothing is buffered yet (then :meth:`arm` a waker and wait). Raises the
+        nothing is buffered yet (then `arm` a waker and wait). Raises the
         stream's error once what arrived before it has been read. Credit is returned
-        as :meth:`read` does: in quarter-window batches, and all of it before a wait."""
+        as `read` does: in quarter-window batches, and all of it before a wait."""
         parts: list[bytes] = []
         post = 0
         with self._cond:

@@ -1,5 +1,5 @@
 """Transports a Client can use instead of the network, for testing code that shares one
-Client: :class:`MockTransport` (a function answers) and :class:`WSGITransport` (a WSGI
+Client: `MockTransport` (a function answers) and `WSGITransport` (a WSGI
 app answers, in process).
 
 ``Client(transport=...)`` keeps everything above the wire: URL and header
@@ -25,7 +25,7 @@ __all__ = ["MockTransport", "Transport", "WSGITransport"]
 
 class Transport(Protocol):
     """What ``Client(transport=...)`` calls for each request (each redirect hop and each
-    retry included). Raise an :class:`h2pool.H2PoolError` (``ConnectError``,
+    retry included). Raise an `h2pool.H2PoolError` (``ConnectError``,
     ``ReadTimeout``, ...) to simulate a network failure."""
 
     def handle_request(self, request: Request) -> Response: ...

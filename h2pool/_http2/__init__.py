@@ -1,7 +1,7 @@
 """HTTP/2 connections: everything in this package runs on the I/O thread.
 
 ``connection.H2Conn`` is the connection the pool talks to (through
-:class:`h2pool._connection.Connection`); it owns one h2 state machine, a
+`h2pool._connection.Connection`); it owns one h2 state machine, a
 ``health.Health`` (timeouts, PING, write stalls) and a ``send.BodyScheduler``
 (request bodies). ``protocol`` is h2 as h2pool configures it, ``fastpath`` the
 measured shortcuts through it, ``hpack`` the memoised header compression.

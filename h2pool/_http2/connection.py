@@ -762,7 +762,7 @@ class H2Conn(ConnectionBase[H2Stream]):
         self.origin.on_conn_closed(self)
 
     def close(self) -> None:
-        """Send GOAWAY and close. Streams still open fail with :class:`ClientClosed`."""
+        """Send GOAWAY and close. Streams still open fail with `ClientClosed`."""
         if self.closed:
             return
         with contextlib.suppress(h2x.H2Error):
