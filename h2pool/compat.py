@@ -36,10 +36,13 @@ Differences from :mod:`http.client`, all deliberate:
 from __future__ import annotations
 
 import atexit
+import base64
+import binascii
 import http.client
 import io
 import itertools
 import queue
+import re
 import socket
 import ssl
 import threading
@@ -48,33 +51,222 @@ from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future
 from typing import Any, Union
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import certifi
 
 from ._client import Client
 from ._config import Timeout
-from ._errors import InvalidURL
+from ._errors import (
+    ConnectError,
+    ConnectionLost,
+    ConnectTimeout,
+    H2PoolError,
+    InvalidHeader,
+    InvalidURL,
+    ProtocolError,
+    StreamReset,
+    TLSError,
+)
+from ._headers import normalize_name, normalize_value
 from ._response import Response
 
-__all__ = ["HTTP20Connection", "HTTP20Response", "HTTPConnection", "HTTPSConnection"]
+__all__ = [
+    "BadResponse",
+    "CertificateVerifyError",
+    "ConnectionFailed",
+    "ConnectionRefused",
+    "HTTP20Connection",
+    "HTTP20Response",
+    "HTTPConnection",
+    "HTTPSConnection",
+    "IncompleteRead",
+    "InvalidTarget",
+    "NameResolutionError",
+    "RemoteDisconnected",
+    "SSLHandshakeError",
+    "StreamResetIncompleteRead",
+]
 
 _HeaderArg = Union[Mapping[Any, Any], Iterable[tuple[Any, Any]]]
 
+# -- errors that are also the stdlib's ----------------------------------------------------
+# Code written for http.client catches OSError, ssl.SSLError and http.client's own
+# classes. Each class below is an h2pool error (so ``except h2pool.ConnectError`` keeps
+# working) and the stdlib class that http.client raises in the same situation, with the
+# same attributes (``errno``, ``reason``, ``partial``...). The h2pool error they stand
+# for is chained as their ``__cause__``.
+
+
+class ConnectionRefused(ConnectError, ConnectionRefusedError):
+    """The server (or the proxy) refused the TCP connection (``ECONNREFUSED``).
+
+    Raised by ``request()``. Nothing was sent; retrying is safe."""
+
+
+class NameResolutionError(ConnectError, socket.gaierror):
+    """The host name (or the proxy's) does not resolve; raised by ``request()``."""
+
+
+class ConnectionFailed(ConnectError, OSError):
+    """Any other failure to connect: unreachable network, a proxy refusing the tunnel,
+    a server that does not speak the protocol asked for. Raised by ``request()``."""
+
+
+class CertificateVerifyError(TLSError, ssl.SSLCertVerificationError):
+    """The server's certificate is not trusted or does not name the host
+    (``ssl.CertificateError``; ``reason`` is ``"CERTIFICATE_VERIFY_FAILED"``).
+    Raised by ``request()``, as the stdlib does; nothing was sent."""
+
+
+class SSLHandshakeError(TLSError, ssl.SSLError):
+    """Any other TLS failure during the handshake (``ssl.SSLError``, with the
+    ``reason`` and ``library`` of OpenSSL's error). Raised by ``request()``."""
+
+
+class RemoteDisconnected(ConnectionLost, http.client.RemoteDisconnected):
+    """The connection closed before any byte of the response arrived.
+
+    Raised by ``getresponse()``; also ``ConnectionResetError`` and
+    ``http.client.BadStatusLine``, as in the stdlib. The request may have been processed.
+    """
+
+
+class BadResponse(ProtocolError, http.client.HTTPException):
+    """The server's answer broke HTTP rules before its headers were complete."""
+
+
+class IncompleteRead(ConnectionLost, http.client.IncompleteRead):
+    """The connection was lost in the middle of the body: ``partial`` holds what this
+    read collected, ``expected`` the bytes still announced by Content-Length (or None).
+    """
+
+
+class StreamResetIncompleteRead(StreamReset, http.client.IncompleteRead):
+    """The server reset the stream in the middle of the body (HTTP/2 RST_STREAM);
+    ``error_code`` is its code, ``partial``/``expected`` as for :class:`IncompleteRead`.
+    """
+
+    def __init__(self, partial: bytes, expected: int | None, error_code: int) -> None:
+        http.client.IncompleteRead.__init__(self, partial, expected)
+        self.error_code = error_code
+
+
+def _os_args(cause: BaseException | None, message: str) -> tuple[Any, ...]:
+    errno = getattr(cause, "errno", None)
+    return (errno, message) if isinstance(errno, int) else (message,)
+
+
+def _connect_error(exc: ConnectError) -> ConnectError:
+    """The stdlib-shaped twin of a failure to connect (raise it ``from exc``)."""
+    if isinstance(exc, OSError):
+        return exc  # ConnectTimeout is the builtin TimeoutError already
+    cause = exc.__cause__
+    message = str(exc)
+    new: ConnectError
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        cert = CertificateVerifyError(*_os_args(cause, message))
+        cert.reason, cert.library = cause.reason, cause.library
+        cert.verify_code, cert.verify_message = cause.verify_code, cause.verify_message
+        new = cert
+    elif isinstance(cause, ssl.SSLError) or isinstance(exc, TLSError):
+        tls = SSLHandshakeError(*_os_args(cause, message))
+        tls.reason = getattr(cause, "reason", "") or ""
+        tls.library = getattr(cause, "library", "") or ""
+        new = tls
+    elif isinstance(cause, socket.gaierror):
+        new = NameResolutionError(*_os_args(cause, message))
+    elif isinstance(cause, ConnectionRefusedError):
+        new = ConnectionRefused(*_os_args(cause, message))
+    else:
+        new = ConnectionFailed(*_os_args(cause, message))
+    return new
+
+
+def _response_error(exc: BaseException) -> BaseException | None:
+    """What ``getresponse()`` raises (``from exc``) for a request that failed before its
+    headers; None to raise ``exc`` itself (timeouts are ``TimeoutError`` already, and a
+    reset stream has no stdlib twin)."""
+    if isinstance(exc, ConnectError):
+        twin = _connect_error(exc)
+        return None if twin is exc else twin
+    if isinstance(exc, http.client.HTTPException):
+        return None
+    if isinstance(exc, ConnectionLost):
+        return RemoteDisconnected(str(exc))
+    if isinstance(exc, ProtocolError):
+        return BadResponse(str(exc))
+    return None
+
+
+def _body_error(exc: H2PoolError, partial: bytes, expected: int | None) -> BaseException | None:
+    """What a body read raises (``from exc``) when the stream fails midway; None to
+    raise ``exc`` itself (timeouts are ``TimeoutError``, like a socket timeout)."""
+    if isinstance(exc, StreamReset):
+        return StreamResetIncompleteRead(partial, expected, exc.error_code)
+    if isinstance(exc, (ConnectionLost, ProtocolError)):
+        return IncompleteRead(partial, expected)
+    return None
+
+
+class InvalidTarget(InvalidURL, http.client.InvalidURL):
+    """The request target has a control character or a space (raised by ``request()``
+    and ``putrequest()``; nothing is sent)."""
+
+
+# The stdlib's own checks (http.client), made where it makes them: putrequest() and
+# putheader() refuse control characters at once rather than when the request is sent.
+_BAD_METHOD = re.compile("[\x00-\x1f]")
+_BAD_TARGET = re.compile("[\x00-\x20\x7f]")
+
+
+def _check_method(method: str) -> None:
+    match = _BAD_METHOD.search(method)
+    if match:
+        raise ValueError(
+            f"method can't contain control characters. {method!r} "
+            f"(found at least {match.group()!r})"
+        )
+
+
+def _check_target(url: str) -> None:
+    match = _BAD_TARGET.search(url)
+    if match:
+        raise InvalidTarget(
+            f"URL can't contain control characters. {url!r} (found at least {match.group()!r})"
+        )
+
+
+def _check_header(name: str | bytes, value: bytes) -> None:
+    """h2pool's header rules (RFC 9110 §5: token names, no CR, LF or NUL in values),
+    raised as :class:`~h2pool.InvalidHeader` (a ``ValueError``) with http.client's words."""
+    try:
+        raw = normalize_name(name)
+    except InvalidHeader as exc:
+        raise InvalidHeader(f"Invalid header name {name!r}") from exc
+    try:
+        normalize_value(value, raw)
+    except InvalidHeader as exc:
+        raise InvalidHeader(f"Invalid header value {value!r}") from exc
+
+
 # -- shared engines ----------------------------------------------------------------------
 
-_EngineKey = tuple[bool, bool, int]
+_EngineKey = tuple[bool, bool, int, Union[str, None]]
 
 
 class _Engine:
     """One shared Client and the number of compat objects using it."""
 
-    __slots__ = ("client", "context", "users")
+    __slots__ = ("client", "context", "reached", "users")
 
     def __init__(self, client: Client, context: ssl.SSLContext | None) -> None:
         self.client = client
         self.context = context  # keeps id(context) in the key valid while we live
         self.users = 0
+        # Origins this engine has had a response from: request() returns at once for
+        # them. A set's add/discard are atomic under the GIL: no lock.
+        self.reached: set[str] = set()
 
 
 _engines: dict[_EngineKey, _Engine] = {}
@@ -88,8 +280,10 @@ _engines_lock = threading.Lock()
 _deferred: deque[_Engine] = deque()
 
 
-def _acquire(secure: bool, http1: bool, context: ssl.SSLContext | None) -> _Engine:
-    key = (secure, http1, id(context) if context is not None else 0)
+def _acquire(
+    secure: bool, http1: bool, context: ssl.SSLContext | None, proxy: str | None = None
+) -> _Engine:
+    key = (secure, http1, id(context) if context is not None else 0, proxy)
     with _engines_lock:
         engine = _engines.get(key)
         if engine is not None:
@@ -106,6 +300,9 @@ def _acquire(secure: bool, http1: bool, context: ssl.SSLContext | None) -> _Engi
         http2_prior_knowledge=not secure and not http1,
         # http.client asks for identity and never decodes; neither do we here.
         headers=[("accept-encoding", "identity")],
+        # http.client reads no proxy variables (urllib does, and calls set_tunnel).
+        proxy=proxy,
+        trust_env=False,
     )
     fresh = _Engine(client, context)
     fresh.users = 1
@@ -250,18 +447,19 @@ class HTTP20Response(io.BufferedIOBase):
         return self._resp.trailers.items()
 
     # -- headers ----------------------------------------------------------------------------
+    # From ``headers``, never ``msg``: urllib.request replaces ``msg`` with the reason.
     def getheader(self, name: str, default: Any = None) -> Any:
         """The value of ``name`` (repeated fields joined by ``", "``), or ``default``."""
-        values = self.msg.get_all(name)
+        values = self.headers.get_all(name)
         if values is None:
             return default
         return ", ".join(values)
 
     def getheaders(self) -> list[tuple[str, str]]:
-        return list(self.msg.items())
+        return list(self.headers.items())
 
     def info(self) -> http.client.HTTPMessage:
-        return self.msg
+        return self.headers
 
     def geturl(self) -> str:
         return self.url
@@ -288,25 +486,41 @@ class HTTP20Response(io.BufferedIOBase):
         buffered = self._buffer
         if amt is None or amt < 0:
             self._buffer = b""
-            data = buffered + self._resp.read_raw()
+            chunks = [buffered]
+            while chunk := self._pull(1 << 20, chunks):
+                chunks.append(chunk)
             self._finish()
-            return data
+            return b"".join(chunks)
         if amt == 0:
             return b""
         if buffered:
             data, self._buffer = buffered[:amt], buffered[amt:]
             if len(data) < amt and not self._buffer:
-                more = self._resp.read_raw(amt - len(data))
+                more = self._pull(amt - len(data), [data])
                 data += more
                 if not more:
                     self._finish()
                     return data
             return self._account(data)
-        data = self._resp.read_raw(amt)
+        data = self._pull(amt)
         if not data:
             self._finish()
             return data
         return self._account(data)
+
+    def _pull(self, amt: int, got: list[bytes] | None = None, partial: bool = False) -> bytes:
+        """Up to ``amt`` body bytes (as they arrive if ``partial``); a stream failing
+        midway raises :class:`IncompleteRead` holding ``got`` (what this read has)."""
+        try:
+            pipe = self._resp._pipe
+            if partial and pipe is not None and not self._resp.is_closed:
+                return pipe.read(amt, partial=True)
+            return self._resp.read_raw(amt)
+        except H2PoolError as exc:
+            twin = _body_error(exc, b"".join(got or ()), self.length)
+            if twin is None:
+                raise
+            raise twin from exc
 
     def read1(self, n: int = -1) -> bytes:
         """Up to ``n`` bytes of what has arrived, waiting only if nothing has."""
@@ -323,10 +537,7 @@ class HTTP20Response(io.BufferedIOBase):
         return self._account(data)
 
     def _read_partial(self, n: int) -> bytes:
-        pipe = self._resp._pipe
-        if pipe is None or self._resp.is_closed:
-            return self._resp.read_raw(n)
-        return pipe.read(n, partial=True)
+        return self._pull(n, partial=True)
 
     def peek(self, n: int = 0) -> bytes:
         """What the next read would return first, without consuming it."""
@@ -421,6 +632,18 @@ def _encode_body(body: Any) -> Any:
     return body
 
 
+def _check_body(body: Any) -> None:
+    """``TypeError`` now, as http.client raises it, for a body it could not send."""
+    if body is None or isinstance(body, (bytes, bytearray, memoryview)) or hasattr(body, "read"):
+        return
+    try:
+        iter(body)
+    except TypeError:
+        raise TypeError(
+            f"message_body should be a bytes-like object or an iterable, got {type(body)!r}"
+        ) from None
+
+
 def _header_value(value: Any) -> bytes:
     if isinstance(value, bytes):
         return value
@@ -465,8 +688,6 @@ class HTTP20Connection:
         blocksize: int = 8192,
         client: Client | None = None,
     ) -> None:
-        if source_address is not None:
-            raise NotImplementedError("h2pool does not bind a source address")
         host, port = self._split_host(host, port)
         self.host = host
         self.ssl_context = ssl_context or context
@@ -475,22 +696,27 @@ class HTTP20Connection:
         self.timeout = timeout  # as given, like http.client; the engine uses _timeout
         self._timeout = _coerce_timeout(timeout)
         self.blocksize = blocksize
+        # Kept as given; connecting with one raises (the engine's dialer does not bind).
+        self.source_address = source_address
         self.debuglevel = 0
         self.sock = None  # http.client compatibility: there is no socket of our own
-        scheme = "https" if self.secure else "http"
-        host_part = f"[{host}]" if ":" in host else host
-        default = 443 if self.secure else 80
-        self._base = (
-            f"{scheme}://{host_part}"
-            if self.port == default
-            else f"{scheme}://{host_part}:{self.port}"
-        )
+        self._proxy: str | None = None  # set_tunnel: this object's host is the proxy
+        self._tunnel_host: str | None = None
+        self._tunnel_port: int | None = None
+        self._tunnel_headers: dict[str, str] = {}
+        self._base = self._origin(host, self.port)
         self._lock = threading.Lock()  # guards the request table below; never held across I/O
         self._ids = itertools.count(1, 2)  # odd, like client-initiated HTTP/2 streams
         self._outstanding: OrderedDict[int, Future[Response]] = OrderedDict()
         self._pending: _Pending | None = None
         self._own_client = client
         self._lease: _Lease | None = None
+
+    def _origin(self, host: str, port: int) -> str:
+        scheme = "https" if self.secure else "http"
+        host_part = f"[{host}]" if ":" in host else host
+        default = 443 if self.secure else 80
+        return f"{scheme}://{host_part}" if port == default else f"{scheme}://{host_part}:{port}"
 
     @staticmethod
     def _decide_secure(secure: bool | None, context: ssl.SSLContext | None) -> bool:
@@ -517,13 +743,28 @@ class HTTP20Connection:
 
     # -- engine ------------------------------------------------------------------------------
     def _client(self) -> Client:
+        if self.source_address is not None:
+            raise NotImplementedError(
+                "h2pool's connections are opened by its I/O thread, which does not bind a "
+                "source address: source_address must be None"
+            )
         if self._own_client is not None:
             return self._own_client
         lease = self._lease
         if lease is None:
-            engine = _acquire(self.secure, self._http1, self.ssl_context if self.secure else None)
+            context = self.ssl_context if self.secure else None
+            engine = _acquire(self.secure, self._http1, context, self._proxy)
             lease = self._lease = _Lease(self, engine)
         return lease.engine.client
+
+    def _reached(self) -> set[str]:
+        """Origins known to answer (see request()): the engine's, or this object's."""
+        if self._lease is not None:
+            return self._lease.engine.reached
+        reached: set[str] | None = self.__dict__.get("_own_reached")
+        if reached is None:
+            reached = self.__dict__["_own_reached"] = set()
+        return reached
 
     def _response_engine(self) -> _Engine | None:
         """Count one more user of our engine, for a response that may outlive us."""
@@ -539,11 +780,42 @@ class HTTP20Connection:
     def set_debuglevel(self, level: int) -> None:
         self.debuglevel = level
 
-    def set_tunnel(self, *args: Any, **kwargs: Any) -> None:
-        raise NotImplementedError("h2pool does not support proxy tunnels")
+    def set_tunnel(
+        self, host: str, port: int | None = None, headers: Mapping[str, str] | None = None
+    ) -> None:
+        """Reach ``host:port`` through an HTTP CONNECT tunnel, this object's own host and
+        port being the proxy (as in :mod:`http.client`). TLS, when this object is
+        secure, runs end to end with the origin. ``Proxy-Authorization: Basic ...`` in
+        ``headers`` is sent on the CONNECT; other tunnel headers are not supported.
+
+        Raises ``RuntimeError`` once a request was made, like the stdlib.
+        """
+        if self._lease is not None or self._own_client is not None:
+            raise RuntimeError("Can't set up tunnel for established connection")
+        auth = ""
+        for name, value in (headers or {}).items():
+            if name.lower() != "proxy-authorization":
+                raise NotImplementedError(f"tunnel header {name!r}: only Proxy-Authorization")
+            scheme, _, token = str(value).partition(" ")
+            if scheme.lower() != "basic":
+                raise NotImplementedError("only Basic proxy credentials are supported")
+            try:
+                user, _, password = base64.b64decode(token.strip()).decode("latin-1").partition(":")
+            except (ValueError, binascii.Error) as exc:
+                raise ValueError("malformed Proxy-Authorization header") from exc
+            auth = f"{quote(user, safe='')}:{quote(password, safe='')}@"
+        proxy_host = f"[{self.host}]" if ":" in self.host else self.host
+        self._proxy = f"http://{auth}{proxy_host}:{self.port}"
+        host, port = self._split_host(host, port)
+        self._tunnel_host = host
+        self._tunnel_port = port if port is not None else (443 if self.secure else 80)
+        self._tunnel_headers = dict(headers or {})
+        self._base = self._origin(host, self._tunnel_port)
 
     def connect(self) -> None:
-        """Kept for compatibility: connections are opened by the engine on demand."""
+        """Take this object's engine (connections themselves are opened on demand).
+
+        Raises ``NotImplementedError`` if a ``source_address`` was given."""
         self._client()
 
     def _target(self, url: str) -> str:
@@ -571,17 +843,60 @@ class HTTP20Connection:
         ``body``: bytes, str (sent as ISO-8859-1, like :mod:`http.client`), a file
         object or an iterable of bytes. Never blocks on the network.
         """
+        self._validate_method(method)
+        self._validate_path(url)
+        body = _encode_body(body)
+        _check_body(body)
         with self._lock:
             if self._pending is not None and not self._pending.ended:
                 raise http.client.CannotSendRequest("a request is being built with putrequest()")
             self._flush_pending_locked()
             sid = next(self._ids)
-        fut = self._submit(method, url, headers or {}, _encode_body(body))
+        fut = self._submit(method, url, headers or {}, body)
         with self._lock:
             self._outstanding[sid] = fut
+        self._await_connect(sid, fut)
         return sid
 
+    def _await_connect(self, sid: int, fut: Future[Response]) -> None:
+        """Raise failures to connect from ``request()``, where http.client raises them.
+
+        The engine connects on demand and says nothing until the response, so the first
+        request to an origin waits for its response (or its failure) here; later ones
+        return at once while the engine has answered for that origin. Other failures
+        (timeouts, a lost connection) are left for ``getresponse()``, as in the stdlib.
+        """
+        reached = self._reached()
+        if self._base in reached:
+            return
+        try:
+            fut.result()
+        except (ConnectError, ConnectTimeout) as exc:
+            with self._lock:
+                self._outstanding.pop(sid, None)
+            twin = _connect_error(exc) if isinstance(exc, ConnectError) else exc
+            if twin is exc:
+                raise
+            raise twin from exc
+        except BaseException:
+            return  # getresponse() raises it
+        reached.add(self._base)
+
+    # Named as in http.client, so that subclasses overriding them keep working.
+    def _validate_method(self, method: str) -> None:
+        _check_method(method)
+
+    def _validate_path(self, url: str) -> None:
+        _check_target(url)
+
     def _submit(self, method: str, url: str, headers: _HeaderArg, body: Any) -> Future[Response]:
+        if self.sock is not None:
+            # Code that connects a socket itself (a Unix socket, a hand-made tunnel) and
+            # assigns it here would otherwise have its request sent to host:port.
+            raise NotImplementedError(
+                "h2pool opens its own connections on its I/O thread: a socket assigned to "
+                ".sock cannot carry the request"
+            )
         return self._client().submit(
             method,
             self._base + self._target(url),
@@ -595,6 +910,8 @@ class HTTP20Connection:
         self, method: str, url: str, skip_host: bool = False, skip_accept_encoding: bool = False
     ) -> None:
         """Start a request; continue with :meth:`putheader` and :meth:`endheaders`."""
+        self._validate_method(method)
+        self._validate_path(url)
         with self._lock:
             if self._pending is not None and not self._pending.ended:
                 raise http.client.CannotSendRequest("the previous request was not finished")
@@ -606,8 +923,11 @@ class HTTP20Connection:
             pending = self._pending
             if pending is None or pending.ended:
                 raise http.client.CannotSendHeader()
-            name = header.decode("ascii") if isinstance(header, bytes) else header
-            pending.headers.append((name, b", ".join(_header_value(v) for v in values)))
+            encoded = [_header_value(v) for v in values]
+            for value in encoded:
+                _check_header(header, value)
+            name = header.decode("latin-1") if isinstance(header, bytes) else header
+            pending.headers.append((name, b", ".join(encoded)))
 
     def endheaders(self, message_body: Any = None, *, encode_chunked: bool = False) -> None:
         """Finish the headers. The body is ``message_body`` plus what :meth:`send` adds:
@@ -725,7 +1045,16 @@ class HTTP20Connection:
             fut = self._outstanding.pop(stream_id, None)
             if fut is None:
                 raise http.client.ResponseNotReady(f"no request with stream id {stream_id}")
-        resp = fut.result()
+        try:
+            resp = fut.result()
+        except H2PoolError as exc:
+            if not isinstance(exc, StreamReset):
+                self._reached().discard(self._base)  # the next request() connects anew
+            twin = _response_error(exc)
+            if twin is None:
+                raise
+            raise twin from exc
+        self._reached().add(self._base)
         return self.response_class(resp, stream_id, self._response_engine())
 
     def close(self) -> None:

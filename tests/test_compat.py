@@ -441,9 +441,9 @@ def test_a_secure_connection_object_never_sends_in_clear_on_any_port(make):
     sniffer = Sniffer()
     try:
         c = make(sniffer.port)
-        c.request("GET", "/private", headers={"Authorization": "Basic c2VjcmV0OnNlY3JldA=="})
         with pytest.raises((h2pool.ConnectError, TimeoutError)):
-            c.getresponse()
+            # Failing to connect raises from request(), as in http.client.
+            c.request("GET", "/private", headers={"Authorization": "Basic c2VjcmV0OnNlY3JldA=="})
         c.close()
         assert sniffer.total() > 0
         first = bytes(sniffer.received[0])
@@ -456,9 +456,11 @@ def test_a_secure_connection_object_never_sends_in_clear_on_any_port(make):
 @pytest.mark.timeout(30)
 def test_http20_refuses_http1_server(nginx, ca_path):
     c = h2pool.HTTP20Connection("localhost", nginx.http1_tls_port, ssl_context=_ctx(ca_path))
-    c.request("GET", "/13b")
-    with pytest.raises(h2pool.ConnectError):
-        c.getresponse()
+    with pytest.raises(h2pool.ConnectError) as info:
+        c.request("GET", "/13b")
+    assert isinstance(info.value, OSError)
+    with pytest.raises(http.client.ResponseNotReady):
+        c.getresponse()  # the failed request is not outstanding
     c.close()
 
 
@@ -534,8 +536,8 @@ def test_set_debuglevel_connect_and_repr(nginx, ca_path):
     c.set_debuglevel(1)
     c.connect()
     assert "localhost" in repr(c)
-    with pytest.raises(NotImplementedError):
-        c.set_tunnel("proxy.example", 3128)
+    with pytest.raises(RuntimeError):
+        c.set_tunnel("proxy.example", 3128)  # after connect(), as in http.client
     c.request("GET", "/13b")
     resp = c.getresponse()
     assert "200" in repr(resp)
@@ -586,3 +588,161 @@ def test_a_collection_while_an_engine_is_built_does_not_deadlock(nginx, ca_path,
     new[0].request("GET", "/13b")
     assert new[0].getresponse().read() == HELLO
     new[0].close()
+
+
+# -- errors are the stdlib's too, raised where the stdlib raises them ----------------------
+
+
+def _closed_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now
+    return port
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("cls", [h2pool.HTTPConnection, h2pool.HTTPSConnection])
+def test_connection_refused_is_raised_by_request_as_oserror(cls):
+    """Before, request() returned and getresponse() raised an h2pool.ConnectError that
+    no ``except OSError`` caught."""
+    import errno
+
+    c = cls("127.0.0.1", _closed_port(), timeout=5)
+    with pytest.raises(ConnectionRefusedError) as info:
+        c.request("GET", "/")
+    assert isinstance(info.value, h2pool.ConnectError)
+    assert info.value.errno == errno.ECONNREFUSED
+    assert isinstance(info.value.__cause__, h2pool.ConnectError)
+    with pytest.raises(http.client.ResponseNotReady):
+        c.getresponse()
+    c.close()
+
+
+@pytest.mark.timeout(30)
+def test_unknown_host_is_a_gaierror_from_request():
+    c = h2pool.HTTPConnection("no-such-host.invalid", 80, timeout=10)
+    with pytest.raises(socket.gaierror) as info:
+        c.request("GET", "/")
+    assert isinstance(info.value, h2pool.ConnectError)
+    c.close()
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("cls", [h2pool.HTTPSConnection, h2pool.HTTP20Connection])
+def test_untrusted_certificate_is_ssl_error_from_request(cls, nginx, untrusted_ca_path, ca_path):
+    """The stdlib's test_local_unknown_cert: ssl.SSLError with reason
+    CERTIFICATE_VERIFY_FAILED from request(); before, an h2pool.TLSError from
+    getresponse()."""
+    c = cls("localhost", nginx.https_port, context=_ctx(untrusted_ca_path), timeout=10)
+    with pytest.raises(ssl.SSLCertVerificationError) as info:
+        c.request("GET", "/13b")
+    err = info.value
+    assert isinstance(err, ssl.SSLError) and isinstance(err, h2pool.TLSError)
+    assert err.reason == "CERTIFICATE_VERIFY_FAILED"
+    assert err.verify_code != 0
+    c.close()
+    # Once an origin has answered, request() no longer waits: a trusted object still works.
+    good = cls("localhost", nginx.https_port, context=_ctx(ca_path), timeout=10)
+    good.request("GET", "/13b")
+    assert good.getresponse().read() == HELLO
+    good.close()
+
+
+@pytest.fixture
+def h1plain():
+    server = H1Server(None).start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.timeout(30)
+def test_close_before_the_response_is_remote_disconnected(h1plain):
+    c = h2pool.HTTPConnection("127.0.0.1", h1plain.port, timeout=10)
+    c.request("GET", "/hello")  # reaches the origin: later requests do not wait
+    assert c.getresponse().read() == HELLO
+    c.request("POST", "/drop", body=b"x")
+    with pytest.raises(http.client.RemoteDisconnected) as info:
+        c.getresponse()
+    assert isinstance(info.value, ConnectionResetError)
+    assert isinstance(info.value, h2pool.ConnectionLost)
+    c.close()
+
+
+@pytest.mark.timeout(30)
+def test_truncated_body_is_incomplete_read(h1plain):
+    c = h2pool.HTTPConnection("127.0.0.1", h1plain.port, timeout=10)
+    c.request("GET", "/truncated")  # Content-Length 100, 10 bytes, close
+    resp = c.getresponse()
+    with pytest.raises(http.client.IncompleteRead) as info:
+        resp.read()
+    assert isinstance(info.value, h2pool.H2PoolError)
+    assert len(info.value.partial) == 10
+    assert info.value.expected == 100
+    c.close()
+
+
+@pytest.mark.timeout(30)
+def test_malformed_response_is_an_http_exception(h1plain):
+    c = h2pool.HTTPConnection("127.0.0.1", h1plain.port, timeout=10)
+    c.request("GET", "/malformed")
+    with pytest.raises(http.client.HTTPException) as info:
+        c.getresponse()
+    assert isinstance(info.value, h2pool.ProtocolError)
+    c.close()
+
+
+@pytest.mark.timeout(30)
+def test_control_characters_are_refused_before_anything_is_sent(h1plain):
+    c = h2pool.HTTPConnection("127.0.0.1", h1plain.port, timeout=10)
+    c.putrequest("GET", "/hello")
+    for name, value in [
+        (b"Invalid\r\nName", b"v"),
+        (b"Invalid:Name", b"v"),
+        (b" Name", b"v"),
+        (b"Name", b"Invalid\r\nValue"),
+        (b"Name", b"Value\n"),
+        ("Name", "a\rb"),
+    ]:
+        with pytest.raises(ValueError, match="Invalid header"):
+            c.putheader(name, value)
+    c.putheader("X-Fine", "yes")
+    c.endheaders()
+    assert c.getresponse().read() == HELLO
+    with pytest.raises(ValueError) as info:
+        c.request("GET", "/hello", headers={"X-Bad": "a\r\nInjected: 1"})
+    assert isinstance(info.value, h2pool.InvalidHeader)
+    with pytest.raises(ValueError, match="method can't contain control characters"):
+        c.request("GET\r\nX-Injected: 1", "/hello")
+    with pytest.raises(http.client.InvalidURL):
+        c.request("GET", "/hello HTTP/1.1\r\nX-Injected: 1")
+    with pytest.raises(TypeError):
+        c.request("POST", "/echo", body=object())
+    # Only the one well-formed request reached the server.
+    assert [(r.method, r.path) for r in h1plain.requests] == [("GET", "/hello")]
+    c.close()
+
+
+def test_source_address_is_kept_and_refused_on_use():
+    c = h2pool.HTTPConnection("127.0.0.1", 80, source_address=("127.0.0.1", 0))
+    assert c.source_address == ("127.0.0.1", 0)
+    with pytest.raises(NotImplementedError, match="source address"):
+        c.request("GET", "/")
+    with pytest.raises(NotImplementedError, match="source address"):
+        c.connect()
+
+
+@pytest.mark.timeout(30)
+def test_a_socket_assigned_by_the_caller_is_refused_not_bypassed(h1plain):
+    """Before, a socket assigned to .sock (a Unix socket, a hand-made tunnel) was
+    ignored and the request went to host:port instead."""
+    c = h2pool.HTTPConnection("127.0.0.1", h1plain.port, timeout=10)
+    a, b = socket.socketpair()
+    try:
+        c.sock = a
+        with pytest.raises(NotImplementedError, match="sock"):
+            c.request("GET", "/hello")
+    finally:
+        a.close()
+        b.close()
+    assert h1plain.requests == []
