@@ -46,7 +46,9 @@ import re
 import socket
 import ssl
 import threading
+import urllib.request
 import weakref
+import xmlrpc.client
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future
@@ -79,13 +81,18 @@ __all__ = [
     "HTTP20Connection",
     "HTTP20Response",
     "HTTPConnection",
+    "HTTPHandler",
     "HTTPSConnection",
+    "HTTPSHandler",
     "IncompleteRead",
     "InvalidTarget",
     "NameResolutionError",
     "RemoteDisconnected",
     "SSLHandshakeError",
+    "SafeTransport",
     "StreamResetIncompleteRead",
+    "Transport",
+    "build_opener",
 ]
 
 _HeaderArg = Union[Mapping[Any, Any], Iterable[tuple[Any, Any]]]
@@ -1161,3 +1168,75 @@ class HTTPSConnection(HTTPConnection):
     @staticmethod
     def _decide_secure(secure: bool | None, context: ssl.SSLContext | None) -> bool:
         return True
+
+
+# -- urllib.request and xmlrpc.client on these classes ----------------------------------------
+
+
+class HTTPHandler(urllib.request.HTTPHandler):
+    """A :mod:`urllib.request` handler for ``http://`` URLs on :class:`HTTPConnection`."""
+
+    def http_open(self, req: urllib.request.Request) -> Any:
+        return self.do_open(HTTPConnection, req)  # type: ignore[arg-type]
+
+
+class HTTPSHandler(urllib.request.HTTPSHandler):
+    """A :mod:`urllib.request` handler for ``https://`` URLs on :class:`HTTPSConnection`
+    (h2 by ALPN); ``context`` and ``check_hostname`` as for the stdlib's handler."""
+
+    def https_open(self, req: urllib.request.Request) -> Any:
+        return self.do_open(
+            HTTPSConnection,  # type: ignore[arg-type]
+            req,
+            context=self._context,  # type: ignore[attr-defined]
+            check_hostname=self._check_hostname,  # type: ignore[attr-defined]
+        )
+
+
+def build_opener(*handlers: Any) -> urllib.request.OpenerDirector:
+    """:func:`urllib.request.build_opener` with h2pool's HTTP and HTTPS handlers (unless
+    ``handlers`` has its own, such as ``HTTPSHandler(context=...)``).
+
+    >>> opener = build_opener()                       # doctest: +SKIP
+    >>> opener.open("https://example.org/").read()    # doctest: +SKIP
+
+    Proxies from the environment still go through urllib's ``ProxyHandler``: an
+    ``https://`` URL is tunnelled with CONNECT (:meth:`HTTP20Connection.set_tunnel`).
+    """
+    ours: list[Any] = []
+    for stock, mine in (
+        (urllib.request.HTTPHandler, HTTPHandler),
+        (urllib.request.HTTPSHandler, HTTPSHandler),
+    ):
+        given = any(
+            isinstance(h, stock) or (isinstance(h, type) and issubclass(h, stock)) for h in handlers
+        )
+        if not given:
+            ours.append(mine)
+    return urllib.request.build_opener(*ours, *handlers)
+
+
+class Transport(xmlrpc.client.Transport):
+    """An :mod:`xmlrpc.client` transport for ``http://`` servers on :class:`HTTPConnection`:
+    ``xmlrpc.client.ServerProxy(url, transport=Transport())``."""
+
+    def make_connection(self, host: Any) -> Any:
+        if self._connection and host == self._connection[0]:
+            return self._connection[1]
+        chost, self._extra_headers, _x509 = self.get_host_info(host)
+        conn = HTTPConnection(chost)
+        self._connection = host, conn  # type: ignore[assignment]
+        return conn
+
+
+class SafeTransport(xmlrpc.client.SafeTransport):
+    """The ``https://`` transport on :class:`HTTPSConnection`; ``context`` as in the
+    stdlib's ``SafeTransport``."""
+
+    def make_connection(self, host: Any) -> Any:
+        if self._connection and host == self._connection[0]:
+            return self._connection[1]
+        chost, self._extra_headers, _x509 = self.get_host_info(host)
+        conn = HTTPSConnection(chost, None, context=self.context)  # type: ignore[attr-defined]
+        self._connection = host, conn  # type: ignore[assignment]
+        return conn

@@ -746,3 +746,126 @@ def test_a_socket_assigned_by_the_caller_is_refused_not_bypassed(h1plain):
         a.close()
         b.close()
     assert h1plain.requests == []
+
+
+# -- urllib.request, xmlrpc.client, set_tunnel ----------------------------------------------
+
+
+@pytest.mark.timeout(30)
+def test_urllib_through_the_handlers(nginx, ca_path, h1plain):
+    """urllib sets r.msg = r.reason and passes its default-timeout sentinel: before,
+    getheader() then failed on the reason string."""
+    import urllib.error
+    import urllib.request
+
+    opener = compat.build_opener(compat.HTTPSHandler(context=_ctx(ca_path)))
+    with opener.open(f"https://localhost:{nginx.https_port}/13b") as r:
+        assert isinstance(r, compat.HTTP20Response)
+        assert (r.status, r.msg, r.version) == (200, "OK", 20)
+        assert r.getheader("Content-Length") == "13"
+        assert r.info()["content-length"] == "13"
+        assert r.read() == HELLO
+    with opener.open(f"http://127.0.0.1:{h1plain.port}/echo", data=b"posted") as r:
+        assert (r.version, r.read()) == (11, b"posted")
+    assert h1plain.requests[-1].method == "POST"
+    with pytest.raises(urllib.error.HTTPError) as info:
+        opener.open(f"https://localhost:{nginx.https_port}/404")
+    assert info.value.code == 404
+    with pytest.raises(urllib.error.URLError) as refused:
+        opener.open(f"http://127.0.0.1:{_closed_port()}/")
+    assert isinstance(refused.value.reason, ConnectionRefusedError)
+
+
+@pytest.fixture
+def xmlrpc_server():
+    from xmlrpc.server import SimpleXMLRPCRequestHandler, SimpleXMLRPCServer
+
+    class Handler(SimpleXMLRPCRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as xmlrpc.client expects
+
+    server = SimpleXMLRPCServer(("127.0.0.1", 0), Handler, logRequests=False)
+    server.register_function(lambda a, b: a + b, "add")
+    server.register_function(lambda data: data[::-1], "reverse")
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    t.join(5)
+
+
+@pytest.mark.timeout(30)
+def test_xmlrpc_transport(xmlrpc_server):
+    import xmlrpc.client
+
+    port = xmlrpc_server.server_address[1]
+    transport = compat.Transport()
+    proxy = xmlrpc.client.ServerProxy(f"http://127.0.0.1:{port}/", transport=transport)
+    assert proxy.add(2, 3) == 5
+    blob = "x" * 100_000 + "y"
+    assert proxy.reverse(blob) == blob[::-1]
+    assert isinstance(transport._connection[1], h2pool.HTTPConnection)
+    with pytest.raises(xmlrpc.client.Fault):
+        proxy.missing()
+    proxy("close")()
+
+
+@pytest.mark.timeout(30)
+def test_xmlrpc_safe_transport_speaks_tls(pki, ca_path):
+    """SafeTransport on HTTPSConnection: TLS to an HTTP/1.1 server (the h11 one answers
+    the XML-RPC POST at /echo with the body it got, which is XML the client parses)."""
+    import xmlrpc.client
+
+    server = H1Server(_server_ctx(pki)).start()
+    try:
+        transport = compat.SafeTransport(context=_ctx(ca_path))
+        proxy = xmlrpc.client.ServerProxy(
+            f"https://localhost:{server.port}/echo", transport=transport
+        )
+        # The echoed <methodCall> parses as its own params: what matters is that it
+        # went over TLS, whole, to the server and came back.
+        assert proxy.ping("hello") == "hello"
+        seen = server.requests[-1]
+        assert (seen.method, seen.path) == ("POST", "/echo")
+        assert b"<methodName>ping</methodName>" in seen.body
+        assert seen.headers["content-type"] == "text/xml"
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def tunnel_proxy(tmp_path_factory, nginx):
+    from servers.tinyproxy import start_tinyproxy, tinyproxy_installed
+
+    if not tinyproxy_installed():
+        pytest.skip("tinyproxy is not installed")
+    server = start_tinyproxy(
+        tmp_path_factory.mktemp("tinyproxy"), [nginx.https_port], basic_auth=("al", "pw1")
+    )
+    yield server
+    server.stop()
+
+
+@pytest.mark.timeout(30)
+def test_set_tunnel_goes_through_the_connect_proxy(nginx, ca_path, tunnel_proxy):
+    """Before, set_tunnel raised NotImplementedError."""
+    import base64
+
+    c = h2pool.HTTPSConnection("127.0.0.1", tunnel_proxy.port, context=_ctx(ca_path))
+    token = base64.b64encode(b"al:pw1").decode()
+    c.set_tunnel("localhost", nginx.https_port, headers={"Proxy-Authorization": f"Basic {token}"})
+    c.request("GET", "/13b")
+    resp = c.getresponse()
+    assert (resp.status, resp.version, resp.read()) == (200, 20, HELLO)  # h2 end to end
+    log = tunnel_proxy.wait_for_log(f"CONNECT localhost:{nginx.https_port} ")
+    assert f"CONNECT localhost:{nginx.https_port} " in log
+    with pytest.raises(RuntimeError):
+        c.set_tunnel("localhost", nginx.https_port)
+    c.close()
+    # Without the credentials the proxy refuses the tunnel: an OSError from request().
+    bad = h2pool.HTTPSConnection("127.0.0.1", tunnel_proxy.port, context=_ctx(ca_path))
+    bad.set_tunnel("localhost", nginx.https_port)
+    with pytest.raises(OSError) as info:
+        bad.request("GET", "/13b")
+    assert isinstance(info.value, h2pool.ConnectError)
+    bad.close()
