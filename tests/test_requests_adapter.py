@@ -257,3 +257,50 @@ def test_cleartext_http1(session):
         assert (r.status_code, r.content, r.raw.version) == (200, HELLO, 11)
     finally:
         server.stop()
+
+
+# -- what requests' own HTTPAdapter accepts -------------------------------------------------
+
+
+@pytest.mark.timeout(30)
+def test_credentials_in_the_url_become_basic_auth(session, h1s):
+    """Before: InvalidURL 'credentials in the URL are not supported'."""
+    import base64
+
+    r = session.get(f"https://us%40er:p%3Ass@localhost:{h1s.port}/hello")
+    assert (r.status_code, r.content) == (200, HELLO)
+    seen = h1s.requests[-1]
+    assert seen.path == "/hello"
+    want = "Basic " + base64.b64encode(b"us@er:p:ss").decode()
+    assert seen.headers["authorization"] == want
+
+
+@pytest.mark.timeout(30)
+def test_tls_settings_are_ignored_for_http(session, tmp_path):
+    """Before: cert= (a directory here) broke plain http:// with IsADirectoryError."""
+    server = H1Server(None).start()
+    try:
+        r = session.get(f"http://127.0.0.1:{server.port}/hello", cert=str(tmp_path))
+        assert (r.status_code, r.content) == (200, HELLO)
+        r = session.get(f"http://127.0.0.1:{server.port}/hello", verify=str(tmp_path / "no"))
+        assert r.content == HELLO
+    finally:
+        server.stop()
+
+
+@pytest.mark.timeout(30)
+def test_invalid_ca_path_is_an_oserror(session, nginx):
+    """Before: ValueError; requests raises OSError."""
+    with pytest.raises(OSError, match="invalid path"):
+        session.get(nginx.https_url + "/13b", verify="/nonexistent/ca.pem")
+
+
+@pytest.mark.timeout(30)
+def test_urllib3_timeout_objects(session, h1s):
+    """Before: rejected with a TypeError."""
+    from urllib3.util import Timeout as Urllib3Timeout
+
+    r = session.get(f"https://localhost:{h1s.port}/hello", timeout=Urllib3Timeout(5, 5))
+    assert r.content == HELLO
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        session.get(f"https://localhost:{h1s.port}/stall", timeout=Urllib3Timeout(5, read=0.3))

@@ -24,6 +24,7 @@ Requires the ``requests`` extra: ``pip install h2pool[requests]``.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import types
@@ -31,6 +32,7 @@ import zlib
 from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from typing import Any, cast
+from urllib.parse import urlsplit, urlunsplit
 
 import requests
 from requests.adapters import BaseAdapter
@@ -208,11 +210,25 @@ class H2PoolRawResponse:
         return self.stream()
 
 
+def _seconds(value: Any) -> float | None:
+    """A number of seconds, or None for urllib3's sentinels (its default, no timeout)."""
+    return float(value) if isinstance(value, (int, float)) else None
+
+
 def _timeout(value: Any) -> Timeout | None:
     if value is None:
         return None
     if isinstance(value, Timeout):
         return value
+    if hasattr(type(value), "connect_timeout") and hasattr(type(value), "read_timeout"):
+        # A urllib3 Timeout, which requests passes through as it is. Its read_timeout
+        # needs a started timer when ``total`` is set, so read the parts: the read phase
+        # gets ``read`` capped by ``total`` (h2pool has no whole-request deadline).
+        connect = _seconds(value.connect_timeout)
+        read, total = _seconds(getattr(value, "_read", None)), _seconds(value.total)
+        if total is not None:
+            read = total if read is None else min(read, total)
+        return Timeout(connect=connect, read=read, write=read, pool=connect)
     if isinstance(value, tuple):
         try:
             connect, read = value
@@ -281,6 +297,18 @@ class HTTP2Adapter(BaseAdapter):
         assert url is not None
         if proxies and select_proxy(url, dict(proxies)):
             raise ProxyError("h2pool's HTTP2Adapter does not support proxies", request=request)
+        parts = urlsplit(url)
+        if parts.username is not None or parts.password is not None:
+            # requests has turned them into an Authorization header already (or the
+            # caller's auth= replaced them); they never go on the wire in the URL.
+            host = parts.netloc.rpartition("@")[2]
+            url = urlunsplit(parts._replace(netloc=host))
+        if parts.scheme.lower() != "https":
+            verify, cert = True, None  # TLS settings mean nothing for http://
+        elif isinstance(verify, str) and not os.path.exists(verify):
+            raise OSError(
+                f"Could not find a suitable TLS CA certificate bundle, invalid path: {verify}"
+            )
         client = self.client_for(verify, cert)
         headers: list[tuple[str, str | bytes]] = []
         for name, value in request.headers.items():
