@@ -1,8 +1,8 @@
-"""An :mod:`http.client` drop-in backed by h2pool: :class:`HTTP20Connection`,
-:class:`HTTPConnection` and :class:`HTTPSConnection`.
+"""An `http.client` drop-in backed by h2pool: `HTTP20Connection`,
+`HTTPConnection` and `HTTPSConnection`.
 
 Runs in caller threads. A connection object opens no socket of its own: every object
-with the same TLS configuration shares one lazily created :class:`~h2pool.Client`
+with the same TLS configuration shares one lazily created `h2pool.Client`
 (one I/O thread, pooled connections per origin), so thousands of these objects across
 threads cost a handful of sockets and one thread. An engine is closed when the last
 connection object and the last unfinished response using it are closed.
@@ -13,22 +13,22 @@ connection object and the last unfinished response using it are closed.
 >>> resp.status, resp.version, resp.read()[:15]
 (200, 20, b'<!doctype html>')
 
-Differences from :mod:`http.client`, all deliberate:
+Differences from `http.client`, all deliberate:
 
 * ``request()`` returns an id, and several requests may be outstanding before their
   ``getresponse(id)`` calls, in any order (HTTP/2 multiplexing).
-* Nothing goes in clear that the caller expected encrypted. :class:`HTTPSConnection`
-  is always TLS; :class:`HTTPConnection` means what the stdlib means (plain HTTP/1.1,
-  port 80) unless given ``secure=True`` or an SSL context; :class:`HTTP20Connection` is
+* Nothing goes in clear that the caller expected encrypted. `HTTPSConnection`
+  is always TLS; `HTTPConnection` means what the stdlib means (plain HTTP/1.1,
+  port 80) unless given ``secure=True`` or an SSL context; `HTTP20Connection` is
   TLS on every port unless ``secure=False`` (cleartext HTTP/2 with prior knowledge).
 * ``HTTP20Connection`` insists on HTTP/2 (a server without h2 is a
-  :class:`~h2pool.ConnectError`); the TLS forms of the other two negotiate h2 by ALPN
+  `h2pool.ConnectError`); the TLS forms of the other two negotiate h2 by ALPN
   and fall back to HTTP/1.1 over the same TLS connection.
 * ``timeout``: a number sets every h2pool phase (connect, read, write, pool), a
-  :class:`~h2pool.Timeout` is used as is, ``None`` (or the stdlib's default sentinel)
+  `h2pool.Timeout` is used as is, ``None`` (or the stdlib's default sentinel)
   means h2pool's defaults; ``conn.timeout`` is what was given.
-* Network failures raise h2pool's errors (:class:`~h2pool.H2PoolError`); timeouts are
-  also the builtin :class:`TimeoutError`, like :mod:`socket` timeouts.
+* Network failures raise h2pool's errors (`h2pool.H2PoolError`); timeouts are
+  also the builtin `TimeoutError`, like `socket` timeouts.
 * ``send()`` takes body bytes, never pre-encoded chunk framing: the engine frames the
   body itself (DATA frames, or chunked encoding on HTTP/1.1).
 """
@@ -151,7 +151,7 @@ class IncompleteRead(ConnectionLost, http.client.IncompleteRead):
 
 class StreamResetIncompleteRead(StreamReset, http.client.IncompleteRead):
     """The server reset the stream in the middle of the body (HTTP/2 RST_STREAM);
-    ``error_code`` is its code, ``partial``/``expected`` as for :class:`IncompleteRead`.
+    ``error_code`` is its code, ``partial``/``expected`` as for `IncompleteRead`.
     """
 
     def __init__(self, partial: bytes, expected: int | None, error_code: int) -> None:
@@ -246,7 +246,7 @@ def _check_target(url: str) -> None:
 
 def _check_header(name: str | bytes, value: bytes) -> None:
     """h2pool's header rules (RFC 9110 §5: token names, no CR, LF or NUL in values),
-    raised as :class:`~h2pool.InvalidHeader` (a ``ValueError``) with http.client's words."""
+    raised as `h2pool.InvalidHeader` (a ``ValueError``) with http.client's words."""
     try:
         raw = normalize_name(name)
     except InvalidHeader as exc:
@@ -390,10 +390,10 @@ def _message(resp: Response) -> http.client.HTTPMessage:
 
 
 class HTTP20Response(io.BufferedIOBase):
-    """A response shaped like :class:`http.client.HTTPResponse`.
+    """A response shaped like `http.client.HTTPResponse`.
 
     ``status``, ``reason``, ``version`` (20 for HTTP/2, 11 for HTTP/1.1), ``headers``
-    and ``msg`` (an :class:`http.client.HTTPMessage`), ``getheader``, ``getheaders``,
+    and ``msg`` (an `http.client.HTTPMessage`), ``getheader``, ``getheaders``,
     ``read(amt)``, ``readinto``, ``read1``, ``peek``, ``readline`` and line iteration,
     ``isclosed()`` (true once the body is consumed) and ``closed`` (true after
     ``close()``). The body streams: memory stays bounded however large it is.
@@ -485,7 +485,7 @@ class HTTP20Response(io.BufferedIOBase):
     def read(self, amt: int | None = None) -> bytes:
         """``amt`` bytes (fewer only at the end), or the whole rest; ``b""`` at the end.
 
-        Raises :class:`~h2pool.ReadTimeout`, :class:`~h2pool.ConnectionLost` and the like
+        Raises `h2pool.ReadTimeout`, `h2pool.ConnectionLost` and the like
         if the stream fails; a truncated body is never returned as complete.
         """
         if self._done:
@@ -517,7 +517,7 @@ class HTTP20Response(io.BufferedIOBase):
 
     def _pull(self, amt: int, got: list[bytes] | None = None, partial: bool = False) -> bytes:
         """Up to ``amt`` body bytes (as they arrive if ``partial``); a stream failing
-        midway raises :class:`IncompleteRead` holding ``got`` (what this read has)."""
+        midway raises `IncompleteRead` holding ``got`` (what this read has)."""
         try:
             pipe = self._resp._pipe
             if partial and pipe is not None and not self._resp.is_closed:
@@ -668,13 +668,13 @@ def _coerce_timeout(timeout: object) -> Timeout | None:
 
 
 class HTTP20Connection:
-    """An HTTP/2 connection object with the :class:`http.client.HTTPSConnection` API.
+    """An HTTP/2 connection object with the `http.client.HTTPSConnection` API.
 
     TLS on every port unless ``secure=False`` (cleartext HTTP/2 with prior knowledge,
     h2c). ``host`` may carry the port (``"example.org:8443"``); the default port is 443
     (80 with ``secure=False``). ``ssl_context`` (or ``context``, as in
-    :mod:`http.client`) decides trust; the default verifies against certifi's roots.
-    ``client`` shares an existing :class:`~h2pool.Client` instead of the engine for
+    `http.client`) decides trust; the default verifies against certifi's roots.
+    ``client`` shares an existing `h2pool.Client` instead of the engine for
     that TLS configuration.
     """
 
@@ -734,7 +734,7 @@ class HTTP20Connection:
 
     @staticmethod
     def _split_host(host: str, port: int | None) -> tuple[str, int | None]:
-        """``"host:port"`` and ``"[v6]:port"`` as :mod:`http.client` accepts them."""
+        """``"host:port"`` and ``"[v6]:port"`` as `http.client` accepts them."""
         if port is None:
             i = host.rfind(":")
             j = host.rfind("]")
@@ -791,7 +791,7 @@ class HTTP20Connection:
         self, host: str, port: int | None = None, headers: Mapping[str, str] | None = None
     ) -> None:
         """Reach ``host:port`` through an HTTP CONNECT tunnel, this object's own host and
-        port being the proxy (as in :mod:`http.client`). TLS, when this object is
+        port being the proxy (as in `http.client`). TLS, when this object is
         secure, runs end to end with the origin. ``Proxy-Authorization: Basic ...`` in
         ``headers`` is sent on the CONNECT; other tunnel headers are not supported.
 
@@ -845,9 +845,9 @@ class HTTP20Connection:
         *,
         encode_chunked: bool = False,
     ) -> int:
-        """Send a request; returns its stream id for :meth:`getresponse`.
+        """Send a request; returns its stream id for `getresponse`.
 
-        ``body``: bytes, str (sent as ISO-8859-1, like :mod:`http.client`), a file
+        ``body``: bytes, str (sent as ISO-8859-1, like `http.client`), a file
         object or an iterable of bytes. Never blocks on the network.
         """
         self._validate_method(method)
@@ -916,7 +916,7 @@ class HTTP20Connection:
     def putrequest(
         self, method: str, url: str, skip_host: bool = False, skip_accept_encoding: bool = False
     ) -> None:
-        """Start a request; continue with :meth:`putheader` and :meth:`endheaders`."""
+        """Start a request; continue with `putheader` and `endheaders`."""
         self._validate_method(method)
         self._validate_path(url)
         with self._lock:
@@ -937,9 +937,9 @@ class HTTP20Connection:
             pending.headers.append((name, b", ".join(encoded)))
 
     def endheaders(self, message_body: Any = None, *, encode_chunked: bool = False) -> None:
-        """Finish the headers. The body is ``message_body`` plus what :meth:`send` adds:
+        """Finish the headers. The body is ``message_body`` plus what `send` adds:
         with a declared Content-Length (or Transfer-Encoding) it streams as it comes;
-        otherwise it is collected and sent when :meth:`getresponse` is called."""
+        otherwise it is collected and sent when `getresponse` is called."""
         with self._lock:
             pending = self._pending
             if pending is None or pending.ended:
@@ -1000,7 +1000,7 @@ class HTTP20Connection:
         self._pending = None
 
     def send(self, data: bytes | str | Any) -> None:
-        """Send (part of) the body of the request started with :meth:`putrequest`."""
+        """Send (part of) the body of the request started with `putrequest`."""
         with self._lock:
             pending = self._pending
             if pending is None:
@@ -1038,7 +1038,7 @@ class HTTP20Connection:
     def getresponse(self, stream_id: int | None = None) -> HTTP20Response:
         """The response to ``stream_id`` (default: the oldest outstanding request).
 
-        Blocks until its headers arrive. Raises :class:`http.client.ResponseNotReady`
+        Blocks until its headers arrive. Raises `http.client.ResponseNotReady`
         when there is no such request.
         """
         with self._lock:
@@ -1067,7 +1067,7 @@ class HTTP20Connection:
     def close(self) -> None:
         """Forget outstanding requests (their streams are reset) and release the engine.
 
-        Responses already returned stay readable, as with :mod:`http.client`.
+        Responses already returned stay readable, as with `http.client`.
         """
         with self._lock:
             pending, self._pending = self._pending, None
@@ -1092,7 +1092,7 @@ class HTTP20Connection:
 
 
 class HTTPConnection(HTTP20Connection):
-    """:class:`http.client.HTTPConnection`'s meaning: plain HTTP/1.1, port 80.
+    """`http.client.HTTPConnection`'s meaning: plain HTTP/1.1, port 80.
 
     With ``secure=True`` or an ``ssl_context``/``context`` it is TLS instead (port 443
     by default), negotiating h2 by ALPN and speaking HTTP/1.1 when the server does not
@@ -1125,7 +1125,7 @@ def _default_context(check_hostname: bool) -> ssl.SSLContext:
 
 
 class HTTPSConnection(HTTPConnection):
-    """:class:`http.client.HTTPSConnection`'s meaning: always TLS (port 443 by default),
+    """`http.client.HTTPSConnection`'s meaning: always TLS (port 443 by default),
     h2 by ALPN, HTTP/1.1 when the server does not offer h2.
 
     ``context`` decides trust, as in the stdlib (default: certifi's roots, hostname
@@ -1174,14 +1174,14 @@ class HTTPSConnection(HTTPConnection):
 
 
 class HTTPHandler(urllib.request.HTTPHandler):
-    """A :mod:`urllib.request` handler for ``http://`` URLs on :class:`HTTPConnection`."""
+    """A `urllib.request` handler for ``http://`` URLs on `HTTPConnection`."""
 
     def http_open(self, req: urllib.request.Request) -> Any:
         return self.do_open(HTTPConnection, req)  # type: ignore[arg-type]
 
 
 class HTTPSHandler(urllib.request.HTTPSHandler):
-    """A :mod:`urllib.request` handler for ``https://`` URLs on :class:`HTTPSConnection`
+    """A `urllib.request` handler for ``https://`` URLs on `HTTPSConnection`
     (h2 by ALPN); ``context`` and ``check_hostname`` as for the stdlib's handler."""
 
     def https_open(self, req: urllib.request.Request) -> Any:
@@ -1194,14 +1194,14 @@ class HTTPSHandler(urllib.request.HTTPSHandler):
 
 
 def build_opener(*handlers: Any) -> urllib.request.OpenerDirector:
-    """:func:`urllib.request.build_opener` with h2pool's HTTP and HTTPS handlers (unless
+    """`urllib.request.build_opener` with h2pool's HTTP and HTTPS handlers (unless
     ``handlers`` has its own, such as ``HTTPSHandler(context=...)``).
 
     >>> opener = build_opener()                       # doctest: +SKIP
     >>> opener.open("https://example.org/").read()    # doctest: +SKIP
 
     Proxies from the environment still go through urllib's ``ProxyHandler``: an
-    ``https://`` URL is tunnelled with CONNECT (:meth:`HTTP20Connection.set_tunnel`).
+    ``https://`` URL is tunnelled with CONNECT (`HTTP20Connection.set_tunnel`).
     """
     ours: list[Any] = []
     for stock, mine in (
@@ -1217,7 +1217,7 @@ def build_opener(*handlers: Any) -> urllib.request.OpenerDirector:
 
 
 class Transport(xmlrpc.client.Transport):
-    """An :mod:`xmlrpc.client` transport for ``http://`` servers on :class:`HTTPConnection`:
+    """An `xmlrpc.client` transport for ``http://`` servers on `HTTPConnection`:
     ``xmlrpc.client.ServerProxy(url, transport=Transport())``."""
 
     def make_connection(self, host: Any) -> Any:
@@ -1230,7 +1230,7 @@ class Transport(xmlrpc.client.Transport):
 
 
 class SafeTransport(xmlrpc.client.SafeTransport):
-    """The ``https://`` transport on :class:`HTTPSConnection`; ``context`` as in the
+    """The ``https://`` transport on `HTTPSConnection`; ``context`` as in the
     stdlib's ``SafeTransport``."""
 
     def make_connection(self, host: Any) -> Any:

@@ -1,4 +1,4 @@
-"""A :mod:`requests` transport adapter that sends through h2pool.
+"""A `requests` transport adapter that sends through h2pool.
 
 Runs in caller threads (requests' own). Mount it and keep using requests::
 
@@ -9,7 +9,7 @@ Runs in caller threads (requests' own). Mount it and keep using requests::
     session.mount("https://", HTTP2Adapter())
     r = session.get("https://example.org/")
 
-One adapter owns (or is given) thread-safe :class:`h2pool.Client` objects, so one
+One adapter owns (or is given) thread-safe `h2pool.Client` objects, so one
 session may be shared by many threads. Cookies, redirects, auth and hooks stay
 requests' job. ``verify`` and ``cert`` select a client per TLS configuration (a client
 passed to the constructor serves the default ``verify=True, cert=None``);
@@ -245,7 +245,7 @@ class HTTP2Adapter(BaseAdapter):
     """A requests transport adapter on h2pool: HTTP/2 (or HTTP/1.1 when the server does
     not offer h2), pooled connections shared by every thread using the session.
 
-    ``client``: an :class:`h2pool.Client` to share (not closed by :meth:`close`); it
+    ``client``: an `h2pool.Client` to share (not closed by `close`); it
     serves requests with the default ``verify=True`` and no ``cert``. ``client_kwargs``
     configure the clients the adapter creates itself (``limits``, ``timeout``,
     ``http1``, ``headers``, ...).
@@ -290,7 +290,7 @@ class HTTP2Adapter(BaseAdapter):
         cert: Any = None,
         proxies: Mapping[str, str] | None = None,
     ) -> requests.Response:
-        """Send a prepared request; returns a :class:`requests.Response`."""
+        """Send a prepared request; returns a `requests.Response`."""
         url = request.url
         if isinstance(url, bytes):
             url = url.decode("utf-8")
