@@ -48,6 +48,15 @@ def test_mkdocs_build_strict(tmp_path):
     reference = (tmp_path / "site" / "reference" / "index.html").read_text()
     for name in ("h2pool.Client", "h2pool.Response", "TooManyRedirects", "read_raw"):
         assert name in reference, name
+    import h2pool
+
+    # Every public name has its entry in the reference.
+    missing = [n for n in h2pool.__all__ if n[0] != "_" and f'id="h2pool.{n}"' not in reference]
+    assert missing == [], missing
+    # Docstrings are Markdown: a Sphinx role would show as literal text.
+    for page in (tmp_path / "site").rglob("*.html"):
+        raw = re.findall(r":(?:class|mod|meth|func|attr|exc|data|obj):`[^`]*`", page.read_text())
+        assert raw == [], (page.name, raw[:5])
 
 
 def test_every_page_is_in_the_nav():
