@@ -255,12 +255,15 @@ class Client:
                 )
             )
             return fut
+        # Read before the hand-off: from then on the I/O thread owns req, and a retry
+        # there may already have given it a new pipe (filled by its own replay pump).
+        upload, source = req.upload, req.upload_source
         self._runtime.submit(req)
-        if req.upload is not None and pump_thread:
+        if upload is not None and pump_thread:
             # User file reads and generators never run on the I/O thread (contract).
             threading.Thread(
                 target=pump_body,
-                args=(req.upload_source, req.upload),
+                args=(source, upload),
                 name="h2pool-body-pump",
                 daemon=True,
             ).start()
@@ -272,6 +275,7 @@ class Client:
     def _send(self, req: Request) -> Response:
         """Submit ``req`` and wait for its response, reading a streamed body on this
         thread."""
+        upload, source = req.upload, req.upload_source  # before the hand-off (see _submit)
         fut = self._submit(req, False)
         # Wait on a plain lock released by a done-callback rather than in
         # Future.result(): its Condition wakes the caller while the I/O thread still
@@ -282,8 +286,8 @@ class Client:
         gate.acquire()
         fut.add_done_callback(lambda _f: gate.release())
         try:
-            if req.upload is not None and not fut.done():
-                pump_body(req.upload_source, req.upload)  # the body is read on this thread
+            if upload is not None and not fut.done():
+                pump_body(source, upload)  # the body is read on this thread
             gate.acquire()
             return fut.result()
         except BaseException as exc:
