@@ -277,7 +277,7 @@ def test_large_multipart_upload_keeps_memory_flat(make_client, hypercorn, bigfil
     assert grew < 48 << 20, f"RSS grew {grew >> 20} MiB for a 256 MiB multipart upload"
 
 
-def test_multipart_rewinds_for_a_retry_and_a_307(make_client, hypercorn, tmp_path):
+def test_multipart_body_rewinds_to_its_start_and_nowhere_else(tmp_path):
     path = tmp_path / "a.txt"
     path.write_bytes(b"file contents")
     with path.open("rb") as f:
