@@ -141,6 +141,11 @@ class ConnectionLost(H2PoolError):
     did not were retried on another connection.
     """
 
+    # True when part of the response head had arrived: the server began to answer.
+    # The http.client and requests layers report that case as the stdlib does (the
+    # stdlib ends a head at EOF and then finds the body short).
+    _partial_response = False
+
 
 class ClientClosed(H2PoolError):
     """The client was closed before or while the request ran."""

@@ -132,10 +132,11 @@ class Headers(MutableMapping[str, str]):
     ('a=1, b=2', ['a=1', 'b=2'])
     """
 
-    __slots__ = ("_items", "_raw")
+    __slots__ = ("_items", "_raw", "_wire")
 
     def __init__(self, headers: HeaderTypes | None = None) -> None:
         self._raw: list[tuple[bytes, bytes]] | None = None
+        self._wire: list[tuple[bytes, bytes]] | None = None
         self._items: list[tuple[str, str]] = []
         if headers is not None:
             for name, value in _iter_pairs(headers):
@@ -151,9 +152,17 @@ class Headers(MutableMapping[str, str]):
         """Wrap bytes pairs from h2 without decoding: decoding happens on first access,
         in the caller's thread rather than on the I/O thread."""
         h = cls.__new__(cls)
-        h._raw = raw
+        h._raw = h._wire = raw
         h._items = []
         return h
+
+    def _latin1(self) -> list[tuple[str, str]]:
+        """The pairs as http.client decodes them (ISO-8859-1, byte for byte), for the
+        stdlib-shaped layers; the received bytes while nothing has changed them."""
+        wire = self._wire
+        if wire is None:
+            return list(self._list())
+        return [(n.decode("latin-1"), v.decode("latin-1")) for n, v in wire]
 
     def _list(self) -> list[tuple[str, str]]:
         raw = self._raw
@@ -173,6 +182,7 @@ class Headers(MutableMapping[str, str]):
         items = [(n, v) for n, v in self._list() if n.lower() != key]
         items.append((name, value))
         self._items = items
+        self._wire = None
 
     def __delitem__(self, name: str) -> None:
         key = name.lower()
@@ -181,10 +191,12 @@ class Headers(MutableMapping[str, str]):
         if len(kept) == len(items):
             raise KeyError(name)
         self._items = kept
+        self._wire = None
 
     def add(self, name: str, value: str) -> None:
         """Append a value without replacing existing ones."""
         self._list().append((name, value))
+        self._wire = None
 
     def get_all(self, name: str) -> list[str]:
         """Every value of ``name``, in order; an empty list if absent."""

@@ -53,6 +53,21 @@ _READS_PER_TURN = 64
 _OUT_CAP = 1024 * 1024
 _BODY_CHUNK = 256 * 1024
 
+# Header names go out on HTTP/1.1 in their canonical form (``Content-Type``, as Go's
+# net/http writes them and as servers and tests written against http.client expect);
+# HTTP/2 requires lower case, which is how requests carry them (RFC 9113 §8.2.1).
+# Memoised: programs send the same few names; bounded against one that invents many.
+_CANONICAL: dict[bytes, bytes] = {}
+
+
+def _canonical(name: bytes) -> bytes:
+    out = _CANONICAL.get(name)
+    if out is None:
+        out = b"-".join(part[:1].upper() + part[1:] for part in name.split(b"-"))
+        if len(_CANONICAL) < 512:
+            _CANONICAL[name] = out
+    return out
+
 
 class H1Stream(StreamRecord):
     """The one request in flight on an `H1Conn`; owned by the I/O thread."""
@@ -141,12 +156,12 @@ class H1Conn(ConnectionBase[H1Stream]):
                 continue
             if name == b"te":
                 continue  # "TE: trailers" is for HTTP/2 (see _prepare)
-            out.append((name, value))
-        out.insert(0, (b"host", host))
+            out.append((_canonical(name), value))
+        out.insert(0, (b"Host", host))
         upload = req.upload
         if upload is not None and upload.declared_length is None:
             # RFC 9112 §6.1: a body of unknown length is sent chunked.
-            out.append((b"transfer-encoding", b"chunked"))
+            out.append((b"Transfer-Encoding", b"chunked"))
         return out
 
     def _emit(self, data: bytes) -> None:
@@ -434,7 +449,16 @@ class H1Conn(ConnectionBase[H1Stream]):
         if self._eof:
             # The server closed in the middle of a response (truncated body) or before
             # answering at all (the keep-alive race): a lost connection, not bad syntax.
-            self._lost(ConnectionLost(f"connection to {self.label} closed by the server"), exc)
+            st = self._current()
+            if st is not None and st.got_bytes and not st.status:
+                lost = ConnectionLost(
+                    f"connection to {self.label} closed by the server in the middle of the"
+                    " response head"
+                )
+                lost._partial_response = True
+            else:
+                lost = ConnectionLost(f"connection to {self.label} closed by the server")
+            self._lost(lost, exc)
             return
         # The exception text may quote received header values (cookies): only its type
         # at WARNING, the text at DEBUG.

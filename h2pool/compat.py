@@ -384,7 +384,9 @@ class _Lease:
 
 def _message(resp: Response) -> http.client.HTTPMessage:
     msg = http.client.HTTPMessage()
-    for name, value in resp.headers.items():
+    # Header strings as http.client makes them: ISO-8859-1, byte for byte (requests,
+    # for one, re-encodes a Location that way).
+    for name, value in resp.headers._latin1():
         msg[name] = value  # Message.__setitem__ appends: repeated fields are kept
     return msg
 

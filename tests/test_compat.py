@@ -869,3 +869,23 @@ def test_set_tunnel_goes_through_the_connect_proxy(nginx, ca_path, tunnel_proxy)
         bad.request("GET", "/13b")
     assert isinstance(info.value, h2pool.ConnectError)
     bad.close()
+
+
+@pytest.mark.timeout(30)
+def test_header_strings_are_latin1_like_the_stdlibs():
+    """http.client decodes header bytes as ISO-8859-1; code re-encodes them that way
+    (urllib and requests do for Location). Before, non-ASCII values came out UTF-8-decoded."""
+    server = H1Server(None).start()
+    try:
+        conn = h2pool.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        conn.request("GET", "/latin1")
+        resp = conn.getresponse()
+        assert resp.status == 302
+        location = resp.getheader("Location")
+        assert location == "/š".encode().decode("latin-1")
+        assert location.encode("latin-1") == "/š".encode()
+        assert resp.msg["Location"] == location
+        resp.read()
+        conn.close()
+    finally:
+        server.stop()

@@ -396,3 +396,43 @@ def test_write_error_before_any_body_byte_retries_with_a_live_body(
     assert r.content == b"hello world"
     assert failed == [1]
     assert client.stats()["retries"] == 1
+
+
+@pytest.mark.timeout(30)
+def test_header_names_go_out_in_canonical_case(h1server, make_client):
+    """HTTP/1.1 servers and code written against http.client see ``Host``,
+    ``Content-Length``, ``Transfer-Encoding``, and the user's own names capitalised
+    per word; before, every name went out lower-case as HTTP/2 requires."""
+    server = h1server(tls=False)
+    client = make_client(timeout=FAST)
+    r = client.post(
+        server.url + "/echo",
+        headers={"x-trace-id": "1", "AUTHORIZATION": "Bearer t"},
+        body=b"abc",
+    )
+    assert r.status == 200
+    names = server.requests[-1].raw_names
+    assert names[0] == b"Host"
+    for want in (b"User-Agent", b"Accept", b"Content-Length", b"X-Trace-Id", b"Authorization"):
+        assert want in names
+    assert all(n[:1].isupper() for n in names), names
+
+    def gen():
+        yield b"abc"
+
+    client.post(server.url + "/echo", body=gen())
+    assert b"Transfer-Encoding" in server.requests[-1].raw_names
+
+
+@pytest.mark.timeout(30)
+def test_close_inside_the_response_head_is_connection_lost(h1server, make_client):
+    """A server that closes after part of the head: ConnectionLost, marked as a begun
+    response (the stdlib-shaped layers report it as a short body)."""
+    server = h1server(tls=False)
+    client = make_client(timeout=FAST)
+    with pytest.raises(h2pool.ConnectionLost, match="response head") as info:
+        client.get(server.url + "/half-head")
+    assert info.value._partial_response is True
+    with pytest.raises(h2pool.ConnectionLost) as info:
+        client.get(server.url + "/drop")
+    assert info.value._partial_response is False

@@ -176,7 +176,7 @@ def test_silent_proxy_times_out(nginx, make_client):
 
 
 def test_invalid_proxy_urls():
-    for bad in ("https://127.0.0.1:3128", "socks5://h:1", "http://", "http://h:1/path"):
+    for bad in ("https://127.0.0.1:3128", "socks4://h:1", "http://", "http://h:1/path"):
         with pytest.raises(ValueError):
             h2pool.Client(proxy=bad)
 
@@ -292,3 +292,26 @@ def test_bytes_after_the_connect_answer_are_kept(make_client):
         listener.close()
     assert seen[0].startswith(b"CONNECT origin.test:8080 HTTP/1.1\r\nHost: origin.test:8080\r\n")
     assert seen[1].startswith(b"GET /x HTTP/1.1\r\n")
+
+
+def test_requests_adapter_sends_through_the_proxy_requests_chose(nginx, proxy, content, ca_path):
+    """requests' ``proxies=`` (or its environment) picks the proxy; the adapter tunnels
+    through it. Before, any proxy raised ProxyError."""
+    requests = pytest.importorskip("requests")
+    from h2pool.contrib.requests import HTTP2Adapter
+
+    session = requests.Session()
+    session.trust_env = False
+    session.mount("https://", HTTP2Adapter())
+    try:
+        before = _connects(proxy, nginx.https_port)
+        r = session.get(nginx.https_url + "/1m", proxies={"https": proxy.url}, verify=ca_path)
+        assert r.status_code == 200
+        assert hashlib.sha256(r.content).hexdigest() == content.sha256["/1m"]
+        log = proxy.wait_for_log(f"CONNECT localhost:{nginx.https_port} ", before + 1)
+        assert log.count(f"CONNECT localhost:{nginx.https_port} ") == before + 1
+        # Without proxies= the same session goes direct: no new CONNECT.
+        assert session.get(nginx.https_url + "/13b", verify=ca_path).status_code == 200
+        assert _connects(proxy, nginx.https_port) == before + 1
+    finally:
+        session.close()

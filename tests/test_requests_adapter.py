@@ -197,12 +197,14 @@ def test_connect_timeout(session, h2peer):
 @pytest.mark.timeout(30)
 def test_read_timeout(session, h2peer):
     peer = h2peer(routes={"/stall": "stall_headers", "/body": "stall_body"}, tls=True)
-    with pytest.raises(requests.exceptions.ReadTimeout):
+    with pytest.raises(requests.exceptions.ReadTimeout) as info:
         session.get(peer.https_url + "/stall", timeout=(5, 0.3))
+    assert "Read timed out" in info.value.args[0].args[0]  # urllib3's words, matched by users
     # Mid-body: requests reports ConnectionError there; ours is also a ReadTimeout.
     with pytest.raises(requests.exceptions.ConnectionError) as info:
         session.get(peer.https_url + "/body", timeout=(5, 0.3))
     assert isinstance(info.value, requests.exceptions.ReadTimeout)
+    assert "Read timed out" in str(info.value)
 
 
 @pytest.mark.timeout(30)
@@ -229,9 +231,24 @@ def test_truncated_body_is_chunked_encoding_error(session, h1s):
 
 
 @pytest.mark.timeout(30)
-def test_proxies_are_refused(session, nginx):
+def test_an_unreachable_proxy_is_a_proxy_error(session, nginx):
     with pytest.raises(requests.exceptions.ProxyError):
         session.get(nginx.https_url + "/13b", proxies={"https": "http://127.0.0.1:9"})
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    "proxy, kind",
+    [
+        ("http:/badproxyurl:3128", "InvalidProxyURL"),
+        ("http://:8080", "InvalidProxyURL"),
+        ("https://", "InvalidProxyURL"),
+        ("ftp://127.0.0.1:21", "InvalidSchema"),
+    ],
+)
+def test_malformed_proxy_urls_are_refused_before_any_connection(session, nginx, proxy, kind):
+    with pytest.raises(getattr(requests.exceptions, kind)):
+        session.get(nginx.https_url + "/13b", proxies={"https": proxy})
 
 
 @pytest.mark.timeout(30)
@@ -304,3 +321,82 @@ def test_urllib3_timeout_objects(session, h1s):
     assert r.content == HELLO
     with pytest.raises(requests.exceptions.ReadTimeout):
         session.get(f"https://localhost:{h1s.port}/stall", timeout=Urllib3Timeout(5, read=0.3))
+
+
+@pytest.mark.timeout(30)
+def test_header_strings_are_latin1_as_http_client_gives_them(session):
+    """requests re-encodes a Location as ISO-8859-1 and decodes it as UTF-8; before, the
+    adapter's UTF-8-decoded strings made that raise UnicodeEncodeError."""
+    server = H1Server(None).start()
+    try:
+        r = session.get(server.url + "/latin1")
+        assert r.status_code == 404  # the target does not exist; the redirect was followed
+        assert r.history[0].headers["Location"] == "/š".encode().decode("latin-1")
+        assert server.requests[-1].path == "/%C5%A1"
+    finally:
+        server.stop()
+
+
+@pytest.mark.timeout(30)
+def test_broken_responses_raise_what_requests_raises(session):
+    """A close inside the head: ChunkedEncodingError (http.client ends the head at EOF
+    and finds the chunked body short); two Content-Lengths: InvalidHeader. Before, both
+    were ConnectionError."""
+    server = H1Server(None).start()
+    try:
+        with pytest.raises(requests.exceptions.ChunkedEncodingError):
+            session.get(server.url + "/half-head")
+        with pytest.raises(requests.exceptions.InvalidHeader):
+            session.get(server.url + "/two-lengths")
+        with pytest.raises(requests.exceptions.ConnectionError) as info:
+            session.get(server.url + "/drop")  # no response at all
+        assert not isinstance(info.value, requests.exceptions.ChunkedEncodingError)
+    finally:
+        server.stop()
+
+
+@pytest.mark.timeout(30)
+def test_header_names_keep_requests_casing_on_http1(session):
+    server = H1Server(None).start()
+    try:
+        session.post(server.url + "/echo", data=b"x", headers={"Host": "sample-host"})
+        names = server.requests[-1].raw_names
+        assert names.count(b"Host") == 1 and b"host" not in names
+        assert server.requests[-1].headers["host"] == "sample-host"
+        assert b"Content-Length" in names and b"User-Agent" in names
+    finally:
+        server.stop()
+
+
+@pytest.mark.timeout(30)
+def test_a_session_with_the_adapter_pickles(session, nginx, content):
+    """Before: TypeError, cannot pickle '_thread.lock'. The copy builds its own clients."""
+    import pickle
+
+    assert session.get(nginx.https_url + "/13b").content == HELLO
+    copy = pickle.loads(pickle.dumps(session))
+    try:
+        adapter = copy.get_adapter(nginx.https_url)
+        assert isinstance(adapter, HTTP2Adapter)
+        assert adapter is not session.get_adapter(nginx.https_url)
+        r = copy.get(nginx.https_url + "/1m")
+        assert sha256(r.content) == content.sha256["/1m"]
+    finally:
+        copy.close()
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("timeout", ["foo", (1, "x"), True, -1])
+def test_invalid_timeouts_are_value_errors_with_urllib3s_words(session, nginx, timeout):
+    with pytest.raises(ValueError, match=r"int, float or None|less than or equal to 0"):
+        session.get(nginx.https_url + "/13b", timeout=timeout)
+
+
+@pytest.mark.timeout(30)
+def test_missing_client_certificate_files_are_oserrors(session, nginx, tmp_path):
+    with pytest.raises(OSError, match="TLS certificate file, invalid path"):
+        session.get(nginx.https_url + "/13b", cert=str(tmp_path / "nope.pem"))
+    existing = tmp_path / "c.pem"
+    existing.write_text("")
+    with pytest.raises(OSError, match="TLS key file, invalid path"):
+        session.get(nginx.https_url + "/13b", cert=(str(existing), str(tmp_path / "k.pem")))

@@ -16,8 +16,11 @@ passed to the constructor serves the default ``verify=True, cert=None``);
 ``timeout`` is a number (every phase) or ``(connect, read)``; ``None`` means the
 client's own timeouts rather than waiting forever. h2pool errors become requests'
 (``ConnectionError``, ``ConnectTimeout``, ``ReadTimeout``, ``SSLError``, ...), so code
-written for requests keeps working. Proxies are not supported: a request that
-requests would send through a proxy raises ``ProxyError``.
+written for requests keeps working. Proxies are requests' choice (``proxies=``, and the
+environment when the session trusts it): a request requests sends through a proxy goes
+through a client tunnelling to that proxy (``http://`` proxies, with ``CONNECT``, also
+for ``http://`` URLs; an unsupported proxy scheme raises ``InvalidSchema``). The adapter
+pickles with its session; an unpickled adapter creates its own clients.
 
 Requires the ``requests`` extra: ``pip install h2pool[requests]``.
 """
@@ -41,6 +44,8 @@ from requests.exceptions import (
     ConnectTimeout,
     ContentDecodingError,
     InvalidHeader,
+    InvalidProxyURL,
+    InvalidSchema,
     InvalidURL,
     ProxyError,
     ReadTimeout,
@@ -49,11 +54,18 @@ from requests.exceptions import (
 from requests.exceptions import ConnectionError as RequestsConnectionError
 from requests.exceptions import Timeout as RequestsTimeout
 from requests.structures import CaseInsensitiveDict
-from requests.utils import DEFAULT_ACCEPT_ENCODING, get_encoding_from_headers, select_proxy
+from requests.utils import (
+    DEFAULT_ACCEPT_ENCODING,
+    get_encoding_from_headers,
+    prepend_scheme_if_needed,
+    select_proxy,
+)
+from urllib3.exceptions import LocationParseError
+from urllib3.util import parse_url
 
 from .. import _errors as e
 from .._client import Client
-from .._config import Timeout
+from .._config import ProxyConfig, Timeout
 from .._response import Response
 from ..compat import _message
 
@@ -69,30 +81,55 @@ class BodyReadTimeout(ReadTimeout, RequestsConnectionError):
     and callers may expect ``ReadTimeout``; this is both."""
 
 
-def _map_error(exc: e.H2PoolError, request: Any) -> Exception:
+def _read_timed_out(exc: e.ReadTimeout) -> e.ReadTimeout:
+    """The error with urllib3's wording first, which code written for requests matches
+    (``"Read timed out" in str(err)``)."""
+    return e.ReadTimeout(f"Read timed out. ({exc})")
+
+
+def _bad_response_head(exc: e.H2PoolError) -> bool:
+    """A response head h11 refused for its header fields (urllib3 raises its own
+    ``InvalidHeader`` there, which requests reports as ``InvalidHeader``)."""
+    cause = exc.__cause__
+    return (
+        isinstance(exc, e.ProtocolError)
+        and cause is not None
+        and type(cause).__name__ == "RemoteProtocolError"
+        and "Content-Length" in str(cause)
+    )
+
+
+def _map_error(exc: e.H2PoolError, request: Any, proxied: bool = False) -> Exception:
     """The requests exception for an h2pool error (the original is the ``__cause__``)."""
     kind: type[Exception]
+    arg: Exception = exc
     if isinstance(exc, (e.ConnectTimeout, e.PoolTimeout)):
         kind = ConnectTimeout  # also a ConnectionError, like urllib3's pool exhaustion
     elif isinstance(exc, e.ReadTimeout):
-        kind = ReadTimeout
+        kind, arg = ReadTimeout, _read_timed_out(exc)
     elif isinstance(exc, e.TimeoutError):
         kind = RequestsTimeout
     elif isinstance(exc, e.TLSError):
         kind = SSLError
+    elif isinstance(exc, e.ConnectError) and proxied:
+        kind = ProxyError  # the TCP connection and the tunnel are the proxy's
     elif isinstance(exc, e.InvalidURL):
         kind = InvalidURL
-    elif isinstance(exc, e.InvalidHeader):
+    elif isinstance(exc, e.InvalidHeader) or _bad_response_head(exc):
         kind = InvalidHeader
+    elif isinstance(exc, e.ConnectionLost) and exc._partial_response:
+        # The server began to answer and closed inside the head. http.client ends the
+        # head at EOF and finds the body short, so requests reports a broken body.
+        kind = ChunkedEncodingError
     else:  # ConnectError, ConnectionLost, ProtocolError, StreamReset, ClientClosed, ...
         kind = RequestsConnectionError
-    return kind(exc, request=request)
+    return kind(arg, request=request)
 
 
 def _map_body_error(exc: e.H2PoolError) -> Exception:
     """Errors while reading a body, as requests reports them from urllib3."""
     if isinstance(exc, e.ReadTimeout):
-        return BodyReadTimeout(exc)
+        return BodyReadTimeout(_read_timed_out(exc))
     if isinstance(exc, e.TLSError):
         return SSLError(exc)
     return ChunkedEncodingError(f"Connection broken: {exc}")
@@ -210,6 +247,21 @@ class H2PoolRawResponse:
         return self.stream()
 
 
+def _check_seconds(what: str, value: Any) -> None:
+    """urllib3's validation of one timeout value, with its wording."""
+    if value is None or type(value).__name__ == "_TYPE_DEFAULT":
+        return
+    if isinstance(value, bool):
+        raise ValueError("Timeout cannot be a boolean value. It must be an int, float or None.")
+    if not isinstance(value, (int, float)):
+        raise ValueError(f"Timeout value {what} was {value}, but it must be an int, float or None.")
+    if value <= 0:
+        raise ValueError(
+            f"Attempted to set {what} timeout to {value}, but the timeout cannot be set to a"
+            " value less than or equal to 0."
+        )
+
+
 def _seconds(value: Any) -> float | None:
     """A number of seconds, or None for urllib3's sentinels (its default, no timeout)."""
     return float(value) if isinstance(value, (int, float)) else None
@@ -237,8 +289,51 @@ def _timeout(value: Any) -> Timeout | None:
                 f"Invalid timeout {value}. Pass a (connect, read) timeout tuple, "
                 "or a single float to set both timeouts to the same value."
             ) from exc
+        _check_seconds("connect", connect)
+        _check_seconds("read", read)
         return Timeout(connect=connect, read=read, write=read, pool=connect)
+    _check_seconds("connect", value)
     return Timeout(value)
+
+
+def _proxy_for(url: str, proxies: Mapping[str, str] | None, request: Any) -> str | None:
+    """The proxy URL requests chose for ``url`` (None for a direct connection), checked
+    as requests' own adapter checks it."""
+    if not proxies:
+        return None
+    proxy = select_proxy(url, dict(proxies))
+    if not proxy:
+        return None
+    proxy = prepend_scheme_if_needed(proxy, "http")
+    malformed = "Please check proxy URL. It is malformed and could be missing the host."
+    try:
+        host = parse_url(proxy).host
+    except LocationParseError:
+        host = None
+    if not host:
+        raise InvalidProxyURL(malformed, request=request)
+    try:
+        ProxyConfig.parse(proxy)
+    except ValueError as exc:
+        if "scheme" in str(exc):
+            raise InvalidSchema(f"h2pool cannot use this proxy: {exc}", request=request) from None
+        raise InvalidProxyURL(f"{malformed} ({exc})", request=request) from None
+    return proxy
+
+
+def _check_tls_files(verify: Any, cert: Any) -> None:
+    """requests' checks of the files named by ``verify`` and ``cert``, with its wording."""
+    if isinstance(verify, str) and not os.path.exists(verify):
+        raise OSError(
+            f"Could not find a suitable TLS CA certificate bundle, invalid path: {verify}"
+        )
+    if not cert:
+        return
+    cert_file, key_file = (cert, None) if isinstance(cert, str) else (cert[0], cert[1])
+    if cert_file and not os.path.exists(cert_file):
+        raise OSError(f"Could not find the TLS certificate file, invalid path: {cert_file}")
+    if key_file and not os.path.exists(key_file):
+        raise OSError(f"Could not find the TLS key file, invalid path: {key_file}")
 
 
 class HTTP2Adapter(BaseAdapter):
@@ -256,30 +351,57 @@ class HTTP2Adapter(BaseAdapter):
         for key in ("verify", "cert"):
             if key in client_kwargs:
                 raise TypeError(f"pass {key}= to the request (or the session), not the adapter")
+        for key in ("proxy", "trust_env"):
+            if key in client_kwargs:
+                raise TypeError(
+                    f"requests chooses proxies: pass proxies= to the request or the session,"
+                    f" not {key}= to the adapter"
+                )
         self._client = client
         self._client_kwargs = client_kwargs
-        # _lock guards _clients and _closed; held only for dict updates and Client
-        # construction (no I/O), never while a request runs.
+        self._init_state()
+
+    def _init_state(self) -> None:
+        # _lock guards _clients and _closed; held only for dict lookups and updates,
+        # never while a client is built or a request runs.
         self._lock = threading.Lock()
-        self._clients: dict[tuple[Any, Any], Client] = {}
+        self._clients: dict[tuple[Any, Any, str | None], Client] = {}
         self._closed = False
 
-    def client_for(self, verify: Any = True, cert: Any = None) -> Client:
-        """The client serving ``verify``/``cert`` (created on first use)."""
+    def __getstate__(self) -> dict[str, Any]:
+        # requests pickles a Session with its adapters. Clients (threads, sockets) do
+        # not pickle: the configuration does, and the copy builds its own clients.
+        return {"client_kwargs": self._client_kwargs}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(**state["client_kwargs"])  # type: ignore[misc]
+
+    def client_for(self, verify: Any = True, cert: Any = None, proxy: str | None = None) -> Client:
+        """The client serving ``verify``/``cert`` through ``proxy`` (created on first use)."""
         if isinstance(cert, list):
             cert = tuple(cert)
-        if self._client is not None and verify is True and cert is None:
+        if self._client is not None and verify is True and cert is None and proxy is None:
             return self._client
-        key = (verify, cert)
+        key = (verify, cert, proxy)
         with self._lock:
             if self._closed:
                 raise RequestsConnectionError("the HTTP2Adapter is closed")
             client = self._clients.get(key)
-            if client is None:
-                client = self._clients[key] = Client(
-                    verify=verify, cert=cert, **self._client_kwargs
-                )
+        if client is not None:
             return client
+        # Built outside the lock: construction starts a thread and allocates, and a
+        # collection there may run finalizers that must not find the lock held.
+        client = Client(
+            verify=verify, cert=cert, proxy=proxy, trust_env=False, **self._client_kwargs
+        )
+        with self._lock:
+            closed = self._closed
+            kept = None if closed else self._clients.setdefault(key, client)
+        if kept is not client:
+            client.close()  # another thread built the same one first, or we closed
+        if kept is None:
+            raise RequestsConnectionError("the HTTP2Adapter is closed")
+        return kept
 
     def send(
         self,
@@ -295,8 +417,7 @@ class HTTP2Adapter(BaseAdapter):
         if isinstance(url, bytes):
             url = url.decode("utf-8")
         assert url is not None
-        if proxies and select_proxy(url, dict(proxies)):
-            raise ProxyError("h2pool's HTTP2Adapter does not support proxies", request=request)
+        proxy = _proxy_for(url, proxies, request)
         parts = urlsplit(url)
         if parts.username is not None or parts.password is not None:
             # requests has turned them into an Authorization header already (or the
@@ -305,11 +426,9 @@ class HTTP2Adapter(BaseAdapter):
             url = urlunsplit(parts._replace(netloc=host))
         if parts.scheme.lower() != "https":
             verify, cert = True, None  # TLS settings mean nothing for http://
-        elif isinstance(verify, str) and not os.path.exists(verify):
-            raise OSError(
-                f"Could not find a suitable TLS CA certificate bundle, invalid path: {verify}"
-            )
-        client = self.client_for(verify, cert)
+        else:
+            _check_tls_files(verify, cert)
+        client = self.client_for(verify, cert, proxy)
         headers: list[tuple[str, str | bytes]] = []
         for name, value in request.headers.items():
             if name.lower() == "accept-encoding" and value == DEFAULT_ACCEPT_ENCODING:
@@ -327,7 +446,7 @@ class HTTP2Adapter(BaseAdapter):
                 follow_redirects=False,  # requests follows them itself
             )
         except e.H2PoolError as exc:
-            raise _map_error(exc, request) from exc
+            raise _map_error(exc, request, proxy is not None) from exc
         return self.build_response(request, resp, time.monotonic() - start)
 
     def build_response(
@@ -336,7 +455,9 @@ class HTTP2Adapter(BaseAdapter):
         r = requests.Response()
         r.status_code = resp.status
         joined: dict[str, str] = {}
-        for name, value in resp.headers.items():
+        # ISO-8859-1 strings, as http.client gives requests (which re-encodes a
+        # Location that way before decoding it as UTF-8).
+        for name, value in resp.headers._latin1():
             joined[name] = f"{joined[name]}, {value}" if name in joined else value
         r.headers = CaseInsensitiveDict(joined)
         r.encoding = get_encoding_from_headers(r.headers)

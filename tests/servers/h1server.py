@@ -24,8 +24,13 @@ and ``h11.Connection``. Behaviour is chosen per request path::
 ``/malformed``      a status line that is not HTTP
 ``/stall``          never answer (until the server stops)
 ``/drop``           close the connection at once, without a response
+``/half-head``      a status line and one header field, then close (no blank line)
+``/two-lengths``    two different Content-Length fields
+``/latin1``         302 whose Location carries the UTF-8 bytes of ``/š`` (requests decodes
+                    header strings as ISO-8859-1 and re-encodes them to read that)
 
-Recorded for assertions: ``requests`` (``(conn_index, method, path, headers, body)``),
+Recorded for assertions: ``requests`` (``(conn_index, method, path, headers, body,
+raw_names)``; ``raw_names`` are the header names as they came on the wire),
 ``connections`` (accepted count) and ``dropped`` (requests closed without a response).
 """
 
@@ -60,6 +65,7 @@ class Seen:
     path: str
     headers: dict[str, str]
     body: bytes
+    raw_names: list[bytes]
 
 
 class _Drop(Exception):
@@ -169,6 +175,7 @@ class H1Server:
                 path,
                 {n.decode(): v.decode() for n, v in req.headers},
                 body,
+                [n for n, _ in req.headers.raw_items()],
             )
             with self._cond:
                 self.requests.append(seen)
@@ -279,6 +286,20 @@ class H1Server:
             return False
         elif path == "/malformed":
             sock.sendall(b"HTTP/1.1 2x0 Nope\r\n\r\n")
+            return False
+        elif path == "/half-head":
+            sock.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n")
+            return False
+        elif path == "/two-lengths":
+            sock.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 16\r\nContent-Length: 32\r\n\r\n" + b"x" * 32
+            )
+            return False
+        elif path == "/latin1":
+            location = "/š".encode()
+            sock.sendall(
+                b"HTTP/1.1 302 Found\r\nContent-Length: 0\r\nLocation: " + location + b"\r\n\r\n"
+            )
             return False
         elif path == "/stall":
             self._stopping.wait(30)
