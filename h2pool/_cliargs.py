@@ -116,8 +116,8 @@ def parser() -> argparse.ArgumentParser:
         "-x",
         "--proxy",
         default=None,
-        metavar="[http://]HOST:PORT",
-        help="HTTP proxy (CONNECT tunnel)",
+        metavar="[SCHEME://]HOST:PORT",
+        help="proxy: http:// (CONNECT tunnel, the default), socks5:// or socks5h://",
     )
     p.add_argument(
         "-m",

@@ -63,7 +63,12 @@ class Client:
 
     ``proxy="http://[user:password@]host:port"`` sends every request through that HTTP
     proxy, tunnelled with ``CONNECT`` (TLS stays end to end; ``http://`` origins are
-    tunnelled too). With ``trust_env=True`` (the default) ``https_proxy``, ``http_proxy``,
+    tunnelled too). ``proxy="socks5h://[user:password@]host[:port]"`` does the same
+    through a SOCKS5 proxy (RFC 1928, port 1080 by default; credentials by RFC 1929
+    username/password), which resolves the origin's name; with ``socks5://`` the client
+    resolves it and sends the address. A proxy's refusal, a rejected password or a
+    proxy that answers garbage raises `h2pool.ConnectError` naming the proxy (never the
+    credentials). With ``trust_env=True`` (the default) ``https_proxy``, ``http_proxy``,
     ``all_proxy`` and ``no_proxy`` (and their upper-case forms) are read when the Client
     is created; ``no_proxy`` does not exclude localhost unless it is listed.
 
@@ -111,8 +116,9 @@ class Client:
         self._follow_redirects = follow_redirects
         self._max_redirects = max_redirects
         self._h2c = http2_prior_knowledge
-        # proxy="http://[user:pass@]host:port" tunnels every origin with CONNECT; with
-        # trust_env, https_proxy / http_proxy / all_proxy / no_proxy are read once, here.
+        # proxy="http://[user:pass@]host:port" tunnels every origin with CONNECT (socks5://
+        # and socks5h:// with SOCKS5); with trust_env, https_proxy / http_proxy / all_proxy /
+        # no_proxy are read once, here.
         self._proxies = Proxies.build(proxy, trust_env)
         # ALPN: h2 first; http/1.1 only when the fallback is allowed. A failed TLS or
         # ALPN negotiation never falls back to cleartext.

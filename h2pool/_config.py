@@ -1,4 +1,4 @@
-"""Configuration value types: `Timeout` and `Limits`.
+"""Configuration value types: `Timeout`, `Limits` and the proxy settings.
 
 Frozen dataclasses, safe to share between threads.
 """
@@ -10,6 +10,7 @@ import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 from urllib.parse import unquote, urlsplit
 
 __all__ = ["Limits", "Proxies", "ProxyConfig", "Timeout"]
@@ -139,17 +140,34 @@ class Limits:
             raise ValueError("keepalive_expiry must be positive or None")
 
 
+# What the proxy speaks: HTTP CONNECT, or SOCKS5 with the client ("socks5") or the proxy
+# ("socks5h") resolving the origin's name.
+ProxyKind = Literal["http", "socks5", "socks5h"]
+
+# scheme -> (kind, default port)
+_SCHEMES: dict[str, tuple[ProxyKind, int]] = {
+    "http": ("http", 80),
+    "socks5": ("socks5", 1080),
+    "socks5h": ("socks5h", 1080),
+}
+
+
 @dataclass(frozen=True)
 class ProxyConfig:
-    """One HTTP proxy reached over cleartext TCP and asked for tunnels with CONNECT.
+    """One proxy reached over cleartext TCP that opens tunnels to origins.
 
-    ``auth`` is the ``Proxy-Authorization`` value built from the URL's userinfo; it is
-    sent on the CONNECT only and never appears in ``repr``, logs or error messages.
+    ``kind`` is ``"http"`` (asked with ``CONNECT``), ``"socks5"`` (RFC 1928; the client
+    resolves the origin's name and sends the address, as curl and PySocks do) or
+    ``"socks5h"`` (the proxy resolves the name). ``credentials`` is the URL's
+    ``(user, password)``: ``Proxy-Authorization: Basic`` on the CONNECT, or RFC 1929
+    username/password authentication with a SOCKS5 proxy. It is sent to the proxy only
+    and never appears in ``repr``, logs or error messages.
     """
 
     host: str
     port: int
-    auth: bytes | None = field(default=None, repr=False)
+    kind: ProxyKind = "http"
+    credentials: tuple[str, str] | None = field(default=None, repr=False)
 
     @property
     def label(self) -> str:
@@ -157,10 +175,23 @@ class ProxyConfig:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
 
+    @property
+    def is_socks(self) -> bool:
+        return self.kind != "http"
+
+    @property
+    def auth(self) -> bytes | None:
+        """The ``Proxy-Authorization`` value for an HTTP proxy's CONNECT, if any."""
+        if self.credentials is None or self.is_socks:
+            return None
+        cred = f"{self.credentials[0]}:{self.credentials[1]}"
+        return b"Basic " + base64.b64encode(cred.encode("utf-8"))
+
     @classmethod
     def parse(cls, url: str) -> ProxyConfig:
-        """Parse ``http://[user:password@]host[:port]`` (port 80 when left out).
+        """Parse ``scheme://[user:password@]host[:port]``.
 
+        ``http://`` (port 80 when left out), ``socks5://`` or ``socks5h://`` (port 1080).
         A URL without a scheme is taken as ``http://``, like curl does.
         """
         if not isinstance(url, str):
@@ -173,21 +204,31 @@ class ProxyConfig:
             port = parts.port
         except ValueError as exc:
             raise ValueError(f"invalid proxy URL: {exc}") from None
-        if parts.scheme.lower() != "http":
+        scheme = _SCHEMES.get(parts.scheme.lower())
+        if scheme is None:
             raise ValueError(
-                f"unsupported proxy scheme {parts.scheme!r}: only http:// proxies (CONNECT) are"
-                " supported"
+                f"unsupported proxy scheme {parts.scheme!r}: only http:// (CONNECT), socks5://"
+                " and socks5h:// proxies are supported"
             )
         host = parts.hostname
         if not host:
             raise ValueError("proxy URL has no host")
         if parts.path not in ("", "/") or parts.query or parts.fragment:
             raise ValueError("a proxy URL is scheme://[user:password@]host[:port], nothing more")
-        auth = None
+        kind, default_port = scheme
+        credentials = None
         if parts.username is not None:
-            cred = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
-            auth = b"Basic " + base64.b64encode(cred.encode("utf-8"))
-        return cls(host, port if port is not None else 80, auth)
+            credentials = (unquote(parts.username), unquote(parts.password or ""))
+            if kind != "http" and not (
+                0 < len(credentials[0].encode("utf-8")) <= 255
+                and len(credentials[1].encode("utf-8")) <= 255
+            ):
+                # RFC 1929: one length byte each (and a user name of at least 1 byte).
+                raise ValueError(
+                    "a SOCKS5 proxy user name must be 1 to 255 bytes and its password at"
+                    " most 255 bytes (UTF-8)"
+                )
+        return cls(host, port if port is not None else default_port, kind, credentials)
 
 
 def _no_proxy_entries(value: str) -> tuple[str, ...]:

@@ -5,9 +5,11 @@ literals) that posts its answer back to the loop. The TCP connect and the TLS ha
 are non-blocking and driven by the I/O thread's selector, so a slow or silent server
 costs a timer, not a thread, and ``Timeout.connect`` covers all three steps.
 
-Through a proxy, DNS and TCP go to the proxy instead, then an ``HTTP CONNECT`` exchange
-(non-blocking too, within the same connect timeout) opens a tunnel to the origin, and
-TLS runs end to end through it with the origin's name for SNI and verification.
+Through a proxy, DNS and TCP go to the proxy instead, then an ``HTTP CONNECT`` exchange,
+or a SOCKS5 one (RFC 1928/1929; messages in ``_socks.py``), non-blocking too and within
+the same connect timeout, opens a tunnel to the origin, and TLS runs end to end through
+it with the origin's name for SNI and verification. For ``socks5://`` the origin's name
+is resolved here first, on the same kind of resolver thread, and its address is sent.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import ssl
 import threading
 from collections.abc import Callable
 
+from . import _socks
 from ._config import ProxyConfig
 from ._errors import ConnectError, ConnectTimeout, H2PoolError, TLSError
 from ._loop import IOLoop, Timer
@@ -62,8 +65,14 @@ class Dialer:
         # Where the TCP connection goes: the origin, or the proxy that tunnels to it.
         self._dial_host = proxy.host if proxy is not None else host
         self._dial_port = proxy.port if proxy is not None else port
+        # Bytes of the proxy exchange (CONNECT or SOCKS5) still to send / read so far.
         self._connect_out = b""
         self._connect_in = b""
+        # SOCKS5: the address sent for the origin, and the message being read: how long
+        # it is given its first bytes (``_socks.connect_reply_length``), what handles it.
+        self._socks_dest = host
+        self._socks_need: Callable[[bytes], int] = len
+        self._socks_then: Callable[[bytes], None] = self._on_socks_connect_reply
         self._ctx = ssl_context
         self._on_done = on_done
         self._addrs: list[tuple[int, tuple[object, ...]]] = []
@@ -85,25 +94,56 @@ class Dialer:
         """What the TCP connection goes to, for messages: the origin or the proxy."""
         if self.proxy is None:
             return f"{self.host}:{self.port}"
+        if self.proxy.is_socks:
+            return f"SOCKS5 proxy {self.proxy.label}"
         return f"proxy {self.proxy.label}"
 
     def start(self) -> None:
+        if self.proxy is not None and self.proxy.kind == "socks5" and not _is_ip(self.host):
+            # socks5:// (not socks5h://): the client resolves the origin, like curl.
+            self._spawn_resolver(self.host, self.port, self._on_origin_resolved)
+            return
+        self._dial()
+
+    def _dial(self) -> None:
         if _is_ip(self._dial_host):
             fam = socket.AF_INET6 if ":" in self._dial_host else socket.AF_INET
             self._addrs = [(fam, (self._dial_host, self._dial_port))]
             self._try_next()
             return
-        threading.Thread(target=self._resolve, name="h2pool-resolve", daemon=True).start()
+        self._spawn_resolver(self._dial_host, self._dial_port, self._on_resolved)
 
-    def _resolve(self) -> None:  # resolver thread
+    def _spawn_resolver(self, host: str, port: int, then: _OnResolved) -> None:
+        args = (host, port, then)
+        threading.Thread(
+            target=self._resolve, args=args, name="h2pool-resolve", daemon=True
+        ).start()
+
+    def _resolve(self, host: str, port: int, then: _OnResolved) -> None:  # resolver thread
         try:
-            infos = socket.getaddrinfo(self._dial_host, self._dial_port, type=socket.SOCK_STREAM)
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
             addrs = [(fam, addr) for fam, _, _, _, addr in infos]
-            self._loop.call_soon_threadsafe(self._on_resolved, addrs, None)
+            self._loop.call_soon_threadsafe(then, addrs, None)
         except OSError as exc:
-            self._loop.call_soon_threadsafe(self._on_resolved, [], exc)
+            self._loop.call_soon_threadsafe(then, [], exc)
 
     # -- I/O thread from here -------------------------------------------------------------
+    def _on_origin_resolved(
+        self, addrs: list[tuple[int, tuple[object, ...]]], exc: OSError | None
+    ) -> None:
+        if self._done:
+            return
+        if exc is not None or not addrs:
+            msg = (
+                f"cannot resolve {self.host!r} (socks5:// proxies get an address resolved"
+                f" here; socks5h:// lets the proxy resolve names): {exc}"
+            )
+            self._finish(None, ConnectError(msg), exc)
+            return
+        # The first address, in getaddrinfo's (RFC 6724) order: one CONNECT, no fallback.
+        self._socks_dest = str(addrs[0][1][0])
+        self._dial()
+
     def _on_resolved(
         self, addrs: list[tuple[int, tuple[object, ...]]], exc: OSError | None
     ) -> None:
@@ -154,6 +194,9 @@ class Dialer:
             self._try_next()
             return
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.proxy is not None and self.proxy.is_socks:
+            self._start_socks()
+            return
         if self.proxy is not None:
             self._start_tunnel()
             return
@@ -247,6 +290,89 @@ class Dialer:
             msg = f"{self._target} refused CONNECT {dest}: {status} {reason[:80]}"
         self._finish(None, ConnectError(msg.rstrip()), None)
 
+    # -- SOCKS5 through the proxy (RFC 1928, RFC 1929) ----------------------------------------
+    # Each step sends one message and reads exactly the proxy's answer (recv never past
+    # its end: what follows belongs to the tunnel), then hands it to the next step.
+    def _start_socks(self) -> None:
+        assert self.proxy is not None
+        offer = self.proxy.credentials is not None
+        self._socks_exchange(_socks.greeting(offer), lambda _: 2, self._on_socks_method)
+
+    def _on_socks_method(self, reply: bytes) -> None:
+        assert self.proxy is not None
+        creds = self.proxy.credentials
+        method = _socks.check_greeting_reply(reply, creds is not None)
+        if method == _socks.AUTH_USERPASS and creds is not None:
+            request = _socks.auth_request(*creds)
+            self._socks_exchange(request, lambda _: 2, self._on_socks_auth)
+            return
+        self._send_socks_connect()
+
+    def _on_socks_auth(self, reply: bytes) -> None:
+        _socks.check_auth_reply(reply)
+        self._send_socks_connect()
+
+    def _send_socks_connect(self) -> None:
+        request = _socks.connect_request(self._socks_dest, self.port)
+        self._socks_exchange(request, _socks.connect_reply_length, self._on_socks_connect_reply)
+
+    def _on_socks_connect_reply(self, reply: bytes) -> None:
+        dest = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        if self._socks_dest != self.host:
+            dest += f" (resolved here to {self._socks_dest})"
+        _socks.check_connect_reply(reply, dest)
+        self._after_tunnel()
+
+    def _socks_exchange(
+        self, message: bytes, need: Callable[[bytes], int], then: Callable[[bytes], None]
+    ) -> None:
+        self._connect_out = message
+        self._connect_in = b""
+        self._socks_need = need
+        self._socks_then = then
+        self._send_socks(0)
+
+    def _send_socks(self, mask: int) -> None:
+        sock = self._sock
+        assert sock is not None
+        try:
+            sent = sock.send(self._connect_out)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as exc:
+            self._finish(None, ConnectError(f"{self._target} failed during SOCKS5: {exc}"), exc)
+            return
+        self._connect_out = self._connect_out[sent:]
+        if self._connect_out:
+            self._watch(selectors.EVENT_WRITE, self._send_socks)
+        else:
+            self._watch(selectors.EVENT_READ, self._read_socks)
+
+    def _read_socks(self, mask: int) -> None:
+        sock = self._sock
+        assert sock is not None
+        # The CONNECT reply's length is known only from its first bytes: read up to what
+        # is known so far, then again, until it is complete or the socket has no more.
+        while (want := self._socks_need(self._connect_in) - len(self._connect_in)) > 0:
+            try:
+                got = sock.recv(want)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                msg = f"{self._target} failed during SOCKS5: {exc}"
+                self._finish(None, ConnectError(msg), exc)
+                return
+            if not got:
+                msg = f"{self._target} closed the connection during the SOCKS5 exchange"
+                self._finish(None, ConnectError(msg), None)
+                return
+            self._connect_in += got
+        reply, self._connect_in = self._connect_in, b""
+        try:
+            self._socks_then(reply)
+        except _socks.SocksError as exc:
+            self._finish(None, ConnectError(f"{self._target} {exc}"), None)
+
     def _after_tunnel(self) -> None:
         sock = self._sock
         assert sock is not None
@@ -301,7 +427,7 @@ class Dialer:
     def _on_timeout(self, seconds: float) -> None:
         self._timer = None
         if not self._done:
-            via = f" through proxy {self.proxy.label}" if self.proxy is not None else ""
+            via = f" through {self._target}" if self.proxy is not None else ""
             self._finish(
                 None,
                 ConnectTimeout(f"connecting to {self.host}:{self.port}{via} took over {seconds} s"),
@@ -341,6 +467,9 @@ class Dialer:
             self._sock = None
         self._on_done(self, result, error)
 
+
+# A resolver thread's answer: addresses, or the error; posted to the I/O thread.
+_OnResolved = Callable[[list[tuple[int, tuple[object, ...]]], "OSError | None"], None]
 
 # Most a proxy's answer to CONNECT may take up to its blank line.
 _MAX_CONNECT_RESPONSE = 64 * 1024
