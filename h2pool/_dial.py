@@ -71,6 +71,12 @@ class Dialer:
         # SOCKS5: the address sent for the origin, and the message being read: how long
         # it is given its first bytes (``_socks.connect_reply_length``), what handles it.
         self._socks_dest = host
+        # socks5://: the origin's own resolution runs beside the proxy's dial and
+        # handshake. _origin is False when there is none to do, None while it runs,
+        # then True or the OSError it failed with; _connect_waiting says the handshake
+        # is done and waits for it.
+        self._origin: OSError | bool | None = False
+        self._connect_waiting = False
         self._socks_need: Callable[[bytes], int] = len
         self._socks_then: Callable[[bytes], None] = self._on_socks_connect_reply
         self._ctx = ssl_context
@@ -100,9 +106,11 @@ class Dialer:
 
     def start(self) -> None:
         if self.proxy is not None and self.proxy.kind == "socks5" and not _is_ip(self.host):
-            # socks5:// (not socks5h://): the client resolves the origin, like curl.
+            # socks5:// (not socks5h://): the client resolves the origin, like curl, while
+            # the proxy is dialled and greeted; a failure surfaces when the CONNECT would
+            # go out (as with PySocks: the proxy has seen the greeting by then).
+            self._origin = None
             self._spawn_resolver(self.host, self.port, self._on_origin_resolved)
-            return
         self._dial()
 
     def _dial(self) -> None:
@@ -134,15 +142,14 @@ class Dialer:
         if self._done:
             return
         if exc is not None or not addrs:
-            msg = (
-                f"cannot resolve {self.host!r} (socks5:// proxies get an address resolved"
-                f" here; socks5h:// lets the proxy resolve names): {exc}"
-            )
-            self._finish(None, ConnectError(msg), exc)
-            return
-        # The first address, in getaddrinfo's (RFC 6724) order: one CONNECT, no fallback.
-        self._socks_dest = str(addrs[0][1][0])
-        self._dial()
+            self._origin = exc if exc is not None else OSError("no address")
+        else:
+            # The first address, in getaddrinfo's (RFC 6724) order: one CONNECT, no
+            # fallback.
+            self._socks_dest = str(addrs[0][1][0])
+            self._origin = True
+        if self._connect_waiting:
+            self._send_socks_connect()
 
     def _on_resolved(
         self, addrs: list[tuple[int, tuple[object, ...]]], exc: OSError | None
@@ -313,6 +320,17 @@ class Dialer:
         self._send_socks_connect()
 
     def _send_socks_connect(self) -> None:
+        origin = self._origin
+        if origin is None:  # still resolving: _on_origin_resolved comes back here
+            self._connect_waiting = True
+            return
+        if isinstance(origin, OSError):
+            msg = (
+                f"cannot resolve {self.host!r} (socks5:// proxies get an address resolved"
+                f" here; socks5h:// lets the proxy resolve names): {origin}"
+            )
+            self._finish(None, ConnectError(msg), origin)
+            return
         request = _socks.connect_request(self._socks_dest, self.port)
         self._socks_exchange(request, _socks.connect_reply_length, self._on_socks_connect_reply)
 

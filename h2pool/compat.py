@@ -47,6 +47,7 @@ import socket
 import ssl
 import threading
 import urllib.request
+import warnings
 import weakref
 import xmlrpc.client
 from collections import OrderedDict, deque
@@ -1105,6 +1106,32 @@ class HTTPConnection(HTTP20Connection):
     default_port = 80
     _http1 = True
 
+    def __init__(
+        self,
+        host: str,
+        port: int | None = None,
+        timeout: Timeout | float | None = None,
+        source_address: tuple[str, int] | None = None,
+        blocksize: int = 8192,
+        *,
+        secure: bool | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        context: ssl.SSLContext | None = None,
+        client: Client | None = None,
+    ) -> None:
+        # The stdlib's positional order (host, port, timeout, source_address, blocksize).
+        super().__init__(
+            host,
+            port,
+            secure=secure,
+            ssl_context=ssl_context,
+            timeout=timeout,
+            context=context,
+            source_address=source_address,
+            blocksize=blocksize,
+            client=client,
+        )
+
     @staticmethod
     def _decide_secure(secure: bool | None, context: ssl.SSLContext | None) -> bool:
         if secure is False and context is not None:
@@ -1132,7 +1159,11 @@ class HTTPSConnection(HTTPConnection):
 
     ``context`` decides trust, as in the stdlib (default: certifi's roots, hostname
     checked); ``check_hostname=False`` turns off the hostname check of the context
-    given or of the default one, keeping certificate verification.
+    given or of the default one, keeping certificate verification. ``key_file``,
+    ``cert_file`` and ``check_hostname`` are deprecated as in the stdlib (a warning says
+    so); a client certificate loads into the context given, or into a new default one,
+    never into the one shared by other connection objects. Post-handshake client
+    authentication stays off: HTTP/2 forbids it (RFC 8740).
     """
 
     default_port = 443
@@ -1141,16 +1172,32 @@ class HTTPSConnection(HTTPConnection):
         self,
         host: str,
         port: int | None = None,
-        *,
-        context: ssl.SSLContext | None = None,
+        key_file: str | None = None,
+        cert_file: str | None = None,
         timeout: Timeout | float | None = None,
         source_address: tuple[str, int] | None = None,
-        blocksize: int = 8192,
+        *,
+        context: ssl.SSLContext | None = None,
         check_hostname: bool | None = None,
+        blocksize: int = 8192,
         ssl_context: ssl.SSLContext | None = None,
         client: Client | None = None,
     ) -> None:
+        # The stdlib's positional order (host, port, key_file, cert_file, timeout, ...).
+        if key_file is not None or cert_file is not None or check_hostname is not None:
+            warnings.warn(
+                "key_file, cert_file and check_hostname are deprecated, use a custom context"
+                " instead.",
+                DeprecationWarning,
+                stacklevel=2,
+            )
         context = context or ssl_context
+        if cert_file is not None:
+            if context is None:
+                context = ssl.create_default_context(cafile=certifi.where())
+            context.load_cert_chain(cert_file, key_file)
+        elif key_file is not None:
+            raise ValueError("key_file needs cert_file")
         if check_hostname is not None:
             if context is None:
                 context = _default_context(check_hostname)

@@ -414,6 +414,7 @@ def test_host_port_parsing():
 
 
 @pytest.mark.timeout(30)
+@pytest.mark.filterwarnings("ignore:key_file, cert_file and check_hostname:DeprecationWarning")
 @pytest.mark.parametrize(
     "make",
     [
@@ -889,3 +890,31 @@ def test_header_strings_are_latin1_like_the_stdlibs():
         conn.close()
     finally:
         server.stop()
+
+
+def test_constructor_arguments_in_the_stdlibs_positional_order():
+    """``HTTPConnection(host, port, timeout)`` and ``HTTPSConnection(host, port,
+    key_file, cert_file, timeout)`` as in http.client; before, timeout was keyword-only."""
+    conn = h2pool.HTTPConnection("127.0.0.1", 8080, 7.5, ("127.0.0.1", 0), 4096)
+    assert (conn.port, conn.timeout, conn.source_address, conn.blocksize) == (
+        8080,
+        7.5,
+        ("127.0.0.1", 0),
+        4096,
+    )
+    sconn = h2pool.HTTPSConnection("127.0.0.1", 8443, None, None, 3)
+    assert (sconn.port, sconn.timeout) == (8443, 3)
+
+
+def test_deprecated_tls_arguments_warn_and_never_touch_the_shared_context(pki, tmp_path):
+    cert = pki.ca.issue_cert("client.example")
+    pem = tmp_path / "client.pem"
+    cert.private_key_and_cert_chain_pem.write_to_path(str(pem))
+    with pytest.warns(DeprecationWarning, match="check_hostname are deprecated"):
+        plain = h2pool.HTTPSConnection("127.0.0.1", 8443, check_hostname=False)
+    with pytest.warns(DeprecationWarning):
+        with_cert = h2pool.HTTPSConnection("127.0.0.1", 8443, cert_file=str(pem))
+    shared = h2pool.HTTPSConnection("127.0.0.1", 8443).ssl_context
+    assert with_cert.ssl_context is not shared
+    assert plain.ssl_context is not shared  # its own check_hostname=False default
+    assert with_cert.ssl_context.post_handshake_auth is False  # RFC 8740

@@ -444,9 +444,26 @@ def test_silent_socks_proxy_times_out(make_client):
         client.close()
 
 
-def test_unresolvable_origin_with_socks5(make_client):
-    client = make_client(proxy=f"socks5://127.0.0.1:{free_port()}", timeout=10.0)
+def test_unresolvable_origin_with_socks5(fake_socks, make_client):
+    """socks5:// resolves the origin beside the proxy's dial and greeting; a name that
+    does not resolve fails where the CONNECT would go, after the greeting (as PySocks
+    does: requests' own tests count the proxy's connections), and no CONNECT is sent."""
+
+    def script(peer: FakeSocks) -> None:
+        _accept_no_auth(peer)
+        peer.want(1)  # the client closes instead of sending a CONNECT
+
+    peer = fake_socks(script)
+    client = make_client(proxy=peer.url("socks5"), timeout=10.0)
     with pytest.raises(h2pool.ConnectError, match=r"cannot resolve 'nonexistent\.invalid'"):
+        client.get("https://nonexistent.invalid/")
+    peer.done()
+    assert peer.received == [b"\x05\x01\x00", b""]
+
+
+def test_socks5_proxy_down_is_reported_before_the_origin_name(make_client):
+    client = make_client(proxy=f"socks5://127.0.0.1:{free_port()}", timeout=10.0)
+    with pytest.raises(h2pool.ConnectError, match="refused"):
         client.get("https://nonexistent.invalid/")
 
 

@@ -18,8 +18,9 @@ client's own timeouts rather than waiting forever. h2pool errors become requests
 (``ConnectionError``, ``ConnectTimeout``, ``ReadTimeout``, ``SSLError``, ...), so code
 written for requests keeps working. Proxies are requests' choice (``proxies=``, and the
 environment when the session trusts it): a request requests sends through a proxy goes
-through a client tunnelling to that proxy (``http://`` proxies, with ``CONNECT``, also
-for ``http://`` URLs; an unsupported proxy scheme raises ``InvalidSchema``). The adapter
+through a client tunnelling to that proxy (``http://`` proxies with ``CONNECT``, also
+for ``http://`` URLs, and ``socks5://``/``socks5h://``; another scheme raises
+``InvalidSchema``). The adapter
 pickles with its session; an unpickled adapter creates its own clients.
 
 Requires the ``requests`` extra: ``pip install h2pool[requests]``.
