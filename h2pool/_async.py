@@ -97,6 +97,7 @@ class AsyncClient:
         retries: Retries | None = None,
         event_hooks: EventHooks | None = None,
         transport: Transport | None = None,
+        local_address: str | tuple[str, int] | None = None,
     ) -> None:
         if client is not None:
             if not isinstance(client, Client):
@@ -118,6 +119,7 @@ class AsyncClient:
                 or retries is not None
                 or event_hooks is not None
                 or transport is not None
+                or local_address is not None
             )
             if configured:
                 raise TypeError(
@@ -144,6 +146,7 @@ class AsyncClient:
                 retries=retries,
                 event_hooks=event_hooks,
                 transport=transport,
+                local_address=local_address,
             )
             self._owned = True
         self._dispatch: Dispatcher = self._client._dispatch

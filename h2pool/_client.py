@@ -22,7 +22,7 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING
 
 from ._auth import AuthTypes
-from ._config import Limits, Proxies, Timeout
+from ._config import Limits, Proxies, Timeout, local_socket_address
 from ._content import DataTypes, FilesTypes, ParamTypes
 from ._dial import make_ssl_context
 from ._dispatch import Dispatcher, EventHooks
@@ -72,6 +72,11 @@ class Client:
     ``all_proxy`` and ``no_proxy`` (and their upper-case forms) are read when the Client
     is created; ``no_proxy`` does not exclude localhost unless it is listed.
 
+    ``local_address="192.0.2.7"`` (or ``("192.0.2.7", port)``) binds each connection's
+    socket to that local IP address before connecting, for hosts with several addresses
+    or interfaces; only destinations of the same family (IPv4 or IPv6) are tried. A
+    fixed port suits one connection at a time.
+
     One background I/O thread (started on the first request) owns every socket.
     Requests from any thread are multiplexed as streams over a few pooled connections
     per origin.
@@ -101,6 +106,7 @@ class Client:
         retries: Retries | None = None,
         event_hooks: EventHooks | None = None,
         transport: Transport | None = None,
+        local_address: str | tuple[str, int] | None = None,
     ) -> None:
         if verify is False:
             warnings.warn(
@@ -135,6 +141,7 @@ class Client:
                 h2c=self._h2c,
                 stall_timeout=self._timeout.write,
                 proxies=self._proxies,
+                local_address=local_socket_address(local_address),
             )
         )
         self._dispatch = Dispatcher(

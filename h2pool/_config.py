@@ -231,6 +231,31 @@ class ProxyConfig:
         return cls(host, port if port is not None else default_port, kind, credentials)
 
 
+def local_socket_address(value: str | tuple[str, int] | None) -> tuple[str, int] | None:
+    """``local_address=`` checked and made a socket address: an IP literal (names are
+    refused: binding must not wait for DNS) and a port, 0 for any."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        host, port = value, 0
+    elif isinstance(value, tuple) and len(value) == 2:
+        host, port = value
+    else:
+        raise TypeError("local_address must be an IP address string or an (ip, port) tuple")
+    if not isinstance(host, str) or not isinstance(port, int) or isinstance(port, bool):
+        raise TypeError("local_address must be an IP address string or an (ip, port) tuple")
+    if host in ("", "0.0.0.0"):
+        host = "0.0.0.0"
+    else:
+        try:
+            host = str(ipaddress.ip_address(host.strip("[]")))
+        except ValueError:
+            raise ValueError(f"local_address must be an IP address, not {host!r}") from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"local_address port out of range: {port}")
+    return (host, port)
+
+
 def _no_proxy_entries(value: str) -> tuple[str, ...]:
     out = []
     for raw in value.split(","):

@@ -57,8 +57,10 @@ class Dialer:
         connect_timeout: float | None,
         on_done: Callable[[Dialer, DialResult | None, H2PoolError | None], None],
         proxy: ProxyConfig | None = None,
+        local_address: tuple[str, int] | None = None,
     ) -> None:
         self._loop = loop
+        self._local = local_address
         self.host = host
         self.port = port
         self.proxy = proxy
@@ -166,6 +168,16 @@ class Dialer:
 
     def _try_next(self) -> None:
         self._drop_socket()
+        local = self._local
+        if local is not None:
+            # A bound socket reaches only destinations of its own family.
+            want = socket.AF_INET6 if ":" in local[0] else socket.AF_INET
+            kept = [(fam, addr) for fam, addr in self._addrs if fam == want]
+            if not kept and self._addrs:
+                self._last_error = OSError(
+                    f"no address of {self._target} matches local_address {local[0]}"
+                )
+            self._addrs = kept
         while self._addrs:
             fam, addr = self._addrs.pop(0)
             try:
@@ -175,6 +187,13 @@ class Dialer:
                 continue
             sock.setblocking(False)
             self._sock = sock
+            if local is not None:
+                try:
+                    sock.bind(local)
+                except OSError as exc:
+                    self._last_error = OSError(exc.errno, f"cannot bind to {local!r}: {exc}")
+                    self._drop_socket()
+                    continue
             err = sock.connect_ex(addr)
             if err in (0, 115, 36, 10035):  # 0, EINPROGRESS (Linux 115, BSD 36), WSAEWOULDBLOCK
                 self._watch(selectors.EVENT_WRITE, self._on_connected)

@@ -173,7 +173,14 @@ class OriginPool:
         connect_timeout = self.queue[0].timeout.connect if self.queue else None
         proxy = pool.proxies.for_origin(self.scheme, self.host)
         dialer = Dialer(
-            pool.loop, self.host, self.port, ctx, connect_timeout, self._on_dialed, proxy
+            pool.loop,
+            self.host,
+            self.port,
+            ctx,
+            connect_timeout,
+            self._on_dialed,
+            proxy,
+            pool.local_address,
         )
         self.dialers.append(dialer)
         dialer.start()
@@ -408,8 +415,10 @@ class Pool:
         h2c: bool = False,
         stall_timeout: float | None = 30.0,
         proxies: Proxies | None = None,
+        local_address: tuple[str, int] | None = None,
     ) -> None:
         self.loop = loop
+        self.local_address = local_address  # every dial binds to it (Client's option)
         # Per client, so an origin's connections always take the same route (direct or
         # one proxy): the origin key needs no proxy in it.
         self.proxies = proxies if proxies is not None else Proxies()

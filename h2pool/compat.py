@@ -59,7 +59,7 @@ from urllib.parse import quote, urlsplit
 import certifi
 
 from ._client import Client
-from ._config import Timeout
+from ._config import Timeout, local_socket_address
 from ._errors import (
     ConnectError,
     ConnectionLost,
@@ -260,7 +260,7 @@ def _check_header(name: str | bytes, value: bytes) -> None:
 
 # -- shared engines ----------------------------------------------------------------------
 
-_EngineKey = tuple[bool, bool, int, Union[str, None]]
+_EngineKey = tuple[bool, bool, int, Union[str, None], Union[tuple[str, int], None]]
 
 
 class _Engine:
@@ -289,9 +289,13 @@ _deferred: deque[_Engine] = deque()
 
 
 def _acquire(
-    secure: bool, http1: bool, context: ssl.SSLContext | None, proxy: str | None = None
+    secure: bool,
+    http1: bool,
+    context: ssl.SSLContext | None,
+    proxy: str | None = None,
+    source: tuple[str, int] | None = None,
 ) -> _Engine:
-    key = (secure, http1, id(context) if context is not None else 0, proxy)
+    key = (secure, http1, id(context) if context is not None else 0, proxy, source)
     with _engines_lock:
         engine = _engines.get(key)
         if engine is not None:
@@ -311,6 +315,7 @@ def _acquire(
         # http.client reads no proxy variables (urllib does, and calls set_tunnel).
         proxy=proxy,
         trust_env=False,
+        local_address=source,
     )
     fresh = _Engine(client, context)
     fresh.users = 1
@@ -706,7 +711,8 @@ class HTTP20Connection:
         self.timeout = timeout  # as given, like http.client; the engine uses _timeout
         self._timeout = _coerce_timeout(timeout)
         self.blocksize = blocksize
-        # Kept as given; connecting with one raises (the engine's dialer does not bind).
+        # Every connection of this object's engine binds to it (engines are shared per
+        # source address; a fixed port suits one connection at a time, as in the stdlib).
         self.source_address = source_address
         self.debuglevel = 0
         self.sock = None  # http.client compatibility: there is no socket of our own
@@ -753,17 +759,15 @@ class HTTP20Connection:
 
     # -- engine ------------------------------------------------------------------------------
     def _client(self) -> Client:
-        if self.source_address is not None:
-            raise NotImplementedError(
-                "h2pool's connections are opened by its I/O thread, which does not bind a "
-                "source address: source_address must be None"
-            )
         if self._own_client is not None:
             return self._own_client
         lease = self._lease
         if lease is None:
             context = self.ssl_context if self.secure else None
-            engine = _acquire(self.secure, self._http1, context, self._proxy)
+            source = self.source_address
+            if source is not None:
+                source = local_socket_address((source[0] or "0.0.0.0", source[1]))
+            engine = _acquire(self.secure, self._http1, context, self._proxy, source)
             lease = self._lease = _Lease(self, engine)
         return lease.engine.client
 
@@ -823,9 +827,7 @@ class HTTP20Connection:
         self._base = self._origin(host, self._tunnel_port)
 
     def connect(self) -> None:
-        """Take this object's engine (connections themselves are opened on demand).
-
-        Raises ``NotImplementedError`` if a ``source_address`` was given."""
+        """Take this object's engine (connections themselves are opened on demand)."""
         self._client()
 
     def _target(self, url: str) -> str:

@@ -534,3 +534,28 @@ def test_stats_has_one_shape_before_during_and_after(nginx, make_client):
     after = client.stats()
     assert set(after) == keys
     assert after["connections"] == 0 and after["connections_opened"] == 1
+
+
+@pytest.mark.timeout(30)
+def test_local_address_binds_each_connection(make_client):
+    """Client(local_address=...) binds the socket before connecting: the server sees
+    that source address (127.0.0.2 is loopback on Linux). Before, there was no way to."""
+    from servers.h1server import H1Server
+
+    server = H1Server(None).start()
+    try:
+        client = make_client(local_address="127.0.0.2")
+        r = client.get(f"http://127.0.0.1:{server.port}/hello")
+        assert r.content == b"Hello, world!"
+    finally:
+        server.stop()
+    assert [host for host, _ in server.peers] == ["127.0.0.2"]
+
+
+def test_local_address_is_checked_at_construction():
+    with pytest.raises(ValueError, match="IP address"):
+        h2pool.Client(local_address="localhost")
+    with pytest.raises(TypeError):
+        h2pool.Client(local_address=("127.0.0.1", "80"))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="out of range"):
+        h2pool.Client(local_address=("127.0.0.1", 70000))

@@ -724,15 +724,6 @@ def test_control_characters_are_refused_before_anything_is_sent(h1plain):
     c.close()
 
 
-def test_source_address_is_kept_and_refused_on_use():
-    c = h2pool.HTTPConnection("127.0.0.1", 80, source_address=("127.0.0.1", 0))
-    assert c.source_address == ("127.0.0.1", 0)
-    with pytest.raises(NotImplementedError, match="source address"):
-        c.request("GET", "/")
-    with pytest.raises(NotImplementedError, match="source address"):
-        c.connect()
-
-
 @pytest.mark.timeout(30)
 def test_a_socket_assigned_by_the_caller_is_refused_not_bypassed(h1plain):
     """Before, a socket assigned to .sock (a Unix socket, a hand-made tunnel) was
@@ -918,3 +909,18 @@ def test_deprecated_tls_arguments_warn_and_never_touch_the_shared_context(pki, t
     assert with_cert.ssl_context is not shared
     assert plain.ssl_context is not shared  # its own check_hostname=False default
     assert with_cert.ssl_context.post_handshake_auth is False  # RFC 8740
+
+
+@pytest.mark.timeout(30)
+def test_source_address_binds_the_connection():
+    """http.client's source_address: the server sees the request come from it. Before,
+    NotImplementedError."""
+    server = H1Server(None).start()
+    try:
+        conn = h2pool.HTTPConnection("127.0.0.1", server.port, 10, ("127.0.0.3", 0))
+        conn.request("GET", "/hello")
+        assert conn.getresponse().read() == b"Hello, world!"
+        conn.close()
+    finally:
+        server.stop()
+    assert [host for host, _ in server.peers] == ["127.0.0.3"]

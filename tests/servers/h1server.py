@@ -31,6 +31,7 @@ and ``h11.Connection``. Behaviour is chosen per request path::
 
 Recorded for assertions: ``requests`` (``(conn_index, method, path, headers, body,
 raw_names)``; ``raw_names`` are the header names as they came on the wire),
+``peers`` (each connection's client address),
 ``connections`` (accepted count) and ``dropped`` (requests closed without a response).
 """
 
@@ -77,6 +78,7 @@ class H1Server:
         self.tls = tls
         self.requests: list[Seen] = []
         self.connections = 0
+        self.peers: list[tuple[str, int]] = []  # each accepted connection's client address
         self.dropped = 0
         self._cond = threading.Condition()  # guards the three records above
         self._stopping = threading.Event()
@@ -132,12 +134,13 @@ class H1Server:
     def _accept_loop(self) -> None:
         while not self._stopping.is_set():
             try:
-                sock, _ = self._listener.accept()
+                sock, peer = self._listener.accept()
             except OSError:
                 return
             with self._cond:
                 index = self.connections
                 self.connections += 1
+                self.peers.append(peer)
                 self._cond.notify_all()
             self._spawn(self._serve, f"h1server-conn-{index}", sock, index)
 
