@@ -91,9 +91,11 @@ def verbose_summary(client: Client, n: int) -> None:
     s = client.stats()
     for origin, o in s["per_origin"].items():
         for c in o["connections"]:
+            tls = f" over {c['tls_version']} ({c['tls_cipher']})" if c["tls_version"] else ""
             print(
-                f"* connection to {origin}: {c['http_version']}, {c['requests']} request(s), "
-                f"max {c['max_streams']} streams, {c['bytes_received']} bytes received",
+                f"* connection to {origin} at {c['peer']}: {c['http_version']}{tls}, "
+                f"{c['requests']} request(s), max {c['max_streams']} streams, "
+                f"{c['bytes_received']} bytes received",
                 file=sys.stderr,
             )
     print(

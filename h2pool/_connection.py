@@ -92,6 +92,9 @@ class ConnectionInfo(TypedDict):
     requests: int
     bytes_sent: int
     bytes_received: int
+    peer: str  # "address:port" the socket is connected to (the proxy's when tunnelled)
+    tls_version: str | None  # "TLSv1.3", or None in cleartext
+    tls_cipher: str | None
 
 
 class Origin(Protocol):
@@ -346,6 +349,21 @@ class ConnectionBase(Generic[S]):
         self.requests_started = 0
         self.resets_sent = 0
         self.goaway_received = False
+        # Read once: fixed for the connection's life, and stats() must not do syscalls.
+        try:
+            peer = sock.getpeername()
+            host = f"[{peer[0]}]" if ":" in str(peer[0]) else str(peer[0])
+            self._peer = f"{host}:{peer[1]}"
+        except (OSError, IndexError, TypeError):
+            self._peer = ""
+        if isinstance(sock, ssl.SSLSocket):
+            cipher = sock.cipher()
+            self._tls: tuple[str | None, str | None] = (
+                sock.version(),
+                cipher[0] if cipher else None,
+            )
+        else:
+            self._tls = (None, None)
         self._setup()
 
     def _setup(self) -> None:
@@ -378,6 +396,9 @@ class ConnectionBase(Generic[S]):
             "requests": self.requests_started,
             "bytes_sent": self.bytes_sent,
             "bytes_received": self.bytes_received,
+            "peer": self._peer,
+            "tls_version": self._tls[0],
+            "tls_cipher": self._tls[1],
         }
 
     # -- lifecycle ---------------------------------------------------------------------------

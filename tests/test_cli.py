@@ -430,7 +430,10 @@ def test_verbose_shows_the_exchange(nginx, ca_path):
     assert "> user-agent: ua/2\n" in err
     assert "< HTTP/2 200 OK\n" in err
     assert "resolves to 127.0.0.1" in err
-    assert "* connection to " in err
+    # The peer address, the negotiated protocol and the TLS version, as curl -v shows.
+    port = nginx.https_url.rsplit(":", 1)[1]
+    want = f"* connection to https://localhost:{port} at 127.0.0.1:{port}: HTTP/2 over TLSv1."
+    assert want in err
 
 
 def test_url_without_scheme_and_accepted_options(nginx):

@@ -600,6 +600,8 @@ def test_stats_shape_and_per_connection_details(nginx, make_client, content):
         assert conn["idle_since"] is None  # busy
         assert conn["requests"] == 2
         assert conn["bytes_sent"] > 0 and conn["bytes_received"] > 1000
+        assert conn["peer"] == f"127.0.0.1:{nginx.https_port}"
+        assert conn["tls_version"] in ("TLSv1.2", "TLSv1.3") and conn["tls_cipher"]
     # Closing the response early resets its stream; the connection is idle again.
     wait_until(lambda: client.stats()["open_streams"] == 0)
     stats = client.stats()
