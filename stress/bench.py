@@ -1482,7 +1482,7 @@ def write_chart(results: dict[str, Any], path: Path) -> None:
     for r in rows:
         per = best.setdefault(r["client"], {})
         per[r["threads"]] = max(per.get(r["threads"], 0.0), r["rps"])
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
+    fig, ax = plt.subplots(figsize=(10, 5), dpi=100)
     for client in ALL_CLIENTS:
         if client not in best:
             continue
@@ -1505,7 +1505,8 @@ def write_chart(results: dict[str, Any], path: Path) -> None:
         fontsize=10,
     )
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    # Beside the plot, never over a line.
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
