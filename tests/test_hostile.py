@@ -9,6 +9,8 @@ client succeeds afterwards. The autouse fixture checks threads and fds.
 from __future__ import annotations
 
 import concurrent.futures
+import socket
+import threading
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -30,6 +32,7 @@ from hyperframe.frame import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from servers.rawpeer import (
+    PREFACE,
     RawConnection,
     RawPeer,
     hostile_first,
@@ -301,6 +304,38 @@ def test_a5_endless_1xx_is_not_progress(rawpeer, make_client):
 
 
 # -- A6 / A7: SETTINGS and PING floods --------------------------------------------------------
+
+
+class _CountingCondition(threading.Condition):
+    notifies = 0
+
+    def notify_all(self) -> None:
+        self.notifies += 1
+        super().notify_all()
+
+
+@pytest.mark.timeout(30)
+def test_peer_wakes_its_waiters_once_per_read_not_once_per_frame(rawpeer):
+    # The floods below send 100k frames. When the peer's reader woke the waiters once
+    # per frame, each waiter re-ran a predicate that scans every frame received: with
+    # threads switching every microsecond (--switch-interval 1e-6) the A6 test's wait
+    # for 100k SETTINGS ACKs took over a minute. One wake-up per recv() keeps it linear.
+    n = 5000
+    ready = threading.Event()
+    counting = _CountingCondition()
+
+    def script(conn: RawConnection) -> None:
+        conn._cond = counting
+        ready.set()
+        conn.stall()
+
+    peer = rawpeer(script)
+    with socket.create_connection(("127.0.0.1", peer.port), timeout=10) as sock:
+        assert ready.wait(10)
+        sock.sendall(PREFACE + SettingsFrame(0).serialize() * n)
+        conn = peer.connections[0]
+        assert conn.wait_for(lambda c: len(c.frames) >= n, 10)
+        assert counting.notifies <= n * 9 // 1024 + 8  # at most one per KiB received
 
 
 @pytest.mark.timeout(40)

@@ -291,13 +291,18 @@ class RawConnection:
                     if not self.preface_ok:
                         break
                     del buf[: len(PREFACE)]
-                while len(buf) >= 9:
-                    f, length = Frame.parse_frame_header(memoryview(buf[:9]))
-                    if len(buf) < 9 + length:
+                parsed: list[Frame] = []
+                at = 0
+                while len(buf) - at >= 9:
+                    f, length = Frame.parse_frame_header(memoryview(buf[at : at + 9]))
+                    if len(buf) - at < 9 + length:
                         break
-                    f.parse_body(memoryview(bytes(buf[9 : 9 + length])))
-                    del buf[: 9 + length]
-                    self._on_frame(f, block)
+                    f.parse_body(memoryview(bytes(buf[at + 9 : at + 9 + length])))
+                    at += 9 + length
+                    parsed.append(f)
+                del buf[:at]
+                if parsed:
+                    self._on_frames(parsed, block)
         except Exception as exc:
             self.peer._record_error(exc)
         finally:
@@ -305,24 +310,30 @@ class RawConnection:
                 self.eof = True
                 self._cond.notify_all()
 
-    def _on_frame(self, f: Frame, block: list[Frame]) -> None:
-        if self.peer.ping_ack and isinstance(f, PingFrame) and "ACK" not in f.flags:
-            ack = PingFrame(0)
-            ack.flags.add("ACK")
-            ack.opaque_data = f.opaque_data
-            self.send(ack)
+    def _on_frames(self, frames: list[Frame], block: list[Frame]) -> None:
+        # One wake-up per recv(), not per frame: a flood of 100k tiny frames woke every
+        # waiter 100k times, and each waiter's predicate scans ``frames``; with threads
+        # switching every microsecond that quadratic cost took tens of seconds.
+        if self.peer.ping_ack:
+            for f in frames:
+                if isinstance(f, PingFrame) and "ACK" not in f.flags:
+                    ack = PingFrame(0)
+                    ack.flags.add("ACK")
+                    ack.opaque_data = f.opaque_data
+                    self.send(ack)
         with self._cond:
-            self.frames.append(f)
-            if isinstance(f, (HeadersFrame, ContinuationFrame)):
-                block.append(f)
-                if "END_HEADERS" in f.flags:
-                    data = b"".join(x.data for x in block)
-                    sid = block[0].stream_id
-                    block.clear()
-                    headers = self.decoder.decode(data, raw=True)
-                    self.requests[sid] = [
-                        (n.decode("latin-1"), v.decode("latin-1")) for n, v in headers
-                    ]
+            for f in frames:
+                self.frames.append(f)
+                if isinstance(f, (HeadersFrame, ContinuationFrame)):
+                    block.append(f)
+                    if "END_HEADERS" in f.flags:
+                        data = b"".join(x.data for x in block)
+                        sid = block[0].stream_id
+                        block.clear()
+                        headers = self.decoder.decode(data, raw=True)
+                        self.requests[sid] = [
+                            (n.decode("latin-1"), v.decode("latin-1")) for n, v in headers
+                        ]
             self._cond.notify_all()
 
 
