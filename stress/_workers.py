@@ -26,11 +26,19 @@ def kill_current() -> None:
 
 
 def run_worker(
-    script: str | Path, spec: dict[str, Any], timeout: float, cwd: str | Path | None = None
+    script: str | Path,
+    spec: dict[str, Any],
+    timeout: float,
+    cwd: str | Path | None = None,
+    python: str | None = None,
 ) -> dict[str, Any]:
-    """Run ``script --_worker spec`` and return its result, or ``{"fatal": ...}``."""
+    """Run ``script --_worker spec`` and return its result, or ``{"fatal": ...}``.
+
+    ``python`` is the interpreter (default: this one); compare.py runs some clients
+    in a virtual environment of their own.
+    """
     global _current
-    cmd = [sys.executable, str(Path(script).resolve()), "--_worker", json.dumps(spec)]
+    cmd = [python or sys.executable, str(Path(script).resolve()), "--_worker", json.dumps(spec)]
     proc = subprocess.Popen(
         cmd,
         stdout=subprocess.PIPE,
