@@ -163,11 +163,23 @@ class OriginPool:
             return
         if limits.strict_max_streams and live and not self.http1:
             return  # strict: saturation queues, it never opens another connection
-        # One dial serves many waiters (a connection carries ~100 streams); dial more in
-        # parallel only when the queue is larger than the dials in flight can absorb.
-        per_conn = 1 if self.http1 else min(100, self._peer_max_streams or 100)
-        if self.dialers and len(self.queue) <= per_conn * len(self.dialers):
-            return
+        if self.dialers:
+            # One dial serves many waiters; dial more in parallel only when the queue is
+            # larger than the dials in flight will carry, counted at the limit the
+            # origin's last SETTINGS announced (capped by ours). Until an origin has
+            # sent SETTINGS that limit is unknown, and one dial at a time (as Go's
+            # pool dials) waits for it: 256 waiters counted at an assumed 100 per
+            # connection made three connections where nginx's 128 needs two.
+            if self.http1:
+                per_conn = 1
+            elif self._peer_max_streams is None:
+                return
+            else:
+                cap = limits.max_streams_per_connection
+                per_conn = self._peer_max_streams or 100
+                per_conn = per_conn if cap is None else min(cap, per_conn)
+            if len(self.queue) <= per_conn * len(self.dialers):
+                return
         pool = self.pool
         ctx = pool.ssl_context if self.scheme == "https" else None
         connect_timeout = self.queue[0].timeout.connect if self.queue else None

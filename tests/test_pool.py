@@ -72,6 +72,41 @@ def _origin(stats: dict, url: str) -> dict:
     return entry
 
 
+# -- dials: as many connections as the server's stream limit needs -----------------------
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("warm", [False, True], ids=["cold", "warm"])
+def test_256_streams_at_nginx_128_per_connection_open_two_connections(nginx, make_client, warm):
+    # 256 streams held open at once; nginx allows 128 per connection. The pool counted
+    # the dials in flight at 100 streams each (and, cold, dialled before any SETTINGS
+    # told it the limit), so it opened a third connection, cold or warm.
+    n = 256
+    client = make_client(
+        limits=h2pool.Limits(stream_window=65535),  # 256 unread 1 MiB bodies stay small
+        timeout=h2pool.Timeout(10, pool=30),
+    )
+    if warm:
+        assert client.get(nginx.https_url + "/13b").content == b"Hello, world!"
+    barrier = threading.Barrier(n)
+
+    def open_stream(_: int) -> h2pool.Response:
+        barrier.wait(10)
+        return client.request("GET", nginx.https_url + "/1m", stream=True)
+
+    with cf.ThreadPoolExecutor(n) as ex:
+        responses = list(ex.map(open_stream, range(n)))
+    try:
+        assert [r.status for r in responses] == [200] * n
+        stats = client.stats()
+        entry = _origin(stats, nginx.https_url)
+        assert sorted(c["active_streams"] for c in entry["connections"]) == [128, 128]
+        assert stats["connections_opened"] == 2
+    finally:
+        for r in responses:
+            r.close()
+
+
 # -- nginx http2_max_concurrent_streams 4 ------------------------------------------------
 
 
