@@ -435,7 +435,10 @@ def _kill_nginx(server) -> None:
     for task in Path(f"/proc/{server.proc.pid}/task").iterdir():
         children = (task / "children").read_text().split()
         pids += [int(p) for p in children]
-    for pid in reversed(pids):
+    # The master first: killed after a worker, it could fork a replacement worker
+    # (which keeps the listening socket) in between, and the test's "nothing listens
+    # now" request was then answered.
+    for pid in pids:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
