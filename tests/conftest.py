@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import os
 import shutil
+import sys
 import threading
 import time
 import warnings
@@ -30,11 +31,40 @@ from servers.sparse import SparseFiles
 LEAK_GRACE = 2.0  # seconds the engine gets to join threads and close fds after a test
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--switch-interval",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="sys.setswitchinterval() for the run: 1e-6 makes the GIL switch threads "
+        "about every microsecond, so races that need an unlucky switch show up "
+        "(stress/race_suite.py runs the suite repeatedly this way)",
+    )
+
+
+_saved_switch_interval: list[float] = []
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    interval = config.getoption("--switch-interval")
+    if interval is not None:
+        _saved_switch_interval.append(sys.getswitchinterval())
+        sys.setswitchinterval(interval)
     config.addinivalue_line(
         "markers", "no_leak_check: skip the autouse thread/fd leak check for this test"
     )
     config.addinivalue_line("markers", "slow: large transfers (100 MiB and more)")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _saved_switch_interval:
+        sys.setswitchinterval(_saved_switch_interval.pop())
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    forced = " (forced by --switch-interval)" if _saved_switch_interval else ""
+    return f"thread switch interval: {sys.getswitchinterval():g} s{forced}"
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
