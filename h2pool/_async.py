@@ -251,7 +251,7 @@ class AsyncClient:
                 if d.transport is not None:
                     response = d._exchange(req, public)
                 else:
-                    response = await self._await(self._client._submit(req, True))
+                    response = await self._await(self._client._submit_queued(req))
             except H2PoolError as exc:
                 wait = d.judge(req.method, url, attempt, replayable, None, exc)
                 if wait is None:

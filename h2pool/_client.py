@@ -30,7 +30,7 @@ from ._errors import ConnectError, H2PoolError
 from ._headers import HeaderTypes
 from ._pool import Pool, Stats
 from ._prepare import BodyTypes, RequestBuilder
-from ._request import Request, ResponseFuture
+from ._request import Request, ResponseFuture, Waiter
 from ._response import Response
 from ._retry import Retries
 from ._runtime import Runtime
@@ -250,14 +250,17 @@ class Client:
         ):
             self._runtime.refuse_if_closed()
             req = self._builder.build(method, url, headers, body, timeout, stream)
-            return self._submit(req, True)
+            return self._submit_queued(req)
         method, url, hdrs, body, public = d.compose(
             method, url, params, headers, cookies, auth, body, json, data, files
         )
         return d.submit(method, url, hdrs, body, timeout, stream, public)
 
-    def _submit(self, req: Request, pump_thread: bool) -> ResponseFuture:
-        fut = req.future
+    def _submit(
+        self, req: Request, pump_thread: bool, waiter: Waiter | None = None
+    ) -> ResponseFuture | Waiter:
+        fut: ResponseFuture | Waiter = waiter if waiter is not None else ResponseFuture()
+        req.future = fut
         url = req.url.url
         req.started = time.monotonic()
         if req.url.scheme == "http" and not self._h2c and not self._http1:
@@ -283,29 +286,26 @@ class Client:
         return fut
 
     def _submit_queued(self, req: Request) -> Future[Response]:
-        return self._submit(req, True)
+        fut = self._submit(req, True)
+        assert isinstance(fut, ResponseFuture)
+        return fut
 
     def _send(self, req: Request) -> Response:
         """Submit ``req`` and wait for its response, reading a streamed body on this
         thread."""
         upload, source = req.upload, req.upload_source  # before the hand-off (see _submit)
-        fut = self._submit(req, False)
-        # Wait on a plain lock released by a done-callback rather than in
-        # Future.result(): its Condition wakes the caller while the I/O thread still
-        # holds the condition's lock, so the woken caller often blocks a second time
-        # on it (measured: see docs/performance.md). Every way a future completes
-        # (response, error, cancel, the loop dying) runs its done-callbacks.
-        gate = threading.Lock()
-        gate.acquire()
-        fut.add_done_callback(lambda _f: gate.release())
+        # A Waiter, not a Future: one lock the I/O thread releases (see Waiter). Every
+        # way a request completes (response, error, the loop dying) completes it.
+        waiter = Waiter()
+        self._submit(req, False, waiter)
         try:
-            if upload is not None and not fut.done():
+            if upload is not None and not waiter.done():
                 pump_body(source, upload)  # the body is read on this thread
-            gate.acquire()
-            return fut.result()
+            response: Response = waiter.wait()
+            return response
         except BaseException as exc:
             if not isinstance(exc, H2PoolError):
-                fut.cancel()  # KeyboardInterrupt and the like: free the stream
+                waiter.cancel()  # KeyboardInterrupt and the like: free the stream
             raise
 
     def get(

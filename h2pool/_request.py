@@ -3,9 +3,10 @@ I/O thread once queued. Also the future type callers wait on."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
-from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any
+from concurrent.futures import CancelledError, Future, InvalidStateError
+from typing import TYPE_CHECKING, Any, Union
 
 from ._config import Timeout
 from ._errors import clone
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
     from ._response import Response
     from ._stream import UploadPipe
 
-__all__ = ["Request", "ResponseFuture"]
+__all__ = ["Request", "ResponseFuture", "Waiter"]
 
 
 class ResponseFuture(Future["Response"]):
@@ -37,6 +38,72 @@ class ResponseFuture(Future["Response"]):
             hook()
         return True
 
+
+class Waiter:
+    """What a blocking call waits on: the part of `ResponseFuture` the engine uses
+    (``done``, ``set_result``, ``set_exception``, ``cancel``, ``_on_cancel``) and one
+    ``wait()``, without a Condition, an RLock and a callback list per request.
+
+    The I/O thread completes it by releasing ``_gate``, which the caller is blocked on:
+    one lock hand-off wakes the caller (a Future's ``notify_all`` wakes it while the I/O
+    thread still holds the condition's lock, so it often blocks a second time). ``_mu``
+    guards the state change against ``cancel()``, which the waiting thread calls when it
+    is interrupted (Ctrl-C); both hold it only for a few assignments.
+    """
+
+    __slots__ = ("_gate", "_mu", "_on_cancel", "_state", "_value")
+
+    _PENDING, _RESULT, _ERROR, _CANCELLED = 0, 1, 2, 3
+
+    def __init__(self) -> None:
+        self._gate = threading.Lock()
+        self._gate.acquire()
+        self._mu = threading.Lock()
+        self._state = 0
+        self._value: Any = None
+        self._on_cancel: Callable[[], None] | None = None
+
+    def done(self) -> bool:
+        return self._state != 0
+
+    def _complete(self, state: int, value: Any) -> None:
+        with self._mu:
+            if self._state:
+                raise InvalidStateError("the request is already complete")
+            self._value = value
+            self._state = state
+        self._gate.release()
+
+    def set_result(self, result: Any) -> None:
+        self._complete(1, result)
+
+    def set_exception(self, exc: BaseException) -> None:
+        self._complete(2, exc)
+
+    def cancel(self) -> bool:
+        """Give up the request (the stream is reset); False if it already completed."""
+        with self._mu:
+            if self._state:
+                return self._state == 3
+            self._state = 3
+        hook = self._on_cancel
+        if hook is not None:
+            hook()
+        return True
+
+    def wait(self) -> Any:
+        """Block until complete; the result, or raise the request's exception. Called
+        once, by the thread that made the request (after a ``cancel()`` it is not)."""
+        self._gate.acquire()
+        state, value = self._state, self._value
+        if state == 1:
+            return value
+        if state == 2:
+            raise value
+        raise CancelledError
+
+
+Completion = Union[ResponseFuture, Waiter]
 
 _RESOLVED: ResponseFuture = ResponseFuture()
 _RESOLVED.set_result(None)  # type: ignore[arg-type]  # a done placeholder, result unused
@@ -74,6 +141,8 @@ class Request:
         "url",
     )
 
+    future: Completion
+
     def __init__(
         self,
         method: str,
@@ -90,7 +159,9 @@ class Request:
         self.timeout = timeout
         self.stream = stream
         self.started = 0.0  # when the caller handed it over (Response.elapsed)
-        self.future = ResponseFuture()
+        # Client._submit puts the completion here before the hand-off: a ResponseFuture
+        # for submit(), a Waiter for a blocking call (no Future built for nothing).
+        self.future = _RESOLVED
         self.replayable = True
         self.upload: UploadPipe | None = None  # a streamed body (file or iterable)
         self.upload_source: Any = None

@@ -559,3 +559,49 @@ def test_local_address_is_checked_at_construction():
         h2pool.Client(local_address=("127.0.0.1", "80"))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="out of range"):
         h2pool.Client(local_address=("127.0.0.1", 70000))
+
+
+@pytest.mark.timeout(60)
+def test_waiter_completes_once_whoever_races():
+    """The blocking path's Waiter: a response and a cancel (Ctrl-C in the waiting
+    thread) racing on it complete it once: either the caller gets the result or the
+    I/O thread's set_result is refused and the stream reset hook runs, never both."""
+    import concurrent.futures as _cf
+    import sys
+    import threading as _th
+
+    from h2pool._request import Waiter
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        outcomes = {"result": 0, "cancelled": 0}
+        for _ in range(2000):
+            w = Waiter()
+            hooks: list[int] = []
+            w._on_cancel = lambda hooks=hooks: hooks.append(1)
+            refused: list[bool] = []
+
+            def complete(w=w, refused=refused):
+                try:
+                    w.set_result("r")
+                except _cf.InvalidStateError:
+                    refused.append(True)
+
+            t = _th.Thread(target=complete)
+            t.start()
+            cancelled = w.cancel()
+            t.join()
+            if cancelled:
+                assert refused == [True] and hooks == [1]
+                outcomes["cancelled"] += 1
+            else:
+                assert refused == [] and hooks == [] and w.wait() == "r"
+                outcomes["result"] += 1
+        assert sum(outcomes.values()) == 2000
+    finally:
+        sys.setswitchinterval(old)
+    w = Waiter()
+    w.set_exception(h2pool.ReadTimeout("slow"))
+    with pytest.raises(h2pool.ReadTimeout):
+        w.wait()
