@@ -30,6 +30,7 @@ Exit codes are curl's, the first failing transfer's:
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import queue
 import signal
@@ -289,6 +290,25 @@ class Run:
             w.join(max(0.0, end - time.monotonic()))
 
 
+def _resolve_overrides(entries: list[str]) -> dict[tuple[str, int], str]:
+    """``--resolve HOST:PORT:ADDRESS`` entries, as curl takes them (an IPv6 address in
+    brackets or not; ``*`` is not supported)."""
+    out: dict[tuple[str, int], str] = {}
+    for entry in entries:
+        host, _, rest = entry.partition(":")
+        port_text, _, address = rest.partition(":")
+        address = address.strip("[]")
+        try:
+            port = int(port_text)
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise ValueError(f"--resolve {entry!r}: expected HOST:PORT:ADDRESS") from None
+        if not host or not 0 < port < 65536:
+            raise ValueError(f"--resolve {entry!r}: expected HOST:PORT:ADDRESS")
+        out[(host.lower(), port)] = address
+    return out
+
+
 class _H1Only(ssl.SSLContext):
     """A TLS context that offers only ``http/1.1`` in ALPN (``--http1.1``): the Client
     sets its ALPN list on a given context, and this one keeps its own."""
@@ -395,6 +415,10 @@ def _main(argv: list[str]) -> int:
     if proxy and "://" not in proxy:
         proxy = "http://" + proxy
     try:
+        overrides = _resolve_overrides(args.resolve)
+    except ValueError as exc:
+        return _fail(str(exc), EXIT_USAGE, args)
+    try:
         client = Client(
             verify=_verify(args),
             timeout=_timeout(args),
@@ -402,6 +426,7 @@ def _main(argv: list[str]) -> int:
             http2_prior_knowledge=args.h2c,
             proxy=proxy,
         )
+        client._dial_overrides.update(overrides)
     except (OSError, ValueError, ssl.SSLError) as exc:
         code = EXIT_CACERT if args.cacert else EXIT_USAGE
         return _fail(f"{type(exc).__name__}: {exc}", code, args)

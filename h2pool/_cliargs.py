@@ -143,6 +143,13 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="cleartext HTTP/2 for http:// URLs",
     )
+    p.add_argument(
+        "--resolve",
+        action="append",
+        default=[],
+        metavar="HOST:PORT:ADDRESS",
+        help="connect to ADDRESS for HOST:PORT (TLS name and Host stay HOST); repeatable",
+    )
     p.add_argument("--parallel", type=int, default=8, metavar="N", help="concurrent transfers")
     p.add_argument("--no-progress", action="store_true", help="no progress bar for -o")
     p.add_argument("-V", "--version", action="store_true", help="print versions and exit")

@@ -132,6 +132,9 @@ class Client:
         self._builder = RequestBuilder(headers, self._timeout)
         # A partial of Pool, not a closure over self: the Runtime must not refer back to
         # the Client, or a dropped Client would live on until the cycle collector ran.
+        # (host, port) -> the address to connect to instead of resolving host (the CLI's
+        # --resolve); filled before the first request, read by the I/O thread only after.
+        self._dial_overrides: dict[tuple[str, int], str] = {}
         self._runtime = Runtime(
             functools.partial(
                 Pool,
@@ -142,6 +145,7 @@ class Client:
                 stall_timeout=self._timeout.write,
                 proxies=self._proxies,
                 local_address=local_socket_address(local_address),
+                dial_overrides=self._dial_overrides,
             )
         )
         self._dispatch = Dispatcher(

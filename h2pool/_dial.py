@@ -58,6 +58,7 @@ class Dialer:
         on_done: Callable[[Dialer, DialResult | None, H2PoolError | None], None],
         proxy: ProxyConfig | None = None,
         local_address: tuple[str, int] | None = None,
+        address: str | None = None,
     ) -> None:
         self._loop = loop
         self._local = local_address
@@ -65,7 +66,9 @@ class Dialer:
         self.port = port
         self.proxy = proxy
         # Where the TCP connection goes: the origin, or the proxy that tunnels to it.
-        self._dial_host = proxy.host if proxy is not None else host
+        # ``address``: the origin's address given in advance (no DNS; TLS still checks
+        # ``host``).
+        self._dial_host = proxy.host if proxy is not None else (address or host)
         self._dial_port = proxy.port if proxy is not None else port
         # Bytes of the proxy exchange (CONNECT or SOCKS5) still to send / read so far.
         self._connect_out = b""

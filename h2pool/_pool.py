@@ -193,6 +193,7 @@ class OriginPool:
             self._on_dialed,
             proxy,
             pool.local_address,
+            pool.dial_overrides.get((self.host, self.port)),
         )
         self.dialers.append(dialer)
         dialer.start()
@@ -428,8 +429,11 @@ class Pool:
         stall_timeout: float | None = 30.0,
         proxies: Proxies | None = None,
         local_address: tuple[str, int] | None = None,
+        dial_overrides: dict[tuple[str, int], str] | None = None,
     ) -> None:
         self.loop = loop
+        # (host, port) -> the address to dial instead of resolving host (CLI --resolve)
+        self.dial_overrides = dial_overrides if dial_overrides is not None else {}
         self.local_address = local_address  # every dial binds to it (Client's option)
         # Per client, so an origin's connections always take the same route (direct or
         # one proxy): the origin key needs no proxy in it.

@@ -480,3 +480,24 @@ def test_demo_compares_one_thread_with_many():
     assert "\r" not in out  # piped: plain lines
     assert "1 thread:" in out and "16 threads:" in out
     assert "x the rate of one thread" in out
+
+
+def test_resolve_connects_to_the_given_address_and_keeps_the_name(nginx, ca_path):
+    """``--resolve NAME:PORT:ADDR`` as in curl: a name that has no DNS entry reaches the
+    server at ADDR, with TLS checked against NAME (here: not in the certificate, so
+    refused unless the name is the certificate's)."""
+    port = nginx.https_port
+    url = f"https://localhost:{port}/13b"
+    p = h2pool_cli("--cacert", ca_path, "--resolve", f"localhost:{port}:127.0.0.1", url)
+    assert (p.returncode, p.stdout) == (0, b"Hello, world!"), p.stderr
+    # A name that only --resolve knows: connects, then the certificate check refuses it.
+    p = h2pool_cli(
+        "--cacert",
+        ca_path,
+        "--resolve",
+        f"no-such-host.invalid:{port}:127.0.0.1",
+        f"https://no-such-host.invalid:{port}/13b",
+    )
+    assert p.returncode == 60, p.stderr  # certificate verification, not 6 (DNS)
+    p = h2pool_cli("--resolve", "localhost:x:127.0.0.1", url)
+    assert p.returncode == 2 and b"HOST:PORT:ADDRESS" in p.stderr
