@@ -204,10 +204,11 @@ class IOLoop:
         # swallowed, the flag stayed set, and no caller ever woke the loop again (a
         # request posted to an idle client then waited for an unrelated timer, or
         # forever). This way a byte written after the drain stays in the socket: at
-        # worst one spurious wake-up.
+        # worst one spurious wake-up. One recv: callers write one byte per sleep (the
+        # _wake_pending flag), so a second call would only fail with EAGAIN, a syscall
+        # and an exception per wake-up; bytes left over wake the loop once more.
         try:
-            while self._wake_r.recv(4096):
-                pass
+            self._wake_r.recv(4096)
         except (BlockingIOError, InterruptedError):
             pass
         with self._wake_lock:
