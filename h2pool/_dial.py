@@ -240,23 +240,27 @@ class Dialer:
         if self.proxy.auth is not None:
             lines.append(b"Proxy-Authorization: " + self.proxy.auth)
         self._connect_out = b"\r\n".join(lines) + b"\r\n\r\n"
-        self._send_connect(0)
+        self._send_exchange(0)
 
-    def _send_connect(self, mask: int) -> None:
+    def _send_exchange(self, mask: int) -> None:
+        """Send what is left of the proxy exchange's current message (CONNECT's head or a
+        SOCKS5 message), then read the proxy's answer."""
         sock = self._sock
-        assert sock is not None
+        assert sock is not None and self.proxy is not None
+        socks = self.proxy.is_socks
         try:
             sent = sock.send(self._connect_out)
         except (BlockingIOError, InterruptedError):
             sent = 0
         except OSError as exc:
-            self._finish(None, ConnectError(f"{self._target} failed during CONNECT: {exc}"), exc)
+            during = "SOCKS5" if socks else "CONNECT"
+            self._finish(None, ConnectError(f"{self._target} failed during {during}: {exc}"), exc)
             return
         self._connect_out = self._connect_out[sent:]
         if self._connect_out:
-            self._watch(selectors.EVENT_WRITE, self._send_connect)
+            self._watch(selectors.EVENT_WRITE, self._send_exchange)
         else:
-            self._watch(selectors.EVENT_READ, self._read_connect)
+            self._watch(selectors.EVENT_READ, self._read_socks if socks else self._read_connect)
 
     def _read_connect(self, mask: int) -> None:
         """Read the proxy's answer up to the blank line, leaving anything after it (the
@@ -370,23 +374,7 @@ class Dialer:
         self._connect_in = b""
         self._socks_need = need
         self._socks_then = then
-        self._send_socks(0)
-
-    def _send_socks(self, mask: int) -> None:
-        sock = self._sock
-        assert sock is not None
-        try:
-            sent = sock.send(self._connect_out)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError as exc:
-            self._finish(None, ConnectError(f"{self._target} failed during SOCKS5: {exc}"), exc)
-            return
-        self._connect_out = self._connect_out[sent:]
-        if self._connect_out:
-            self._watch(selectors.EVENT_WRITE, self._send_socks)
-        else:
-            self._watch(selectors.EVENT_READ, self._read_socks)
+        self._send_exchange(0)
 
     def _read_socks(self, mask: int) -> None:
         sock = self._sock

@@ -367,13 +367,16 @@ def dl_httpx(url: str, small: str, ca: str, runs: int) -> tuple[list[float], Any
         client.close()
 
 
-def dl_niquests(url: str, small: str, ca: str, runs: int) -> tuple[list[float], Any, str]:
-    s = _mod("niquests").Session()
+def _dl_session(
+    module: str, chunk: int | None, url: str, small: str, ca: str, runs: int
+) -> tuple[list[float], Any, str]:
+    """niquests and requests: the same Session API, each read the way its docs show."""
+    s = _mod(module).Session()
     s.get(small, verify=ca).content  # noqa: B018
 
     def once() -> tuple[list[Any], str]:
         r = s.get(url, verify=ca, stream=True, timeout=120)
-        chunks = list(r.iter_content(chunk_size=None))
+        chunks = list(r.iter_content(chunk_size=chunk))
         r.close()
         return chunks, _int_proto(r.raw.version)
 
@@ -381,22 +384,14 @@ def dl_niquests(url: str, small: str, ca: str, runs: int) -> tuple[list[float], 
         return _timed(runs, once)
     finally:
         s.close()
+
+
+def dl_niquests(url: str, small: str, ca: str, runs: int) -> tuple[list[float], Any, str]:
+    return _dl_session("niquests", None, url, small, ca, runs)
 
 
 def dl_requests(url: str, small: str, ca: str, runs: int) -> tuple[list[float], Any, str]:
-    s = _mod("requests").Session()
-    s.get(small, verify=ca).content  # noqa: B018
-
-    def once() -> tuple[list[Any], str]:
-        r = s.get(url, verify=ca, stream=True, timeout=120)
-        chunks = list(r.iter_content(chunk_size=READ_CHUNK))
-        r.close()
-        return chunks, _int_proto(r.raw.version)
-
-    try:
-        return _timed(runs, once)
-    finally:
-        s.close()
+    return _dl_session("requests", READ_CHUNK, url, small, ca, runs)
 
 
 def dl_urllib3(url: str, small: str, ca: str, runs: int) -> tuple[list[float], Any, str]:
