@@ -67,6 +67,24 @@ def _frame(kind: str, sid: int, size: int, pad: int | None, end: bool) -> bytes:
         h = HeadersFrame(sid, data=server_hpack[:0], flags=["END_STREAM"])
         c = ContinuationFrame(sid, data=server_hpack, flags=["END_HEADERS"])
         return h.serialize() + c.serialize()
+    if kind == "headers":  # response headers, trailers or a bad block, in every framing
+        # :status 200; a literal x: y added to the dynamic table; an HPACK integer that
+        # never ends (a connection error); an empty block.
+        block = (b"\x88", b"\x40\x01x\x01y", b"\xff\xff\xff", b"")[size % 4]
+        flags = 0x4 | (0x1 if end else 0)
+        shape = None if pad is None else pad % 3
+        body = block
+        if shape == 0:  # PADDED: hyperframe's path
+            flags |= 0x8
+            body = b"\x02" + block + b"\0\0"
+        elif shape == 1:  # PRIORITY: hyperframe's path
+            flags |= 0x20
+            body = b"\x00\x00\x00\x00\x10" + block
+        head = len(body).to_bytes(3, "big") + bytes([1, flags & ~(0x4 if shape == 2 else 0)])
+        frame = head + sid.to_bytes(4, "big") + body
+        if shape == 2:  # the block's end in a CONTINUATION
+            frame += bytes([0, 0, 0, 9, 0x4]) + sid.to_bytes(4, "big")
+        return frame
     # Built by hand: hyperframe refuses to serialise DATA on stream 0.
     flags = 0x1 if end else 0
     body = bytes([sid]) * size
@@ -106,7 +124,9 @@ def _normalise(events: list[Any]) -> list[tuple]:
             if not (out and out[-1] == ["ended", e.stream_id]):
                 out.append(["ended", e.stream_id])
         else:
-            out.append([type(e).__name__, getattr(e, "stream_id", None)])
+            headers = getattr(e, "headers", None)
+            extra = [tuple(headers)] if headers is not None else []
+            out.append([type(e).__name__, getattr(e, "stream_id", None), *extra])
     return [tuple(x) for x in out]
 
 
@@ -144,7 +164,7 @@ def _check(frames: list[bytes], cuts: list[int]) -> None:
 
 _frames = st.lists(
     st.tuples(
-        st.sampled_from(["data"] * 8 + ["ping", "trailers"]),
+        st.sampled_from(["data"] * 8 + ["ping", "trailers", "headers", "headers"]),
         st.sampled_from((*SIDS, 7, 0)),
         st.integers(0, 17000),
         st.none() | st.integers(0, 255),
