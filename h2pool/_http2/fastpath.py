@@ -6,7 +6,9 @@ copies and two state machines per frame), DATA sent (the same in reverse) and a 
 request's HEADERS (str conversion, frame objects, serialisation). ``FastPaths`` handles
 the plain cases of those three itself, changing exactly the h2 state h2 would change
 (windows, content-length counts, stream states, in h2's order), and hands everything
-else to h2. Inbound header validation and HPACK blocks are remembered per connection.
+else to h2. A response's plain HEADERS frame is parsed here and handed to h2's own
+handler (``PlainHeaders``). Inbound header validation and HPACK blocks are remembered
+per connection.
 
 Each path is checked against h2's own method by ``tests/test_fastpath.py`` (same bytes
 in, same events, errors, windows, states and bytes out). They read and write h2
