@@ -16,12 +16,11 @@ import secrets
 import shutil
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .util import free_port, wait_for_port
+from .util import free_port, read_log, wait_for_log, wait_for_port
 
 DANTED = shutil.which("danted") or "/usr/sbin/danted"
 
@@ -45,17 +44,11 @@ class DanteProxy:
         return self.prefix / "danted.log"
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return read_log(self.log_path)
 
     def wait_for_log(self, needle: str, count: int = 1, timeout: float = 5.0) -> str:
         """The log once ``needle`` occurs ``count`` times (Dante writes it as it goes)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            text = self.log()
-            if text.count(needle) >= count or time.monotonic() > deadline:
-                return text
-            # Another process writes the file: nothing to wait on but the clock.
-            time.sleep(0.02)
+        return wait_for_log(self.log_path, needle, count, timeout)
 
     def stop(self) -> None:
         # danted forks negotiate/request/io children: signal the whole process group.

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .util import free_port, stop_process, wait_for_port
+from .util import free_port, read_log, stop_process, wait_for_log, wait_for_port
 
 TINYPROXY = shutil.which("tinyproxy") or "/usr/bin/tinyproxy"
 
@@ -40,17 +39,11 @@ class TinyProxy:
         return self.prefix / "tinyproxy.log"
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return read_log(self.log_path)
 
     def wait_for_log(self, needle: str, count: int = 1, timeout: float = 5.0) -> str:
         """The log once ``needle`` occurs ``count`` times (tinyproxy writes it as it goes)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            text = self.log()
-            if text.count(needle) >= count or time.monotonic() > deadline:
-                return text
-            # Another process writes the file: nothing to wait on but the clock.
-            time.sleep(0.02)
+        return wait_for_log(self.log_path, needle, count, timeout)
 
     def stop(self) -> None:
         stop_process(self.proc)

@@ -50,6 +50,22 @@ def wait_for_port(
             delay = min(delay * 2, 0.1)
 
 
+def read_log(path: Path) -> str:
+    """A server's log file as it is now ('' before the server has written it)."""
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def wait_for_log(path: Path, needle: str, count: int = 1, timeout: float = 5.0) -> str:
+    """The log once ``needle`` occurs ``count`` times (or as it is at ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = read_log(path)
+        if text.count(needle) >= count or time.monotonic() > deadline:
+            return text
+        # Another process writes the file: nothing to wait on but the clock.
+        time.sleep(0.02)
+
+
 def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
     """Terminate ``proc`` (SIGTERM, then SIGKILL) and reap it."""
     if proc.poll() is None:
