@@ -1,16 +1,22 @@
 #!/usr/bin/env python3
 """h2pool against the HTTP clients people pick today, measured in the same run.
 
-    python stress/compare.py --reps 3   # full run, about 10 minutes
-    python stress/compare.py --quick    # about 1.5 minutes
+    python stress/compare.py --reps 3   # full run, about 11 minutes
+    python stress/compare.py --quick    # about 2 minutes
 
 Starts the throw-away nginx of ``stress/_servers.py`` (HTTP/2 and HTTP/1.1 over TLS
 on loopback, ALPN picks) and measures, each client in a fresh subprocess:
 
 (a) small GETs of the 13-byte ``/13b`` from 1, 8 and 64 caller threads for a fixed
-    duration: requests/s, errors, connections nginx accepted, and the worker
-    process's CPU seconds (user + system, every thread) per 1000 requests;
-(b) one 100 MiB download of ``/100m``: MB/s (10^6 bytes/s), sha256 checked.
+    duration: requests/s, errors, connections nginx accepted, the worker process's
+    CPU seconds (user + system, every thread) per 1000 requests, and the p50 and p99
+    latency of one request (each thread times its own calls, no lock);
+(b) one 100 MiB download of ``/100m`` (the best of two per worker): MB/s (10^6
+    bytes/s), sha256 checked;
+(c) one 64 MiB upload (the best of two per worker), ``PUT /upload/NAME`` of the same
+    bytes from memory for every client (nginx's WebDAV stores the body before it
+    answers): MB/s; after each worker the parent checks the size and sha256 of every
+    file nginx stored, then deletes them.
 
 Clients: h2pool (one shared ``h2pool.Client``), httpx (one shared
 ``httpx.Client(http2=True)``), niquests (one shared ``Session``), requests (one
@@ -25,7 +31,8 @@ pyreqwest (one shared ``SyncClient``, ``http2(True)``) and pyqwest (one shared
 Clients run round-robin inside each thread count, the order rotating between thread
 counts and repetitions. Each table shows the median of ``--reps`` and its ratio to
 h2pool's median (h2pool = 1.00); every repetition is kept in
-``stress/results/compare-<timestamp>.json``. See stress/README.md.
+``stress/results/compare-<timestamp>.json``. ``--no-download`` and ``--no-upload``
+skip (b) and (c). See stress/README.md.
 """
 
 from __future__ import annotations
@@ -34,7 +41,9 @@ import argparse
 import contextlib
 import hashlib
 import importlib
+import io
 import json
+import math
 import os
 import platform
 import resource
@@ -45,8 +54,10 @@ import subprocess
 import sys
 import threading
 import time
+from array import array
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -75,11 +86,17 @@ VENV_CLIENTS = ("requests", "urllib3")  # measured with the real urllib3
 VENV = HERE / "results" / "compare-venv"
 SMALL_BODY = b"hello, world\n"
 BIG_SIZE = 100 * 1024 * 1024
+MIB = 1024 * 1024
+UPLOAD_SIZE = 64 * MIB
+UPLOAD_SEED = 64  # of the pseudo-random MiB every client uploads (see upload_body)
 REQ_TIMEOUT = 20.0
-READ_CHUNK = 1024 * 1024  # for the clients whose streaming API asks for a size
+UPLOAD_TIMEOUT = 120.0  # per PUT: 64 MiB must not fail on a loaded machine at 1 MB/s
+READ_CHUNK = MIB  # for the clients whose streaming API asks for a size
+TRANSFER_RUNS = 2  # downloads / uploads per worker, the best kept
 
 UNREPORTED = "unreported"  # a response that does not say its protocol
 Fetch = Callable[[str], str]  # GET url, check status 200 + 13 bytes, return the protocol
+Upload = Callable[[str, bytes], str]  # PUT the bytes to url, check 201/204, return the protocol
 
 
 def _mod(name: str) -> Any:
@@ -90,6 +107,24 @@ def _mod(name: str) -> Any:
 def _check(status: int, body: bytes | bytearray | memoryview) -> None:
     if status != 200 or bytes(body) != SMALL_BODY:
         raise RuntimeError(f"bad response: status={status} len={len(body)}")
+
+
+def _check_put(status: int) -> None:
+    # nginx's WebDAV PUT answers 201 for a new file (204 would mean it overwrote one)
+    if status not in (201, 204):
+        raise RuntimeError(f"PUT answered {status}")
+
+
+def upload_body() -> bytes:
+    """The 64 MiB every client uploads: one pseudo-random MiB (fixed seed), repeated.
+
+    Built the same way in each worker and in the parent, so the parent knows the
+    sha256 nginx must have stored without 64 MiB crossing a pipe; random, so nothing
+    on the way can shrink it.
+    """
+    import random
+
+    return random.Random(UPLOAD_SEED).randbytes(MIB) * (UPLOAD_SIZE // MIB)
 
 
 def _curl_proto(v: int) -> str:
@@ -115,22 +150,27 @@ def _text_proto(v: Any) -> str:
 
 
 # --------------------------------------------------------------------------- clients
-# make(ca, threads) -> (per_thread, close). Each caller thread calls per_thread() once,
-# before the clock starts, and gets its fetch: the same function for a shared client,
-# a fresh handle for the clients whose handles may not be shared (pycurl, curl_cffi).
+# make(ca, threads) -> Client(per_thread, close, upload). Each caller thread calls
+# per_thread() once, before the clock starts, and gets its fetch: the same function for
+# a shared client, a fresh handle for the clients whose handles may not be shared
+# (pycurl, curl_cffi). upload(url, data) PUTs on the same client, or on the first
+# thread's handle, so the upload worker warms it with one fetch first.
 
 
 class Client:
-    def __init__(self, per_thread: Callable[[], Fetch], close: Callable[[], None]) -> None:
+    def __init__(
+        self, per_thread: Callable[[], Fetch], close: Callable[[], None], upload: Upload
+    ) -> None:
         self.per_thread = per_thread
         self.close = close
+        self.upload = upload
 
 
-def _shared(fetch: Fetch, close: Callable[[], object]) -> Client:
+def _shared(fetch: Fetch, close: Callable[[], object], upload: Upload) -> Client:
     def close_it() -> None:
         close()
 
-    return Client(lambda: fetch, close_it)
+    return Client(lambda: fetch, close_it, upload)
 
 
 def make_h2pool(ca: str, threads: int) -> Client:
@@ -142,7 +182,12 @@ def make_h2pool(ca: str, threads: int) -> Client:
         _check(r.status, r.content)
         return str(r.http_version)
 
-    return _shared(fetch, client.close)
+    def upload(url: str, data: bytes) -> str:
+        r = client.put(url, body=data, timeout=UPLOAD_TIMEOUT)
+        _check_put(r.status)
+        return str(r.http_version)
+
+    return _shared(fetch, client.close, upload)
 
 
 def make_httpx(ca: str, threads: int) -> Client:
@@ -158,7 +203,12 @@ def make_httpx(ca: str, threads: int) -> Client:
         _check(r.status_code, r.content)
         return str(r.http_version)
 
-    return _shared(fetch, client.close)
+    def upload(url: str, data: bytes) -> str:
+        r = client.put(url, content=data, timeout=UPLOAD_TIMEOUT)
+        _check_put(r.status_code)
+        return str(r.http_version)
+
+    return _shared(fetch, client.close, upload)
 
 
 def make_niquests(ca: str, threads: int) -> Client:
@@ -170,7 +220,12 @@ def make_niquests(ca: str, threads: int) -> Client:
         _check(r.status_code or 0, r.content or b"")
         return _int_proto(r.raw.version if r.raw is not None else None)
 
-    return _shared(fetch, session.close)
+    def upload(url: str, data: bytes) -> str:
+        r = session.put(url, data=data, verify=ca, timeout=UPLOAD_TIMEOUT)
+        _check_put(r.status_code or 0)
+        return _int_proto(r.raw.version if r.raw is not None else None)
+
+    return _shared(fetch, session.close, upload)
 
 
 def make_requests(ca: str, threads: int) -> Client:
@@ -185,7 +240,12 @@ def make_requests(ca: str, threads: int) -> Client:
         _check(r.status_code, r.content)
         return _int_proto(r.raw.version)
 
-    return _shared(fetch, session.close)
+    def upload(url: str, data: bytes) -> str:
+        r = session.put(url, data=data, verify=ca, timeout=UPLOAD_TIMEOUT)
+        _check_put(r.status_code)
+        return _int_proto(r.raw.version)
+
+    return _shared(fetch, session.close, upload)
 
 
 def make_urllib3(ca: str, threads: int) -> Client:
@@ -199,7 +259,12 @@ def make_urllib3(ca: str, threads: int) -> Client:
         _check(r.status, r.data)
         return _int_proto(r.version)
 
-    return _shared(fetch, pm.clear)
+    def upload(url: str, data: bytes) -> str:
+        r = pm.request("PUT", url, body=data, timeout=UPLOAD_TIMEOUT)
+        _check_put(r.status)
+        return _int_proto(r.version)
+
+    return _shared(fetch, pm.clear, upload)
 
 
 def make_pycurl(ca: str, threads: int) -> Client:
@@ -227,11 +292,28 @@ def make_pycurl(ca: str, threads: int) -> Client:
 
         return fetch
 
+    def upload(url: str, data: bytes) -> str:
+        # pycurl's documented PUT: UPLOAD + a file-like READDATA + its size (without
+        # INFILESIZE libcurl would send the body chunked over HTTP/1.1).
+        c = handles[0]
+        c.setopt(pycurl.UPLOAD, 1)
+        c.setopt(pycurl.READDATA, io.BytesIO(data))
+        c.setopt(pycurl.INFILESIZE_LARGE, len(data))
+        c.setopt(pycurl.TIMEOUT_MS, int(UPLOAD_TIMEOUT * 1000))
+        c.setopt(pycurl.URL, url)
+        try:
+            c.perform()
+        finally:  # the handle GETs again afterwards
+            c.setopt(pycurl.UPLOAD, 0)
+            c.setopt(pycurl.TIMEOUT_MS, int(REQ_TIMEOUT * 1000))
+        _check_put(c.getinfo(pycurl.RESPONSE_CODE))
+        return _curl_proto(c.getinfo(pycurl.INFO_HTTP_VERSION))
+
     def close() -> None:
         for c in handles:
             c.close()
 
-    return Client(per_thread, close)
+    return Client(per_thread, close, upload)
 
 
 def make_curl_cffi(ca: str, threads: int) -> Client:
@@ -252,11 +334,16 @@ def make_curl_cffi(ca: str, threads: int) -> Client:
 
         return fetch
 
+    def upload(url: str, data: bytes) -> str:
+        r = sessions[0].put(url, data=data, timeout=UPLOAD_TIMEOUT)
+        _check_put(r.status_code)
+        return _curl_proto(r.http_version)
+
     def close() -> None:
         for s in sessions:
             s.close()
 
-    return Client(per_thread, close)
+    return Client(per_thread, close, upload)
 
 
 def make_pyreqwest(ca: str, threads: int) -> Client:
@@ -275,7 +362,14 @@ def make_pyreqwest(ca: str, threads: int) -> Client:
         _check(r.status, r.bytes())
         return _text_proto(r.version)
 
-    return _shared(fetch, client.close)
+    def upload(url: str, data: bytes) -> str:
+        req = client.put(url).body_bytes(data).timeout(timedelta(seconds=UPLOAD_TIMEOUT))
+        r = req.build().send()
+        r.bytes()
+        _check_put(r.status)
+        return _text_proto(r.version)
+
+    return _shared(fetch, client.close, upload)
 
 
 def _pyqwest_client(ca: str) -> tuple[Any, Any]:
@@ -300,7 +394,15 @@ def make_pyqwest(ca: str, threads: int) -> Client:
             _check(r.status, body)
             return _text_proto(r.http_version)
 
-    c = _shared(fetch, transport.close)
+    def upload(url: str, data: bytes) -> str:
+        # stream(), not put(): only a streamed response says its protocol
+        with client.stream("PUT", url, content=data, timeout=UPLOAD_TIMEOUT) as r:
+            for _ in r.content:
+                pass
+            _check_put(r.status)
+            return _text_proto(r.http_version)
+
+    c = _shared(fetch, transport.close, upload)
     c.probe = probe  # type: ignore[attr-defined]
     return c
 
@@ -516,8 +618,28 @@ def _cpu_s() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
+def _percentile(ordered: list[float], q: float) -> float:
+    """Nearest rank: a latency some request really had, not an interpolation."""
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+def _latency_ms(per_thread: list[array[float]]) -> dict[str, Any]:
+    ordered = sorted(t for samples in per_thread for t in samples)
+    if not ordered:
+        return {"latency_n": 0, "p50_ms": None, "p90_ms": None, "p99_ms": None, "max_ms": None}
+    out: dict[str, Any] = {"latency_n": len(ordered)}
+    for key, q in (("p50_ms", 0.5), ("p90_ms", 0.9), ("p99_ms", 0.99), ("max_ms", 1.0)):
+        out[key] = 1000 * _percentile(ordered, q)
+    return out
+
+
 def worker_load(spec: dict[str, Any]) -> dict[str, Any]:
-    """N threads share one client (or one handle each); closed loop for a fixed time."""
+    """N threads share one client (or one handle each); closed loop for a fixed time.
+
+    Each thread times its own calls into its own array: an append of a float per
+    request, no lock and no shared list, so measuring latency does not slow the loop.
+    The timed call is the whole fetch (request, response, 13-byte check).
+    """
     name, url, n = spec["client"], spec["url"], spec["threads"]
     warmup, duration = spec["warmup"], spec["duration"]
     client = FACTORIES[name](spec["ca"], n)
@@ -525,6 +647,7 @@ def worker_load(spec: dict[str, Any]) -> dict[str, Any]:
     probe = probe_fn(url)  # before the clock: a broken client fails fast
 
     counts = [0] * n
+    lats = [array("d") for _ in range(n)]  # seconds per successful request in the window
     errs = [0] * n
     warm_errs = [0] * n
     err_kinds: Counter[str] = Counter()
@@ -542,10 +665,11 @@ def worker_load(spec: dict[str, Any]) -> dict[str, Any]:
             barrier.wait()
             return
         local: Counter[str] = Counter()
+        lat = lats[i]
         barrier.wait()
         t_meas, t_end = box["meas"], box["end"]
         pc = time.perf_counter
-        while pc() < t_end:
+        while (t0 := pc()) < t_end:
             try:
                 proto = fetch(url)
             except Exception as e:
@@ -561,6 +685,7 @@ def worker_load(spec: dict[str, Any]) -> dict[str, Any]:
             t1 = pc()
             if t_meas <= t1 <= t_end:
                 counts[i] += 1
+                lat.append(t1 - t0)
                 local[proto] += 1
         with lock:
             protos.update(local)
@@ -600,6 +725,7 @@ def worker_load(spec: dict[str, Any]) -> dict[str, Any]:
         "probe_protocol": probe,
         "cpu_s": cpu1 - cpu0,
         "cpu_s_per_1000": 1000 * (cpu1 - cpu0) / total if total else None,
+        **_latency_ms(lats),
     }
 
 
@@ -623,6 +749,37 @@ def worker_download(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def worker_upload(spec: dict[str, Any]) -> dict[str, Any]:
+    """PUT the same 64 MiB ``runs`` times on one warm client, each to a fresh name.
+
+    The clock runs from the call to the PUT's answer, which nginx sends only once it
+    has stored the whole body; the parent checks the stored files afterwards.
+    """
+    name, base, prefix = spec["client"], spec["base"], spec["prefix"]
+    data = upload_body()  # before the clock, once: every run sends these bytes
+    client = FACTORIES[name](spec["ca"], 1)
+    client.per_thread()(spec["small_url"])  # connection up before the clock
+    files: list[str] = []
+
+    def once() -> tuple[list[Any], str]:
+        files.append(f"{prefix}-{len(files)}")
+        return [], client.upload(f"{base}/upload/{files[-1]}", data)
+
+    try:
+        times, _, proto = _timed(spec["runs"], once)
+    finally:
+        client.close()
+    best = min(times)
+    return {
+        "client": name,
+        "protocol": proto,
+        "times_s": times,
+        "best_s": best,
+        "mb_s": UPLOAD_SIZE / best / 1e6,
+        "files": files,
+    }
+
+
 def worker_versions(spec: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"python": sys.version.split()[0], "executable": sys.executable}
     for p in spec["packages"]:
@@ -635,7 +792,12 @@ def worker_versions(spec: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-WORKERS = {"load": worker_load, "download": worker_download, "versions": worker_versions}
+WORKERS = {
+    "load": worker_load,
+    "download": worker_download,
+    "upload": worker_upload,
+    "versions": worker_versions,
+}
 
 
 def worker_main(spec_json: str) -> None:
@@ -768,7 +930,7 @@ def summarize_load(rows: list[dict[str, Any]], clients: list[str], threads: int)
         f"\n-- {threads} thread{'s' if threads > 1 else ''}: small GET, median of "
         f"{max(len(v) for v in by.values()) if by else 0} --",
         f"{'client':<10} {'proto':<9} {'req/s':>9} {'vs h2pool':>9} {'best':>9} "
-        f"{'errors':>7} {'conns':>5} {'CPU s/1k':>8}",
+        f"{'errors':>7} {'conns':>5} {'CPU s/1k':>8} {'p50 ms':>7} {'p99 ms':>7}",
     ]
     for c in clients:
         rs = by[c]
@@ -782,12 +944,16 @@ def summarize_load(rows: list[dict[str, Any]], clients: list[str], threads: int)
         errs = sum(r["errors"] + r["errors_outside_window"] + len(r["setup_errors"]) for r in ok)
         conns = [int(r["conns"]) for r in ok if r.get("conns") is not None]
         cpu = _median([r["cpu_s_per_1000"] for r in ok if r["cpu_s_per_1000"] is not None])
+        p50, p99 = (
+            _median([r[k] for r in ok if r.get(k) is not None]) for k in ("p50_ms", "p99_ms")
+        )
         protos = sorted({p for r in ok for p in r["protocols"]} | {r["probe_protocol"] for r in ok})
         proto = ",".join(p for p in protos if p != UNREPORTED) or "?"
         line = (
             f"{c:<10} {proto:<9} {_fmt(m):>9} {_fmt(ratio, '{:.2f}'):>9} "
             f"{_fmt(max(r['rps'] for r in ok)):>9} {errs:>7} "
-            f"{_fmt(max(conns) if conns else None):>5} {_fmt(cpu, '{:.3f}'):>8}"
+            f"{_fmt(max(conns) if conns else None):>5} {_fmt(cpu, '{:.3f}'):>8} "
+            f"{_fmt(p50, '{:.2f}'):>7} {_fmt(p99, '{:.2f}'):>7}"
         )
         failed = len(rs) - len(ok)
         if failed:
@@ -805,28 +971,29 @@ def summarize_load(rows: list[dict[str, Any]], clients: list[str], threads: int)
     return out
 
 
-def summarize_download(rows: list[dict[str, Any]], clients: list[str]) -> list[str]:
+def summarize_transfer(
+    rows: list[dict[str, Any]], clients: list[str], title: str, check: str
+) -> list[str]:
+    """The download or upload table: median MB/s of the reps whose bytes checked out."""
     by: dict[str, list[dict[str, Any]]] = {c: [] for c in clients}
     for r in rows:
         by.setdefault(r["client"], []).append(r)
 
     def good(r: dict[str, Any]) -> bool:
-        return "fatal" not in r and r.get("sha_ok", False)
+        return "fatal" not in r and not r.get("mismatch")
 
     med = {c: _median([r["mb_s"] for r in rs if good(r)]) for c, rs in by.items()}
     base = med.get("h2pool")
     reps = max((len(v) for v in by.values()), default=0)
     out = [
-        f"\n-- 100 MiB download, MB/s (10^6 B/s), median of {reps} (each the best of 2) --",
-        f"{'client':<10} {'proto':<9} {'MB/s':>9} {'vs h2pool':>9} {'best':>9}  sha256",
+        f"\n-- {title}, MB/s (10^6 B/s), median of {reps} (each the best of {TRANSFER_RUNS}) --",
+        f"{'client':<10} {'proto':<9} {'MB/s':>9} {'vs h2pool':>9} {'best':>9}  {check}",
     ]
     for c in clients:
         rs = by.get(c, [])
         ok = [r for r in rs if good(r)]
         if not ok:
-            why = next((_failure(r) for r in rs if _failure(r)), None)
-            if why is None and rs:
-                why = f"sha256 mismatch ({rs[0].get('bytes')} bytes)"
+            why = next((_failure(r) or r.get("mismatch") for r in rs), None)
             out.append(f"{c:<10} FAILED: {why or 'not run'}")
             continue
         m = med[c]
@@ -840,6 +1007,113 @@ def summarize_download(rows: list[dict[str, Any]], clients: list[str]) -> list[s
     return out
 
 
+@dataclass
+class Plan:
+    """Which clients run, with which python, in which order; shared by every section."""
+
+    clients: list[str]
+    pythons: dict[str, str | None]
+    broken: dict[str, str]  # client -> why it cannot run (its rows say FAILED)
+    turn: int = 0
+
+    def rotation(self) -> list[str]:
+        """The clients in the order of this round, which starts one further along each
+        time: no client always runs first (a quiet machine) or last."""
+        k = self.turn % len(self.clients)
+        self.turn += 1
+        return self.clients[k:] + self.clients[:k]
+
+
+def measure_transfers(
+    rows: list[dict[str, Any]],
+    what: str,
+    title: str,
+    plan: Plan,
+    reps: int,
+    spec: Callable[[str, int], dict[str, Any]],
+    check: Callable[[dict[str, Any]], str],
+    ng: Any,
+) -> None:
+    """``reps`` rounds of one download or upload worker per client, appended to ``rows``
+    as they finish (so an interrupted run keeps them).
+
+    ``spec(client, rep)`` is the worker's spec; ``check(row)`` runs after every worker,
+    failed ones included (an upload may have left a file behind), marks a row whose
+    bytes are wrong with ``mismatch`` and returns what to print about the bytes.
+    """
+    for rep in range(reps):
+        print(f"\n== {title}, rep {rep + 1}/{reps} ==")
+        for c in plan.rotation():
+            if c in plan.broken:
+                r: dict[str, Any] = {"fatal": plan.broken[c]}
+            else:
+                job = {"what": what, "client": c, "ca": ng.ca_path, "runs": TRANSFER_RUNS}
+                deadline = TRANSFER_RUNS * UPLOAD_TIMEOUT + 60  # every run may take its timeout
+                r = run({**job, **spec(c, rep)}, timeout=deadline, python=plan.pythons[c])
+            r.setdefault("client", c)
+            r["rep"] = rep
+            note = check(r)
+            rows.append(r)
+            if "fatal" in r:
+                print(f"  {c:<10} FAILED: {r['fatal']}")
+            else:
+                print(f"  {c:<10} {r['mb_s']:>7,.0f} MB/s  {r['protocol']}  {note}")
+            for line in ng.new_log_lines()[:3]:
+                print(f"    nginx: {line[:200]}")
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(MIB):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def check_download(expected: str) -> Callable[[dict[str, Any]], str]:
+    def check(r: dict[str, Any]) -> str:
+        if "fatal" in r:
+            return ""
+        r["sha_ok"] = r["sha256"] == expected and r["bytes"] == BIG_SIZE
+        if not r["sha_ok"]:
+            r["mismatch"] = f"sha256 mismatch ({r['bytes']} bytes)"
+        return "sha256 " + ("ok" if r["sha_ok"] else "MISMATCH")
+
+    return check
+
+
+def upload_prefix(client: str, rep: int) -> str:
+    """The file names of one upload worker: ``<prefix>-0``, ``<prefix>-1``, ..."""
+    return f"{client}-rep{rep}"
+
+
+def check_upload(upload_dir: Path, expected: str) -> Callable[[dict[str, Any]], str]:
+    """After each upload worker: every file it PUT must be the 64 MiB it sent.
+
+    The timed PUT only counts if nginx stored every byte; the files are then deleted,
+    and so is whatever a failed worker left under its prefix.
+    """
+
+    def check(r: dict[str, Any]) -> str:
+        stored = []
+        for name in r.get("files", []):
+            path = upload_dir / name
+            size = path.stat().st_size if path.exists() else None
+            sha_ok = size == UPLOAD_SIZE and _sha256_file(path) == expected
+            stored.append({"file": name, "bytes": size, "ok": sha_ok})
+            if size != UPLOAD_SIZE:
+                r.setdefault("mismatch", f"nginx stored {size} bytes of {name}, not {UPLOAD_SIZE}")
+            elif not sha_ok:
+                r.setdefault("mismatch", f"nginx stored other bytes in {name} (sha256 differs)")
+        for path in upload_dir.glob(f"{upload_prefix(r['client'], r['rep'])}-*"):
+            path.unlink(missing_ok=True)
+        r["stored"] = stored
+        r["stored_ok"] = bool(stored) and "mismatch" not in r
+        return "stored " + ("ok" if r["stored_ok"] else f"MISMATCH: {r.get('mismatch')}")
+
+    return check
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="about 2 minutes")
@@ -849,6 +1123,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=float, help="warm-up seconds per run (1; quick 0.5)")
     ap.add_argument("--reps", type=int, help="round-robin repetitions (default 1); median shown")
     ap.add_argument("--no-download", action="store_true", help="skip the 100 MiB download")
+    ap.add_argument("--no-upload", action="store_true", help="skip the 64 MiB upload")
     ap.add_argument("--json", help="result file (default stress/results/compare-<ts>.json)")
     ap.add_argument("--_worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -888,11 +1163,14 @@ def main(argv: list[str] | None = None) -> int:
             "duration": duration,
             "warmup": warmup,
             "reps": reps,
+            "transfer_runs": TRANSFER_RUNS,
+            "upload_bytes": UPLOAD_SIZE,
             "summary": "median of reps; ratio = client median / h2pool median",
         },
         "versions": {},
         "load": [],
         "download": [],
+        "upload": [],
     }
     m = results["machine"]
     print(
@@ -938,14 +1216,11 @@ def main(argv: list[str] | None = None) -> int:
         with Nginx() as ng:
             print(f"nginx: {ng.base} (worker_processes 1), CA {ng.ca_path}")
             small_url = f"{ng.base}/13b"
-            order = list(clients)
-            k = 0
+            plan = Plan(list(clients), pythons, broken)
             for rep in range(reps):
                 for n in threads:
                     print(f"\n== rep {rep + 1}/{reps}, {n} threads ==")
-                    rot = order[k % len(order) :] + order[: k % len(order)]
-                    k += 1
-                    for c in rot:
+                    for c in plan.rotation():
                         if c in broken:
                             r: dict[str, Any] = {"fatal": broken[c]}
                         else:
@@ -977,46 +1252,45 @@ def main(argv: list[str] | None = None) -> int:
                                 f"  {c:<10} {r['rps']:>9,.0f} req/s  errors {r['errors']}"
                                 f"  conns {r.get('conns')}  {r['probe_protocol']}"
                                 f"  CPU {_fmt(r['cpu_s_per_1000'], '{:.3f}')} s/1k"
+                                f"  p50 {_fmt(r['p50_ms'], '{:.2f}')} ms"
+                                f"  p99 {_fmt(r['p99_ms'], '{:.2f}')} ms"
                             )
                         for line in ng.new_log_lines()[:3]:
                             print(f"    nginx: {line[:200]}")
             for n in threads:
                 lines += summarize_load(results["load"], clients, n)
             if not args.no_download:
-                expected = hashlib.sha256((ng.tmp / "www" / "100m").read_bytes()).hexdigest()
-                for rep in range(reps):
-                    print(f"\n== 100 MiB download, rep {rep + 1}/{reps} ==")
-                    rot = order[k % len(order) :] + order[: k % len(order)]
-                    k += 1
-                    for c in rot:
-                        if c in broken:
-                            r = {"fatal": broken[c]}
-                        else:
-                            r = run(
-                                {
-                                    "what": "download",
-                                    "client": c,
-                                    "url": f"{ng.base}/100m",
-                                    "small_url": small_url,
-                                    "ca": ng.ca_path,
-                                    "runs": 2,
-                                },
-                                timeout=240,
-                                python=pythons[c],
-                            )
-                        r.setdefault("client", c)
-                        r["rep"] = rep
-                        if "fatal" not in r:
-                            r["sha_ok"] = r["sha256"] == expected and r["bytes"] == BIG_SIZE
-                        results["download"].append(r)
-                        if "fatal" in r:
-                            print(f"  {c:<10} FAILED: {r['fatal']}")
-                        else:
-                            print(
-                                f"  {c:<10} {r['mb_s']:>7,.0f} MB/s  {r['protocol']}  sha256 "
-                                f"{'ok' if r['sha_ok'] else 'MISMATCH'}"
-                            )
-                lines += summarize_download(results["download"], clients)
+                measure_transfers(
+                    results["download"],
+                    "download",
+                    "100 MiB download",
+                    plan,
+                    reps,
+                    lambda c, rep: {"url": f"{ng.base}/100m", "small_url": small_url},
+                    check_download(_sha256_file(ng.tmp / "www" / "100m")),
+                    ng,
+                )
+                lines += summarize_transfer(
+                    results["download"], clients, "100 MiB download", "sha256"
+                )
+            if not args.no_upload:
+                measure_transfers(
+                    results["upload"],
+                    "upload",
+                    f"64 MiB upload: PUT {ng.base}/upload/NAME",
+                    plan,
+                    reps,
+                    lambda c, rep: {
+                        "base": ng.base,
+                        "small_url": small_url,
+                        "prefix": upload_prefix(c, rep),
+                    },
+                    check_upload(ng.upload_dir, hashlib.sha256(upload_body()).hexdigest()),
+                    ng,
+                )
+                lines += summarize_transfer(
+                    results["upload"], clients, "64 MiB upload (PUT from bytes)", "stored"
+                )
     except KeyboardInterrupt:
         print("\ninterrupted; partial results follow", file=sys.stderr)
         results["interrupted"] = True
