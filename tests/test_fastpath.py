@@ -19,7 +19,7 @@ import h2.events as ev
 import h2.exceptions as h2x
 import pytest
 from h2.config import H2Configuration
-from h2.connection import H2Connection
+from h2.connection import AllowedStreamIDs, H2Connection
 from hyperframe.frame import ContinuationFrame, HeadersFrame, PingFrame
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -137,6 +137,9 @@ def _state(conn: Any, failed: bool) -> tuple:
             s.state_machine.stream_closed_by,
             s._inbound_window_manager.current_window_size,
             s._actual_content_length,
+            s._expected_content_length,
+            s.state_machine.headers_received,
+            s.state_machine.trailers_received,
         )
         for sid, s in conn.streams.items()
     }
@@ -150,8 +153,8 @@ def _state(conn: Any, failed: bool) -> tuple:
     )
 
 
-def _check(frames: list[bytes], cuts: list[int]) -> None:
-    fast, ref, head = _pair()
+def _check(frames: list[bytes], cuts: list[int], pair: Any = None) -> None:
+    fast, ref, head = (pair or _pair)()
     wire = head + b"".join(frames)
     bounds = sorted({min(c, len(wire)) for c in cuts} | {0, len(wire)})
     chunks = [wire[a:b] for a, b in itertools.pairwise(bounds) if b > a]
@@ -275,8 +278,10 @@ _RESPONSES = [
 ]
 
 
-def _headers_outcome(conn: Any, blocks: list[bytes]) -> list[Any]:
+def _headers_outcome(conn: Any, blocks: list[bytes], reference: bool) -> list[Any]:
     from hpack import Encoder
+
+    receive = (lambda d: H2Connection.receive_data(conn, d)) if reference else conn.receive_data
 
     out: list[Any] = []
     enc = Encoder()
@@ -289,7 +294,7 @@ def _headers_outcome(conn: Any, blocks: list[bytes]) -> list[Any]:
         )
         frame = HeadersFrame(sid, data=enc.encode(headers), flags=["END_HEADERS", "END_STREAM"])
         try:
-            events = conn.receive_data(frame.serialize())
+            events = receive(frame.serialize())
         except h2x.ProtocolError as exc:
             out.append(type(exc).__name__)
             break
@@ -315,6 +320,7 @@ def test_remembered_validation_matches_h2(picks: list[int]) -> None:
 
     mine, ref = new_h2_connection(65536), new_h2_connection(65536)
     ref._begin_new_stream = types.MethodType(H2Connection._begin_new_stream, ref)
+    ref._open_request_stream = lambda sid: ref._begin_new_stream(sid, AllowedStreamIDs.ODD)
     server = H2Connection(H2Configuration(client_side=False, header_encoding=None))
     server.initiate_connection()
     hello = server.data_to_send()
@@ -323,9 +329,100 @@ def test_remembered_validation_matches_h2(picks: list[int]) -> None:
         c.receive_data(hello)
         c.data_to_send()
     blocks = [_RESPONSES[i] for i in picks]
-    assert _headers_outcome(mine, blocks) == _headers_outcome(ref, blocks)
+    assert _headers_outcome(mine, blocks, False) == _headers_outcome(ref, blocks, True)
     assert type(ref.streams[1]).__name__ == "H2Stream"  # the reference really is h2's
     assert type(mine.streams[1]).__name__ == "_ValidatingStream"
+
+
+# -- receiving a response's HEADERS ---------------------------------------------------
+
+# Stateless blocks (a fresh encoder each, literals never indexed), so any order of them
+# decodes the same in both connections. Final responses, informational ones, and every
+# way h2 refuses one: bad or conflicting Content-Length, an upper-case or
+# connection-specific name, a request pseudo-header, no :status at all.
+_RESPONSE_LISTS = [
+    [(b":status", b"200")],
+    [(b":status", b"200"), (b"content-length", b"0")],
+    [(b":status", b"200"), (b"content-length", b"13"), (b"server", b"nginx")],
+    [(b":status", b"200"), (b"content-length", b"x1")],
+    [(b":status", b"200"), (b"content-length", b"5"), (b"content-length", b"6")],
+    [(b":status", b"103"), (b"link", b"</a>")],
+    [(b":status", b"100")],
+    [(b":status", b"204")],
+    [(b":status", b"200"), (b"Bad", b"x")],
+    [(b"server", b"x")],
+    [(b":status", b"200"), (b":path", b"/")],
+    [(b":status", b"200"), (b"connection", b"close")],
+    [(b"x-trailer", b"1")],
+]
+
+
+def _block(index: int) -> bytes:
+    from hpack import Encoder, NeverIndexedHeaderTuple
+
+    headers = [NeverIndexedHeaderTuple(n, v) for n, v in _RESPONSE_LISTS[index]]
+    return Encoder().encode(headers, huffman=False)
+
+
+def _response_frame(kind: int, sid: int, index: int, end: bool, shape: int) -> bytes:
+    if kind == 0:  # DATA of index bytes (0..12): the body after the headers
+        flags = 0x1 if end else 0
+        return index.to_bytes(3, "big") + bytes([0, flags]) + sid.to_bytes(4, "big") + b"d" * index
+    block = _block(index)
+    flags = 0x4 | (0x1 if end else 0)
+    body = block
+    if shape == 1:  # PADDED: h2's own path
+        flags |= 0x8
+        body = b"\x01" + block + b"\0"
+    elif shape == 2:  # PRIORITY: h2's own path
+        flags |= 0x20
+        body = b"\x00\x00\x00\x00\x10" + block
+    return len(body).to_bytes(3, "big") + bytes([1, flags]) + sid.to_bytes(4, "big") + body
+
+
+def _awaiting_pair() -> tuple[Any, Any, bytes]:
+    """Two identical client connections awaiting responses on a GET (1), a HEAD (3), a
+    second GET (5) and a POST whose body is still open (9); the second holds h2's own
+    streams and is fed through h2's parser. The server's bytes: its preface."""
+    import types
+
+    clients = []
+    for reference in (False, True):
+        c = new_h2_connection(65536)
+        if reference:
+            c._begin_new_stream = types.MethodType(H2Connection._begin_new_stream, c)
+            c._open_request_stream = lambda sid, c=c: c._begin_new_stream(sid, AllowedStreamIDs.ODD)
+        c.initiate_connection()
+        for sid, method in ((1, b"GET"), (3, b"HEAD"), (5, b"GET"), (9, b"POST")):
+            c.send_headers(sid, _request(method), end_stream=sid != 9)
+        clients.append(c)
+    server = H2Connection(H2Configuration(client_side=False, header_encoding=None))
+    server.initiate_connection()
+    server.receive_data(clients[0].data_to_send())
+    clients[1].data_to_send()
+    assert type(clients[1].streams[1]).__name__ == "H2Stream"  # really h2's own
+    return clients[0], clients[1], server.data_to_send()
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    frames=st.lists(
+        st.tuples(
+            st.sampled_from([0, 1, 1]),
+            st.sampled_from((1, 3, 5, 9, 7)),
+            st.integers(0, len(_RESPONSE_LISTS) - 1),
+            st.booleans(),
+            st.sampled_from([0, 0, 0, 1, 2]),
+        ).map(lambda t: _response_frame(*t)),
+        max_size=8,
+    ),
+    cuts=st.lists(st.integers(0, 400), max_size=6),
+)
+def test_response_headers_fast_path_matches_h2(frames: list[bytes], cuts: list[int]) -> None:
+    """A response's first HEADERS through the fast path: the same events (headers as
+    validated, informational responses, END_STREAM), the same stream errors and
+    connection errors, and the same stream states, Content-Length and output as h2."""
+    _check(frames, cuts, _awaiting_pair)
 
 
 # -- sending HEADERS ------------------------------------------------------------------
@@ -385,10 +482,20 @@ def test_send_headers_fast_path_matches_h2(requests: list) -> None:
                 results[which].append(type(exc).__name__)
         results[which].append(
             {
-                s: (x.state_machine.state, x._authority, x.request_method, x.state_machine.client)
+                s: (
+                    x.state_machine.state,
+                    x._authority,
+                    x.request_method,
+                    x.state_machine.client,
+                    x.state_machine.headers_sent,
+                    x.outbound_flow_control_window,
+                    x._inbound_window_manager.current_window_size,
+                    x.max_outbound_frame_size,
+                )
                 for s, x in conn.streams.items()
             }
         )
+        results[which].append((conn.highest_outbound_stream_id, conn.state_machine.state))
         results[which].append(list(conn.encoder.header_table.dynamic_entries))
     assert results[0] == results[1]
 

@@ -20,10 +20,17 @@ from __future__ import annotations
 from typing import Any
 
 import h2.exceptions as h2x
-from h2.connection import AllowedStreamIDs, ConnectionInputs, ConnectionState, H2Connection
+from h2.connection import (
+    ConnectionInputs,
+    ConnectionState,
+    H2Connection,
+    _decode_headers,
+)
 from h2.errors import ErrorCodes
+from h2.events import ResponseReceived
 from h2.stream import H2Stream as _H2StreamBase
 from h2.stream import StreamClosedBy, StreamInputs, StreamState
+from h2.utilities import HeaderValidationFlags, is_informational_response
 from hyperframe.exceptions import InvalidPaddingError
 
 __all__ = ["FastData", "FastPaths", "PlainHeaders"]
@@ -64,6 +71,13 @@ class PlainHeaders:
 
 
 _FAST_STATES = (StreamState.OPEN, StreamState.HALF_CLOSED_LOCAL)  # may receive DATA
+# What h2's _build_hdr_validation_flags gives a client's stream for a ResponseReceived.
+_RESPONSE_FLAGS = HeaderValidationFlags(
+    is_client=True, is_trailer=False, is_response_header=True, is_push_promise=False
+)
+_CLIENT_OPEN = ConnectionState.CLIENT_OPEN
+_OPEN = StreamState.OPEN
+_HALF_CLOSED_LOCAL = StreamState.HALF_CLOSED_LOCAL
 _SEND_STATES = (StreamState.OPEN, StreamState.HALF_CLOSED_REMOTE)  # may send DATA
 
 
@@ -118,6 +132,57 @@ class FastPaths(H2Connection):
         stream._validated = self._validated  # type: ignore[attr-defined]
         return stream
 
+    def _open_request_stream(self, stream_id: int) -> Any:
+        """h2's ``_begin_new_stream`` for the next client stream, which the caller
+        checked is above every stream opened so far and odd: without its three debug
+        calls to a logger that discards them and its checks, already made."""
+        stream = _ValidatingStream(
+            stream_id,
+            config=self.config,
+            inbound_window_size=self.local_settings.initial_window_size,
+            outbound_window_size=self.remote_settings.initial_window_size,
+        )
+        stream.max_outbound_frame_size = self.max_outbound_frame_size
+        stream._validated = self._validated
+        self.streams[stream_id] = stream
+        self.highest_outbound_stream_id = stream_id
+        return stream
+
+    def _receive_headers_frame(self, frame: Any) -> Any:
+        """h2's handler, with a fast path for the common case: a plain HEADERS frame
+        (``PlainHeaders``) carrying the final response on a stream awaiting it while
+        the connection is open. Then h2's connection transition (CLIENT_OPEN stays
+        CLIENT_OPEN), its stream lookup and its validation flags (always the same for
+        a response) are known; the decoding, the stream's transitions, the
+        Content-Length and the header validation are h2's own, in h2's order."""
+        if type(frame) is not PlainHeaders or self.state_machine.state is not _CLIENT_OPEN:
+            return super()._receive_headers_frame(frame)
+        stream = self.streams.get(frame.stream_id)
+        sm = None if stream is None else stream.state_machine
+        if sm is None or sm.headers_received or not sm.client:
+            return super()._receive_headers_frame(frame)
+        state = sm.state
+        if state is not _HALF_CLOSED_LOCAL and state is not _OPEN:
+            return super()._receive_headers_frame(frame)
+        headers = _decode_headers(self.decoder, frame.data)
+        end_stream = "END_STREAM" in frame.flags
+        if is_informational_response(headers):
+            return stream.receive_headers(headers, end_stream, self.config.header_encoding)
+        # The stream's RECV_HEADERS: OPEN and HALF_CLOSED_LOCAL stay as they are, and
+        # response_received marks the headers received.
+        sm.headers_received = True
+        event = ResponseReceived(stream_id=frame.stream_id)
+        events: list[Any] = [event]
+        if end_stream:
+            ended = sm.process_input(StreamInputs.RECV_END_STREAM)
+            event.stream_ended = ended[0]
+            events += ended
+        stream._initialize_content_length(headers)
+        event.headers = stream._process_received_headers(
+            headers, _RESPONSE_FLAGS, self.config.header_encoding
+        )
+        return [], events
+
     def send_headers(
         self,
         stream_id: int,
@@ -160,16 +225,26 @@ class FastPaths(H2Connection):
                 method = value
             elif name == b":authority" and authority is None:
                 authority = value
-        if self.open_outbound_streams + 1 > self.remote_settings.max_concurrent_streams:
+        if (
+            self.open_outbound_streams + 1 > self.remote_settings.max_concurrent_streams
+            or stream_id <= self.highest_outbound_stream_id
+            or not stream_id & 1
+        ):
             super().send_headers(stream_id, headers, end_stream)  # raises as h2 does
             return
-        self.state_machine.process_input(ConnectionInputs.SEND_HEADERS)
-        stream = self._begin_new_stream(stream_id, AllowedStreamIDs(self.config.client_side))
+        # h2's transitions, which change nothing else here: the connection's SEND_HEADERS
+        # (CLIENT_OPEN stays CLIENT_OPEN) and the stream's (IDLE -> OPEN, request_sent).
+        # Each process_input costs an Enum.__hash__ in Python per lookup.
+        if self.state_machine.state is not _CLIENT_OPEN:
+            self.state_machine.process_input(ConnectionInputs.SEND_HEADERS)
+        stream = self._open_request_stream(stream_id)
         sm = stream.state_machine
-        sm.process_input(StreamInputs.SEND_HEADERS)
+        sm.state = _OPEN
+        sm.client = True
+        sm.headers_sent = True
         block = self.encoder.encode(headers)
         if end_stream:
-            sm.process_input(StreamInputs.SEND_END_STREAM)
+            sm.state = _HALF_CLOSED_LOCAL  # h2's OPEN -> HALF_CLOSED_LOCAL, no callback
         # HEADERS, then CONTINUATION frames if the block exceeds the peer's frame size;
         # END_STREAM on the first frame, END_HEADERS on the last (RFC 9113 §6.2, §6.10).
         size = self.max_outbound_frame_size
