@@ -17,7 +17,7 @@ internals, which is one reason ``h2<5`` is pinned.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import h2.exceptions as h2x
 from h2.connection import (
@@ -155,15 +155,21 @@ class FastPaths(H2Connection):
         CLIENT_OPEN), its stream lookup and its validation flags (always the same for
         a response) are known; the decoding, the stream's transitions, the
         Content-Length and the header validation are h2's own, in h2's order."""
-        if type(frame) is not PlainHeaders or self.state_machine.state is not _CLIENT_OPEN:
+        stream: Any = self.streams.get(frame.stream_id)
+        if (
+            frame.__class__ is not PlainHeaders
+            or stream is None
+            or self.state_machine.state is not _CLIENT_OPEN
+        ):
             return super()._receive_headers_frame(frame)
-        stream = self.streams.get(frame.stream_id)
-        sm = None if stream is None else stream.state_machine
-        if sm is None or sm.headers_received or not sm.client:
-            return super()._receive_headers_frame(frame)
+        sm = stream.state_machine
         state = sm.state
-        if state is not _HALF_CLOSED_LOCAL and state is not _OPEN:
-            return super()._receive_headers_frame(frame)
+        if (
+            sm.headers_received
+            or not sm.client
+            or (state is not _HALF_CLOSED_LOCAL and state is not _OPEN)
+        ):
+            return super()._receive_headers_frame(cast(Any, frame))  # h2 reads 3 attributes
         headers = _decode_headers(self.decoder, frame.data)
         end_stream = "END_STREAM" in frame.flags
         if is_informational_response(headers):
