@@ -30,6 +30,7 @@ log = logging.getLogger("h2pool")
 # The shared receive buffer: a turn's feed (512 KiB) plus a carried partial frame and
 # one more read. A bytearray's worth of address space; pages are touched as used.
 READ_BUFFER_SIZE = 640 * 1024
+_NEVER = float("inf")
 _DEBUG = bool(os.environ.get("H2POOL_DEBUG_THREADS"))
 
 
@@ -51,8 +52,11 @@ class Timer:
 
     def cancel(self) -> None:
         if self.callback is not None:
-            self._loop._timers.discard(self.key)
-            self._loop._timer_map.pop(self.key, None)
+            loop = self._loop
+            loop._timers.discard(self.key)
+            loop._timer_map.pop(self.key, None)
+            if self.when == loop._due:
+                loop._due = loop._timers[0][0] if loop._timer_map else _NEVER
             self.callback = None  # type: ignore[assignment]
 
 
@@ -89,6 +93,10 @@ class IOLoop:
         # O(log n); the selector's timeout is the nearest deadline.
         self._timers = SortedList()
         self._timer_map: dict[tuple[float, int], Timer] = {}
+        # The nearest deadline (_NEVER without timers), kept by call_at, Timer.cancel
+        # and the loop, so a turn reads one attribute rather than indexing SortedList
+        # (a Python-level __len__ and __getitem__, four of each per request).
+        self._due = _NEVER
         self._seq = itertools.count()
         self._dirty: dict[Flushable, None] = {}
         # One receive buffer for every connection: the loop reads one socket at a time
@@ -165,6 +173,8 @@ class IOLoop:
         timer = Timer(self, key, fn, args)
         self._timers.add(key)
         self._timer_map[key] = timer
+        if when < self._due:
+            self._due = when
         return timer
 
     def read_buffer(self) -> memoryview:
@@ -258,8 +268,8 @@ class IOLoop:
             self._asleep = True
             if commands:
                 timeout = 0.0
-            elif self._timers:
-                timeout = max(0.0, self._timers[0][0] - clock())
+            elif self._due != _NEVER:
+                timeout = max(0.0, self._due - clock())
             else:
                 timeout = None
         events = self.selector.select(timeout)
@@ -278,9 +288,9 @@ class IOLoop:
                 fn(*args)
             except Exception as exc:
                 self._contain(fn, exc)
-        timers = self._timers
-        if timers and timers[0][0] <= self.now:
+        if self._due <= self.now:
             self.now = clock()
+            timers = self._timers
             while timers and timers[0][0] <= self.now:
                 key = timers.pop(0)
                 timer = self._timer_map.pop(key)
@@ -290,6 +300,7 @@ class IOLoop:
                     cb(*timer.args)
                 except Exception as exc:
                     self._contain(cb, exc)
+            self._due = timers[0][0] if timers else _NEVER
         dirty = self._dirty
         while dirty:
             self._dirty = {}

@@ -7,6 +7,8 @@ import threading
 from collections.abc import Callable, Iterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from h2pool._loop import IOLoop
 
@@ -82,3 +84,52 @@ def test_a_cancelled_timer_never_fires(loop: IOLoop, clock: StepClock) -> None:
     on_loop(loop, arm)
     turn_at(loop, clock, 1005.0)
     assert fired == ["kept"]
+
+
+@pytest.mark.timeout(60)
+@settings(max_examples=200, deadline=None)
+@given(
+    ops=st.lists(
+        st.one_of(
+            st.tuples(st.just("arm"), st.integers(0, 20)),
+            st.tuples(st.just("cancel"), st.integers(0, 30)),
+            st.tuples(st.just("turn"), st.integers(0, 20)),
+        ),
+        max_size=40,
+    )
+)
+def test_the_nearest_deadline_follows_every_arm_cancel_and_turn(ops: list) -> None:
+    """The loop sleeps until its cached nearest deadline: it must never be later than
+    the earliest live timer (a timer would fire late), and every due timer fires in
+    the turn after its deadline, timers armed by timers included."""
+    clock = StepClock()
+    loop = IOLoop(clock=clock)
+    live: dict[int, tuple[float, object]] = {}
+    fired: list[int] = []
+    n = 0
+
+    def fire(i: int) -> None:
+        fired.append(i)
+        del live[i]
+        if i % 3 == 0:  # a timer that arms an earlier-than-the-rest timer
+            arm(0)
+
+    def arm(delay: int) -> None:
+        nonlocal n
+        live[n] = (clock.t + delay, loop.call_later(float(delay), fire, n))
+        n += 1
+
+    try:
+        for op, x in ops:
+            if op == "arm":
+                arm(x)
+            elif op == "cancel" and x < n and x in live:
+                live.pop(x)[1].cancel()  # type: ignore[attr-defined]
+            elif op == "turn":
+                clock.t += x
+                loop.call_soon_threadsafe(lambda: None)  # never sleeps in select()
+                loop._run_once()
+                assert all(when > clock.t for when, _ in live.values())
+            assert loop._due == min((w for w, _ in live.values()), default=float("inf"))
+    finally:
+        loop._close_resources()
