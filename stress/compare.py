@@ -83,6 +83,9 @@ CLIENTS = (
     "pyqwest",
 )
 VENV_CLIENTS = ("requests", "urllib3")  # measured with the real urllib3
+# Not a client: h2pool's design with no protocol library (stress/_floor.py), small GETs
+# only, measured when asked for (--clients floor,h2pool,pyreqwest).
+OPT_IN = ("floor",)
 VENV = HERE / "results" / "compare-venv"
 SMALL_BODY = b"hello, world\n"
 BIG_SIZE = 100 * 1024 * 1024
@@ -407,7 +410,33 @@ def make_pyqwest(ca: str, threads: int) -> Client:
     return c
 
 
+def make_floor(ca: str, threads: int) -> Client:
+    import _floor
+
+    made: list[Any] = []
+    lock = threading.Lock()
+
+    def fetch(url: str) -> str:
+        if not made:
+            with lock:  # connects on the first request: the origin comes with the URL
+                if not made:
+                    made.append(_floor.FloorClient(ca, url))
+        status, body = made[0].get(url)
+        _check(status, body)
+        return "HTTP/2"
+
+    def close() -> None:
+        if made:
+            made[0].close()
+
+    def upload(url: str, data: bytes) -> str:
+        raise NotImplementedError("the floor measures small GETs only")
+
+    return _shared(fetch, close, upload)
+
+
 FACTORIES: dict[str, Callable[[str, int], Client]] = {
+    "floor": make_floor,
     "h2pool": make_h2pool,
     "httpx": make_httpx,
     "niquests": make_niquests,
@@ -1117,7 +1146,10 @@ def check_upload(upload_dir: Path, expected: str) -> Callable[[dict[str, Any]], 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="about 2 minutes")
-    ap.add_argument("--clients", help=f"comma-separated subset of {','.join(CLIENTS)}")
+    ap.add_argument(
+        "--clients",
+        help=f"comma-separated subset of {','.join(CLIENTS)}; also 'floor' (stress/_floor.py)",
+    )
     ap.add_argument("--threads", help="comma-separated thread counts (default 1,8,64)")
     ap.add_argument("--duration", type=float, help="measured seconds per run (5; quick 2)")
     ap.add_argument("--warmup", type=float, help="warm-up seconds per run (1; quick 0.5)")
@@ -1133,9 +1165,9 @@ def main(argv: list[str] | None = None) -> int:
 
     quick = args.quick
     clients = [c.strip() for c in (args.clients or ",".join(CLIENTS)).split(",") if c.strip()]
-    unknown = [c for c in clients if c not in CLIENTS]
+    unknown = [c for c in clients if c not in CLIENTS + OPT_IN]
     if unknown:
-        ap.error(f"unknown clients {unknown}; choose from {','.join(CLIENTS)}")
+        ap.error(f"unknown clients {unknown}; choose from {','.join(CLIENTS + OPT_IN)}")
     threads = [int(x) for x in (args.threads or "1,8,64").split(",")]
     duration = args.duration or (2.0 if quick else 5.0)
     warmup = args.warmup if args.warmup is not None else (0.5 if quick else 1.0)
@@ -1259,6 +1291,9 @@ def main(argv: list[str] | None = None) -> int:
                             print(f"    nginx: {line[:200]}")
             for n in threads:
                 lines += summarize_load(results["load"], clients, n)
+            # The floor makes small GETs only.
+            movers = [c for c in clients if c not in OPT_IN]
+            plan = Plan(movers, pythons, broken)
             if not args.no_download:
                 measure_transfers(
                     results["download"],
@@ -1271,7 +1306,7 @@ def main(argv: list[str] | None = None) -> int:
                     ng,
                 )
                 lines += summarize_transfer(
-                    results["download"], clients, "100 MiB download", "sha256"
+                    results["download"], movers, "100 MiB download", "sha256"
                 )
             if not args.no_upload:
                 measure_transfers(
@@ -1289,7 +1324,7 @@ def main(argv: list[str] | None = None) -> int:
                     ng,
                 )
                 lines += summarize_transfer(
-                    results["upload"], clients, "64 MiB upload (PUT from bytes)", "stored"
+                    results["upload"], movers, "64 MiB upload (PUT from bytes)", "stored"
                 )
     except KeyboardInterrupt:
         print("\ninterrupted; partial results follow", file=sys.stderr)
