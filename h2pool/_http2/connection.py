@@ -335,16 +335,25 @@ class H2Conn(ConnectionBase[H2Stream]):
             return
         st.status = status
         st.headers_at = self.loop.now
-        st.headers = [(n, v) for n, v in headers if not n.startswith(b":")]
+        # h2 has validated the list: pseudo-headers come first (RFC 9113 §8.3).
+        first = 1 if raw is headers[0][1] else 0
+        while first < len(headers) and headers[first][0][:1] == b":":
+            first += 1
+        st.headers = headers[first:]
         if status in (204, 304):
             st.no_body = True
         elif req_method_has_body(st.req.method):
-            for n, v in st.headers:
-                if n == b"content-length":
-                    # h2 has validated it; checked again at the end because h2 forgets
-                    # it when trailers arrive (python-hyper/h2: receive_headers).
-                    st.expected = int(v) if v.isdigit() else None
-                    break
+            # h2 has parsed and checked it (one value, digits only). It forgets it when
+            # trailers arrive (python-hyper/h2: receive_headers), possibly in the same
+            # read as these headers: then it is read from the headers again, and kept.
+            stream = self.h2.streams.get(st.id)
+            if stream is not None and not stream.state_machine.trailers_received:
+                st.expected = stream._expected_content_length
+            else:
+                for n, v in st.headers:
+                    if n == b"content-length":
+                        st.expected = int(v) if v.isdigit() else None
+                        break
         if not req.stream and st.expected is not None and st.expected > st.window:
             # A large body the caller wants whole: open the window to the limit now
             # rather than over the round trips the estimate takes (the whole body is
