@@ -151,8 +151,14 @@ class Runtime:
         err = ClientClosed(f"the h2pool I/O thread crashed: {exc!r}")
         err.__cause__ = exc
         self.broken = err
-        assert self.pool is not None
+        assert self.loop is not None and self.pool is not None
         self.pool.abort(err)
+        # Stopping before the drain, not after it (the loop's own flag is only set once
+        # this handler returns): a caller that checked `broken` before it was set may
+        # queue its request after this drain, and then only its own `loop.stopping`
+        # check in `submit` can fail it. After pool.abort, so that stats(), which reads
+        # a stopped pool from the caller's thread, never sees abort half done.
+        self.loop.stop()
         self.fail_leftovers()
 
     def fail_leftovers(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
+from concurrent.futures import Future
 
 import h2.events
 import pytest
@@ -65,6 +66,61 @@ def test_dead_io_thread_wakes_waiters_and_refuses_new_requests(h2peer, make_clie
     assert not client._runtime.loop.thread.is_alive()
     with pytest.raises(h2pool.ClientClosed):
         client.get(peer.h2c_url + "/fast")
+
+
+@pytest.mark.timeout(30)
+def test_request_queued_while_the_io_thread_dies_is_failed(make_client, monkeypatch):
+    """A caller that passed the "I/O thread broken?" check before the thread died and
+    queues its request after the dying thread drained the queue must still get an
+    answer. Its own "stopping?" check is all that is left to see the request, so the
+    loop must read as stopping before the dying thread's last drain; here the caller is
+    held between the two checks until that drain has run."""
+    client = make_client(http2_prior_knowledge=True)
+    runtime = client._runtime
+    loop, _ = runtime.ensure()
+    checked = threading.Event()
+    drained = threading.Event()
+    submitted = threading.Event()
+    ensure, fail_leftovers = runtime.ensure, runtime.fail_leftovers
+
+    def late_ensure():
+        checked.set()  # past the `broken` check, which found the thread alive
+        assert drained.wait(10), "the I/O thread did not die"
+        return ensure()
+
+    def dying_drain():
+        fail_leftovers()
+        if threading.current_thread() is loop.thread:
+            drained.set()
+            submitted.wait(10)  # the caller queues now, before the loop finishes dying
+
+    monkeypatch.setattr(runtime, "ensure", late_ensure)
+    monkeypatch.setattr(runtime, "fail_leftovers", dying_drain)
+    futures = []
+
+    def caller():
+        try:
+            futures.append(client.submit("GET", "http://127.0.0.1:9/"))
+        except BaseException as exc:  # reported by the assertion below
+            futures.append(exc)
+        finally:
+            submitted.set()
+
+    thread = threading.Thread(target=caller)
+    thread.start()
+    assert checked.wait(10)
+
+    def explode():
+        raise SystemError("injected loop crash")
+
+    loop.call_soon_threadsafe(explode)  # a command with no owner: the loop dies
+    thread.join(10)
+    assert loop.join(10)
+    (future,) = futures
+    assert isinstance(future, Future), f"submit() raised {future!r}"
+    with pytest.raises(h2pool.ClientClosed) as info:
+        future.result(timeout=5)
+    assert isinstance(info.value.__cause__, SystemError)
 
 
 @pytest.mark.timeout(60)
