@@ -241,6 +241,9 @@ class IOLoop:
                 self._run_once()
         except BaseException as exc:  # the loop must never die silently
             self.died = exc
+            # Stopping before on_death fails the waiters: a caller that queues after
+            # on_death's last drain of the commands then sees it and fails its own.
+            self._stopping = True
             log.critical("h2pool I/O thread crashed", exc_info=True)
             if self.on_death is not None:
                 try:
