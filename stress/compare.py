@@ -758,6 +758,16 @@ def worker_load(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _transfer_result(
+    name: str, proto: str, times: list[float], size: int, **extra: Any
+) -> dict[str, Any]:
+    """A transfer worker's result: the best of its runs, in MB/s (10^6 bytes/s)."""
+    best = min(times)
+    result = {"client": name, "protocol": proto, "times_s": times, "best_s": best}
+    result["mb_s"] = size / best / 1e6
+    return {**result, **extra}
+
+
 def worker_download(spec: dict[str, Any]) -> dict[str, Any]:
     name = spec["client"]
     times, chunks, proto = DOWNLOADS[name](spec["url"], spec["small_url"], spec["ca"], spec["runs"])
@@ -766,16 +776,7 @@ def worker_download(spec: dict[str, Any]) -> dict[str, Any]:
     for c in chunks:
         h.update(c)
         got += len(c)
-    best = min(times)
-    return {
-        "client": name,
-        "protocol": proto,
-        "times_s": times,
-        "best_s": best,
-        "mb_s": BIG_SIZE / best / 1e6,
-        "bytes": got,
-        "sha256": h.hexdigest(),
-    }
+    return _transfer_result(name, proto, times, BIG_SIZE, bytes=got, sha256=h.hexdigest())
 
 
 def worker_upload(spec: dict[str, Any]) -> dict[str, Any]:
@@ -798,15 +799,7 @@ def worker_upload(spec: dict[str, Any]) -> dict[str, Any]:
         times, _, proto = _timed(spec["runs"], once)
     finally:
         client.close()
-    best = min(times)
-    return {
-        "client": name,
-        "protocol": proto,
-        "times_s": times,
-        "best_s": best,
-        "mb_s": UPLOAD_SIZE / best / 1e6,
-        "files": files,
-    }
+    return _transfer_result(name, proto, times, UPLOAD_SIZE, files=files)
 
 
 def worker_versions(spec: dict[str, Any]) -> dict[str, Any]:
