@@ -267,7 +267,11 @@ class H2Conn(ConnectionBase[H2Stream]):
                 return
         if self.sender.pending:
             self.sender.pump_if_pending()
-        self.loop.mark_dirty(self)
+        out = self.out
+        if self.h2.pending_output() or len(out.data) > out.pos:
+            # Only then: most reads of small responses leave nothing to send (their
+            # credit goes back in batches), and a flush would find nothing.
+            self.loop.mark_dirty(self)
 
     def flush(self) -> None:
         """Move h2's pending output to the socket: one ``send()`` per turn when possible."""

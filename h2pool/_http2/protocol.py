@@ -77,7 +77,8 @@ class _H2(FastPaths):
         """The bytes of an incomplete frame h2 holds from the last read, handed over
         (the connection reads the next bytes after them into the loop's buffer)."""
         carry: bytearray = self.incoming_buffer._data
-        self.incoming_buffer._data = bytearray()
+        if carry:  # else h2 keeps its empty buffer: no new one per read
+            self.incoming_buffer._data = bytearray()
         return carry
 
     def keep_partial_frame(self, data: bytes | memoryview) -> None:
