@@ -38,6 +38,7 @@ from ._errors import (
 )
 from ._headers import Headers
 from ._retry import Fact
+from ._sockio import TLS_RECORD
 from ._stream import BodyPipe
 
 if TYPE_CHECKING:
@@ -268,6 +269,8 @@ class H1Conn(ConnectionBase[H1Stream]):
             self._process_events()
             if self.closed or not self._reading:
                 return
+            if len(data) < TLS_RECORD and not self._more_waiting():
+                break  # the socket is empty: no read that would only raise EAGAIN
         # Data may remain inside the TLS layer, where select() cannot see it.
         if isinstance(sock, ssl.SSLSocket) and sock.pending():
             self.loop.call_soon_threadsafe(self._on_readable_again)

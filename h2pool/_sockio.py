@@ -1,4 +1,5 @@
-"""Non-blocking socket writes shared by the HTTP/2 and HTTP/1.1 connections. I/O thread.
+"""Non-blocking socket reads and writes shared by the HTTP/2 and HTTP/1.1 connections.
+I/O thread.
 
 TLS goes out one record (16 KiB) per ``send()``. CPython's ``SSL_write`` is not in
 partial-write mode: a large ``send()`` that raises ``SSLWantWriteError`` may already have
@@ -10,12 +11,46 @@ test reproduced a resent PUT before this).
 
 from __future__ import annotations
 
+import select
 import socket
 import ssl
+from collections.abc import Callable
 
-__all__ = ["TLS_SLICE", "send_some"]
+__all__ = ["TLS_RECORD", "TLS_SLICE", "read_probe", "send_some"]
 
 TLS_SLICE = 16 * 1024  # one TLS record
+TLS_RECORD = 16 * 1024  # the most plaintext one TLS record carries (RFC 8446 §5.1)
+
+
+def _always() -> bool:
+    return True
+
+
+def read_probe(sock: socket.socket) -> Callable[[], bool]:
+    """A zero-timeout check that ``sock`` has bytes (or an EOF or error) waiting.
+
+    A connection reads until the socket is empty. After a read that came back short
+    (less than a full TLS record) the next one nearly always fails, and through TLS that
+    failure is an ``SSL_read``, an OpenSSL error and a Python exception: 26,000
+    instructions, 7.7% of a whole small GET (client and I/O thread, callgrind). One
+    ``poll()`` of the descriptor answers the same question for a tenth of that, and
+    when it says "nothing" the loop's next select() reports whatever arrives later.
+    Where ``poll`` is missing, the answer is always "read again", as before.
+    """
+    if not hasattr(select, "poll"):
+        return _always
+    try:
+        fd = sock.fileno()
+    except (OSError, AttributeError):
+        return _always
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    poll = poller.poll
+
+    def more_waiting() -> bool:
+        return bool(poll(0))
+
+    return more_waiting
 
 
 def send_some(

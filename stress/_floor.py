@@ -2,8 +2,9 @@
 protocol library at all.
 
 ``FloorClient`` is built the way h2pool is (caller threads hand each request to one
-I/O thread through a deque, wake it through a socket pair only when it may sleep, and
-wait on a lock the I/O thread releases), but its I/O thread does nothing beyond the
+I/O thread through a deque, wake it through h2pool's own wake-up channel only when it
+may sleep, and wait on a lock the I/O thread releases; its reads stop at an empty socket
+the way h2pool's do), but its I/O thread does nothing beyond the
 bytes: a request is one pre-encoded HEADERS frame (HPACK from the static table and
 literals), a response is recognised by its END_STREAM flag, its status by the first
 HPACK byte (0x88, ``:status: 200`` from the static table) and its body is the DATA
@@ -27,6 +28,9 @@ import ssl
 import threading
 from typing import Any
 from urllib.parse import urlsplit
+
+from h2pool._loop import WakeChannel
+from h2pool._sockio import TLS_RECORD, read_probe
 
 __all__ = ["FloorClient"]
 
@@ -75,11 +79,10 @@ class FloorClient:
         self._queue: collections.deque[tuple[bytes, _Pending]] = collections.deque()
         self._asleep = False
         self._stopping = False
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
+        self._wake = WakeChannel()  # h2pool's own: an eventfd on Linux
+        self._more_waiting = read_probe(sock)  # and its check after a short read
         self._selector = selectors.DefaultSelector()
-        self._selector.register(self._wake_r, selectors.EVENT_READ, False)
+        self._selector.register(self._wake.fd, selectors.EVENT_READ, False)
         self._selector.register(sock, selectors.EVENT_READ, True)
         self._thread = threading.Thread(target=self._run, name="floor-io", daemon=True)
         self._thread.start()
@@ -94,23 +97,16 @@ class FloorClient:
         pending = _Pending()
         self._queue.append((block, pending))
         if self._asleep:
-            try:
-                self._wake_w.send(b"\0")
-            except BlockingIOError:
-                pass
+            self._wake.write()
         pending.lock.acquire()
         return pending.status, b"".join(pending.body)
 
     def close(self) -> None:
         self._stopping = True
-        try:
-            self._wake_w.send(b"\0")
-        except BlockingIOError:
-            pass
+        self._wake.write()
         self._thread.join(10)
         self._sock.close()
-        self._wake_r.close()
-        self._wake_w.close()
+        self._wake.close()
 
     # -- the I/O thread ---------------------------------------------------------------
     def _run(self) -> None:
@@ -125,7 +121,7 @@ class FloorClient:
             for key, _ in events:
                 if not key.data:
                     try:
-                        self._wake_r.recv(4096)
+                        self._wake.read()
                     except BlockingIOError:
                         pass
                     continue
@@ -137,6 +133,8 @@ class FloorClient:
                     if not chunk:
                         return
                     buf += chunk
+                    if len(chunk) < TLS_RECORD and not self._more_waiting():
+                        break
                 out = self._frames(buf, inflight)
                 if out:
                     sock.sendall(out)

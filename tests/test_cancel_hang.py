@@ -1,9 +1,9 @@
 """A lost wake-up of the I/O thread (the intermittent cancel-storm hang).
 
-``IOLoop._on_wake`` cleared ``_wake_pending`` and only then drained the wake-up socket.
+``IOLoop._on_wake`` cleared ``_wake_pending`` and only then drained the wake-up channel.
 A caller that had seen the loop asleep (``_asleep`` read just before the loop woke)
 could take ``_wake_lock`` in between, find the flag clear, set it and write its byte;
-the drain swallowed that byte and the flag stayed set with nothing in the socket. From
+the drain swallowed that write and the flag stayed set with nothing in the channel. From
 then on every caller believed a wake-up was already on its way and skipped the write:
 the loop slept until its next timer (a lazily re-armed read-timeout tick, the keep-alive
 expiry, or never), and a request posted to an idle client was not even submitted to the
@@ -19,46 +19,73 @@ thread plays the caller that read ``_asleep`` just before the loop woke up.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 
 import pytest
 from servers.util import wait_until
 
-from h2pool._loop import IOLoop
+from h2pool._loop import IOLoop, WakeChannel
 
 
 class HeldDrain:
-    """Stands in for the loop's wake-up socket (read end): the first ``recv()`` tells the
-    test that the loop is draining, then waits until the test has played the racing
-    caller. Everything else goes to the real socket (the selector holds that one)."""
+    """Stands in for the loop's wake-up drain: the first call tells the test that the
+    loop is draining, then waits until the test has played the racing caller. Each
+    call then drains the real channel (the selector watches that one)."""
 
-    def __init__(self, sock) -> None:
-        self._sock = sock
+    def __init__(self, read) -> None:
+        self._read = read
         self.draining = threading.Event()
         self.release = threading.Event()
         self._armed = True
 
-    def recv(self, n: int, *flags: int) -> bytes:
+    def __call__(self) -> None:
         if self._armed:
             self._armed = False
             self.draining.set()
             self.release.wait(5.0)
-        return self._sock.recv(n, *flags)
+        self._read()
 
-    def __getattr__(self, name: str):
-        return getattr(self._sock, name)
+
+@pytest.fixture(params=["eventfd", "socketpair"])
+def wake_kind(request, monkeypatch):
+    """Each test runs with both wake-up channels: Linux's eventfd and the socket pair
+    used where there is none."""
+    if request.param == "socketpair":
+        monkeypatch.delattr(os, "eventfd", raising=False)
+    elif not hasattr(os, "eventfd"):
+        pytest.skip("no eventfd on this platform")
+    return request.param
+
+
+@pytest.mark.timeout(10)
+def test_wake_channel_one_read_takes_every_write_and_close_is_final(wake_kind):
+    ch = WakeChannel()
+    assert (ch._pair is None) == (wake_kind == "eventfd")
+    with pytest.raises(BlockingIOError):
+        ch.read()  # nothing written yet
+    for _ in range(3):
+        ch.write()
+    ch.read()
+    if wake_kind == "eventfd":
+        with pytest.raises(BlockingIOError):
+            ch.read()  # the counter was taken whole
+    ch.close()
+    ch.close()  # a second close must not close a reused descriptor number
+    with pytest.raises(OSError):
+        ch.write()
 
 
 @pytest.mark.timeout(60)
-def test_wakeup_posted_while_the_loop_drains_is_not_lost():
+def test_wakeup_posted_while_the_loop_drains_is_not_lost(wake_kind):
     loop = IOLoop(name="h2pool-io-wake-test")
     loop.start()
-    real = loop._wake_r
+    real = loop._wake_read
     try:
         # Asleep in select() with no timer and no command: only a wake-up moves it.
         wait_until(lambda: loop._asleep and not loop._commands)
         held = HeldDrain(real)
-        loop._wake_r = held
+        loop._wake_read = held
 
         # Caller A: the loop is asleep, so A sets _wake_pending and writes the byte.
         first = threading.Event()
@@ -85,8 +112,8 @@ def test_wakeup_posted_while_the_loop_drains_is_not_lost():
             f"{loop._wake_pending} with the wake-up socket empty"
         )
     finally:
-        loop._wake_r = real
+        loop._wake_read = real
         loop.stop()
         with contextlib.suppress(OSError):
-            loop._wake_w.send(b"\0")  # whatever the flag says
+            loop._wake_write()  # whatever the flag says
         assert loop.join(5.0)

@@ -35,6 +35,7 @@ from .._errors import (
 )
 from .._headers import Headers
 from .._retry import Fact
+from .._sockio import TLS_RECORD
 from .._stream import BodyPipe
 from .fastpath import FastData
 from .flow import WindowTuner
@@ -217,6 +218,8 @@ class H2Conn(ConnectionBase[H2Stream]):
                 eof = True
                 break
             filled += n
+            if n < TLS_RECORD and not self._more_waiting():
+                break  # the socket is empty: no read that would only raise EAGAIN
             if limit - filled < _RECV_SIZE:
                 # Feed h2 in bounded slices: each control frame it reads may queue an
                 # ACK, and a flood read whole would blow the outbound cap in one turn.
