@@ -248,6 +248,8 @@ def make_decoder(header_values: list[str]) -> ChainDecoder | None:
     this process cannot decode means the body is handed back as received (like httpx
     and requests): the caller can still see ``Content-Encoding`` and decode it.
     """
+    if not header_values:
+        return None  # the usual case: no Content-Encoding at all
     names = [token.strip().lower() for value in header_values for token in value.split(",")]
     names = [n for n in names if n and n != "identity"]
     if not names:

@@ -201,6 +201,14 @@ class Headers(MutableMapping[str, str]):
     def get_all(self, name: str) -> list[str]:
         """Every value of ``name``, in order; an empty list if absent."""
         key = name.lower()
+        raw = self._raw
+        if raw is not None and key.isascii():
+            # Received and not decoded yet (a response's own lookups, Content-Encoding
+            # first, come here): compare bytes and decode only the values that match.
+            # h2 and h11 hand over validated names, ASCII tokens, so this is the same
+            # comparison as on the decoded names, without decoding every field.
+            bkey = key.encode()
+            return [_decode(v) for n, v in raw if n.lower() == bkey]
         return [v for n, v in self._list() if n.lower() == key]
 
     def __contains__(self, name: object) -> bool:

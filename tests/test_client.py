@@ -13,8 +13,11 @@ import io
 import threading
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import h2pool
+from h2pool._headers import Headers
 
 HELLO = b"Hello, world!"
 
@@ -80,6 +83,28 @@ def test_headers_multidict(nginx, make_client):
     names = [name.lower() for name in r.headers]
     assert "content-length" in names
     assert ("content-length", "13") in [(k.lower(), v) for k, v in r.headers.items()]
+
+
+_TOKEN = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-_.!#$%&'*+^`|~", min_size=1)
+
+
+_VALUE = st.one_of(st.binary(max_size=12), st.text(max_size=6).map(str.encode))
+
+
+@pytest.mark.timeout(60)
+@settings(max_examples=300, deadline=None)
+@given(fields=st.lists(st.tuples(_TOKEN, _VALUE), max_size=8), data=st.data())
+def test_received_headers_answer_the_same_before_and_after_decoding(fields, data):
+    """A response's fields stay bytes until looked at, and a lookup by name then compares
+    bytes: it must find exactly what the decoded headers find, values decoded alike."""
+    names = [n for n, _ in fields] + ["content-encoding", "k", "\u212a"]
+    asked = data.draw(st.sampled_from(names).map(lambda n: n.upper() if len(n) % 2 else n))
+    raw = [(n.encode(), v) for n, v in fields]
+    fresh = Headers._from_raw(list(raw))
+    decoded = Headers._from_raw(list(raw))
+    list(decoded.items())  # decode every field first
+    assert fresh.get_all(asked) == decoded.get_all(asked)
+    assert list(fresh.items()) == list(decoded.items())  # the lookup changed nothing
 
 
 @pytest.mark.timeout(240)
