@@ -20,6 +20,7 @@ import h2.exceptions as h2x
 import pytest
 from h2.config import H2Configuration
 from h2.connection import AllowedStreamIDs, H2Connection
+from h2.settings import SettingCodes, Settings
 from hyperframe.frame import ContinuationFrame, HeadersFrame, PingFrame
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -449,15 +450,35 @@ _REQ_HEADERS = st.lists(
         ),
         min_size=1,
         max_size=8,
-    )
+    ),
+    peer_streams=st.sampled_from([None, 0, 1, 2, 3]),
+    peer_window=st.sampled_from([None, 1000, 70000]),
+    our_window=st.sampled_from([None, 5000, 1 << 20]),
 )
-def test_send_headers_fast_path_matches_h2(requests: list) -> None:
-    """Same bytes (HEADERS and CONTINUATION), same stream states, same HPACK table and
-    the same errors (stream id too low, an existing stream) as h2's send_headers."""
+def test_send_headers_fast_path_matches_h2(
+    requests: list, peer_streams: int | None, peer_window: int | None, our_window: int | None
+) -> None:
+    """Same bytes (HEADERS and CONTINUATION), same stream states and windows, same HPACK
+    table and the same errors (stream id too low, an existing stream, more streams than
+    the server's SETTINGS_MAX_CONCURRENT_STREAMS) as h2's send_headers, whatever the
+    settings of either side."""
+    server = H2Connection(H2Configuration(client_side=False, header_encoding=None))
+    peer = {SettingCodes.MAX_CONCURRENT_STREAMS: peer_streams}
+    peer[SettingCodes.INITIAL_WINDOW_SIZE] = peer_window
+    server.local_settings = Settings(
+        client=False, initial_values={k: v for k, v in peer.items() if v is not None}
+    )
+    server.initiate_connection()
+    server_bytes = server.data_to_send()
     conns = []
     for _ in range(2):
         c = new_h2_connection(65536)
+        if our_window is not None:
+            c.local_settings = Settings(
+                client=True, initial_values={SettingCodes.INITIAL_WINDOW_SIZE: our_window}
+            )
         c.initiate_connection()
+        c.receive_data(server_bytes)
         c.data_to_send()
         conns.append(c)
     results: list[list[Any]] = [[], []]
@@ -483,6 +504,7 @@ def test_send_headers_fast_path_matches_h2(requests: list) -> None:
         results[which].append(
             {
                 s: (
+                    x.inbound_flow_control_window,
                     x.state_machine.state,
                     x._authority,
                     x.request_method,

@@ -28,6 +28,7 @@ from h2.connection import (
 )
 from h2.errors import ErrorCodes
 from h2.events import ResponseReceived
+from h2.settings import SettingCodes
 from h2.stream import H2Stream as _H2StreamBase
 from h2.stream import StreamClosedBy, StreamInputs, StreamState
 from h2.utilities import HeaderValidationFlags, is_informational_response
@@ -75,6 +76,10 @@ _FAST_STATES = (StreamState.OPEN, StreamState.HALF_CLOSED_LOCAL)  # may receive 
 _RESPONSE_FLAGS = HeaderValidationFlags(
     is_client=True, is_trailer=False, is_response_header=True, is_push_promise=False
 )
+# Plain ints: IntEnum members hash and compare as these, so they find either key kind.
+_INITIAL_WINDOW = int(SettingCodes.INITIAL_WINDOW_SIZE)
+_MAX_STREAMS = int(SettingCodes.MAX_CONCURRENT_STREAMS)
+_NO_STREAM_LIMIT = 2**32 + 1  # what Settings.max_concurrent_streams gives for "none"
 _CLIENT_OPEN = ConnectionState.CLIENT_OPEN
 _OPEN = StreamState.OPEN
 _HALF_CLOSED_LOCAL = StreamState.HALF_CLOSED_LOCAL
@@ -139,8 +144,10 @@ class FastPaths(H2Connection):
         stream = _ValidatingStream(
             stream_id,
             config=self.config,
-            inbound_window_size=self.local_settings.initial_window_size,
-            outbound_window_size=self.remote_settings.initial_window_size,
+            # Settings.initial_window_size without its property and __getitem__ (two
+            # Python calls each): the setting always has a value (h2's defaults).
+            inbound_window_size=self.local_settings._settings[_INITIAL_WINDOW][0],
+            outbound_window_size=self.remote_settings._settings[_INITIAL_WINDOW][0],
         )
         stream.max_outbound_frame_size = self.max_outbound_frame_size
         stream._validated = self._validated
@@ -231,8 +238,12 @@ class FastPaths(H2Connection):
                 method = value
             elif name == b":authority" and authority is None:
                 authority = value
+        # Settings.max_concurrent_streams without its three Python calls: h2's default
+        # when the server sent none (the entry is missing, or None until acknowledged).
+        limit = self.remote_settings._settings.get(_MAX_STREAMS)
+        limit = _NO_STREAM_LIMIT if limit is None or limit[0] is None else limit[0]
         if (
-            self.open_outbound_streams + 1 > self.remote_settings.max_concurrent_streams
+            self.open_outbound_streams + 1 > limit
             or stream_id <= self.highest_outbound_stream_id
             or not stream_id & 1
         ):
