@@ -240,8 +240,8 @@ class FastPaths(H2Connection):
                 authority = value
         # Settings.max_concurrent_streams without its three Python calls: h2's default
         # when the server sent none (the entry is missing, or None until acknowledged).
-        limit = self.remote_settings._settings.get(_MAX_STREAMS)
-        limit = _NO_STREAM_LIMIT if limit is None or limit[0] is None else limit[0]
+        entry = self.remote_settings._settings.get(_MAX_STREAMS)
+        limit = _NO_STREAM_LIMIT if entry is None or entry[0] is None else entry[0]
         if (
             self.open_outbound_streams + 1 > limit
             or stream_id <= self.highest_outbound_stream_id
