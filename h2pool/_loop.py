@@ -2,9 +2,10 @@
 
 Caller threads never touch sockets or h2 state. They append a command (a function and
 its arguments) to ``_commands`` and, only if the loop may be asleep in ``select()``,
-write one byte to the wake-up socket. Each turn the loop handles ready sockets, drains
-*all* queued commands, runs due timers, and flushes each dirty connection once, so a
-burst of requests costs one wake-up and one ``send()`` per connection, not one each.
+write to the wake-up channel (`WakeChannel`: an eventfd on Linux). Each turn the loop
+handles ready sockets, drains *all* queued commands, runs due timers, and flushes each
+dirty connection once, so a burst of requests costs one wake-up and one ``send()`` per
+connection, not one each.
 
 Everything in this module runs on the I/O thread except `IOLoop.call_soon_threadsafe`
 and `IOLoop.start`/`IOLoop.join`.
