@@ -155,6 +155,32 @@ def test_submit_as_completed(origin, make_client, content):
     assert done == len(paths)
 
 
+@pytest.mark.timeout(60)
+def test_a_body_in_many_small_tls_records_arrives_whole(h2peer, make_client):
+    """Each DATA frame is written alone, so it is one small TLS record, and they come
+    in bursts: a read of one such record must not end the reading while more wait in
+    the socket, nor wait for a next select() that says nothing new."""
+    parts = [bytes([i % 251]) * (1 + i % 97) for i in range(1500)]
+    body = b"".join(parts)
+
+    def trickle(conn, sid, req):
+        conn.send_headers(sid, 200, [("content-length", str(len(body)))])
+        for part in parts:
+            with conn.lock:
+                conn.h2.send_data(sid, part)
+                conn._flush_locked()  # one sendall, so one TLS record, per frame
+        with conn.lock:
+            conn.h2.end_stream(sid)
+            conn._flush_locked()
+
+    peer = h2peer(routes={"/small-records": trickle}, tls=True)
+    client = make_client(timeout=20.0)
+    for _ in range(3):
+        r = client.get(peer.url + "/small-records")
+        assert r.status == 200
+        assert sha256(r.content) == sha256(body)
+
+
 def test_submit_returns_without_waiting(h2peer, make_client):
     peer = h2peer(routes={"/stall": "stall_headers"})
     client = make_client(http2_prior_knowledge=True)
