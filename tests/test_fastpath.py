@@ -21,6 +21,7 @@ import pytest
 from h2.config import H2Configuration
 from h2.connection import AllowedStreamIDs, H2Connection
 from h2.settings import SettingCodes, Settings
+from h2.stream import StreamInputs, StreamState
 from hyperframe.frame import ContinuationFrame, HeadersFrame, PingFrame
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -95,7 +96,7 @@ def _frame(kind: str, sid: int, size: int, pad: int | None, end: bool) -> bytes:
     return len(body).to_bytes(3, "big") + bytes([0, flags]) + sid.to_bytes(4, "big") + body
 
 
-def _feed(conn: Any, chunks: list[bytes], reference: bool) -> tuple[list[Any], str | None]:
+def _feed(conn: Any, chunks: list[bytes], reference: bool) -> tuple[list[Any], str | None, str]:
     events: list[Any] = []
     for chunk in chunks:
         try:
@@ -104,8 +105,14 @@ def _feed(conn: Any, chunks: list[bytes], reference: bool) -> tuple[list[Any], s
             else:
                 events.extend(conn.receive_data(chunk))
         except h2x.ProtocolError as exc:
-            return events, type(exc).__name__
-    return events, None
+            return events, type(exc).__name__, str(exc)
+    return events, None, ""
+
+
+# h2's stream state machine has no transition for a 1xx on a closed stream and raises a
+# bare ProtocolError; on a stream the client reset, h2pool ignores that HEADERS as h2
+# ignores a final one there (and goes on with the frames after it).
+_H2_1XX_ON_CLOSED = f"{StreamInputs.RECV_INFORMATIONAL_HEADERS} in state {StreamState.CLOSED}"
 
 
 def _normalise(events: list[Any]) -> list[tuple]:
@@ -159,8 +166,12 @@ def _check(frames: list[bytes], cuts: list[int], pair: Any = None) -> None:
     wire = head + b"".join(frames)
     bounds = sorted({min(c, len(wire)) for c in cuts} | {0, len(wire)})
     chunks = [wire[a:b] for a, b in itertools.pairwise(bounds) if b > a]
-    got, got_exc = _feed(fast, chunks, reference=False)
-    want, want_exc = _feed(ref, chunks, reference=True)
+    got, got_exc, _ = _feed(fast, chunks, reference=False)
+    want, want_exc, want_msg = _feed(ref, chunks, reference=True)
+    if want_exc == "ProtocolError" and want_msg.endswith(_H2_1XX_ON_CLOSED):
+        # Up to that frame, the same events; h2 stopped there, h2pool did not.
+        assert _normalise(got)[: len(_normalise(want))] == _normalise(want)
+        return
     assert got_exc == want_exc
     assert _normalise(got) == _normalise(want)
     assert _state(fast, got_exc is not None) == _state(ref, want_exc is not None)

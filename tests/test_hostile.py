@@ -277,6 +277,41 @@ def test_a5_many_1xx_then_final_is_bounded(rawpeer, make_client):
 
 
 @pytest.mark.timeout(30)
+@pytest.mark.parametrize("status", ["103", "200"])
+def test_headers_on_a_stream_the_client_reset_are_ignored(rawpeer, make_client, status):
+    """RFC 9113 §5.1: frames that were in flight when the client reset a stream are
+    ignored. A 1xx is no exception (h2 itself has no transition for one on a closed
+    stream and would make it an error of the whole connection): the connection goes
+    on serving the next request."""
+    done = threading.Event()
+
+    def script(conn: RawConnection) -> None:
+        conn.greet()
+        sid, _ = conn.expect_request()
+        conn.wait_for(lambda c: any(f.stream_id == sid for f in c.frames_of(RstStreamFrame)))
+        # Sent after the reset arrived, as if it had crossed it on the wire.
+        conn.send(raw_frame(1, 0x4, sid, conn.header_block([(":status", status)])))
+        done.set()
+        while True:
+            sid, _ = conn.expect_request()
+            conn.respond(sid, 200, HELLO)
+
+    peer = rawpeer(script)
+    client = h2c(make_client)
+    fut = client.submit("GET", peer.url + "/x")
+    conn = peer.wait_connections(1)[0]
+    assert conn.wait_for(lambda c: bool(c.requests))
+    assert fut.cancel()
+    assert done.wait(10)
+    for _ in range(3):
+        r = client.get(peer.url + "/after", timeout=FAST)
+        assert r.status == 200
+        assert r.content == HELLO
+    assert len(peer.connections) == 1, "the late HEADERS cost the connection"
+    assert conn.frames_of(GoAwayFrame) == []
+
+
+@pytest.mark.timeout(30)
 def test_a5_endless_1xx_is_not_progress(rawpeer, make_client):
     def script(conn: RawConnection) -> None:
         conn.greet()

@@ -82,6 +82,7 @@ _MAX_STREAMS = int(SettingCodes.MAX_CONCURRENT_STREAMS)
 _NO_STREAM_LIMIT = 2**32 + 1  # what Settings.max_concurrent_streams gives for "none"
 _CLIENT_OPEN = ConnectionState.CLIENT_OPEN
 _OPEN = StreamState.OPEN
+_CLOSED = StreamState.CLOSED
 _HALF_CLOSED_LOCAL = StreamState.HALF_CLOSED_LOCAL
 _SEND_STATES = (StreamState.OPEN, StreamState.HALF_CLOSED_REMOTE)  # may send DATA
 
@@ -96,6 +97,24 @@ class _ValidatingStream(_H2StreamBase):
     connection owns."""
 
     _validated: dict[Any, tuple[Any, ...]]
+
+    def receive_headers(self, headers: Any, end_stream: bool, header_encoding: Any) -> Any:
+        """h2's, except for an informational response on a stream we reset. h2's state
+        machine has no transition for a 1xx on a closed stream and raises a
+        ProtocolError, an error of the whole connection; but a 1xx the server sent
+        before it saw our RST_STREAM is as legitimate as any frame in flight then, and
+        must be ignored (RFC 9113 §5.1). It is handled the way h2 handles a final
+        HEADERS there: ignored and answered with RST_STREAM (the header block was
+        decoded first, so HPACK stays in step)."""
+        sm = self.state_machine
+        if (
+            sm.state is _CLOSED
+            and sm.stream_closed_by is StreamClosedBy.SEND_RST_STREAM
+            and not end_stream  # a 1xx with END_STREAM is malformed: h2 says so first
+            and is_informational_response(headers)
+        ):
+            raise h2x.StreamClosedError(self.stream_id)
+        return super().receive_headers(headers, end_stream, header_encoding)
 
     def _process_received_headers(
         self, headers: Any, header_validation_flags: Any, header_encoding: Any
