@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import collections
 import errno
+import io
 import itertools
 import logging
 import os
 import selectors
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -76,41 +78,51 @@ class WakeChannel:
 
     def __init__(self) -> None:
         self._pair: tuple[socket.socket, socket.socket] | None = None
+        self._file: io.FileIO | None = None
         if hasattr(os, "eventfd"):
-            self.fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+            # A file object rather than a bare descriptor number: once closed it
+            # refuses writes itself, as a socket does, so a caller that races close()
+            # can never write into a descriptor number the process has reused since.
+            efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+            self._file = io.FileIO(efd, "r+b", closefd=True)
+            self.fd = efd
         else:
             r, w = self._pair = socket.socketpair()
             r.setblocking(False)
             w.setblocking(False)
             self.fd = r.fileno()
-        self._closed = False
 
     def write(self) -> None:
-        """Wake the loop (any thread). Raises OSError once closed: a bare descriptor
-        number may by then belong to another file, so it is never written after close."""
-        if self._closed:
-            raise OSError(errno.EBADF, "wake-up channel closed")
-        if self._pair is None:
-            os.eventfd_write(self.fd, 1)
+        """Wake the loop (any thread); OSError once closed."""
+        if self._file is not None:
+            try:
+                self._file.write(_ONE)  # None if the counter is full: awake anyway
+            except ValueError as exc:  # "I/O operation on closed file"
+                raise OSError(errno.EBADF, "wake-up channel closed") from exc
         else:
+            assert self._pair is not None
             self._pair[1].send(b"\0")
 
     def read(self) -> None:
         """Take every pending wake-up (I/O thread); BlockingIOError if there is none."""
-        if self._pair is None:
-            os.eventfd_read(self.fd)
+        if self._file is not None:
+            if self._file.read(8) is None:
+                raise BlockingIOError(errno.EAGAIN, "no wake-up pending")
         else:
+            assert self._pair is not None
             self._pair[0].recv(4096)
 
     def close(self) -> None:
-        if self._closed:
-            return  # never close a descriptor number twice: it may be reused by now
-        self._closed = True
-        if self._pair is None:
-            os.close(self.fd)
+        """Close the channel; a second call does nothing."""
+        if self._file is not None:
+            self._file.close()
         else:
+            assert self._pair is not None
             self._pair[0].close()
             self._pair[1].close()
+
+
+_ONE = (1).to_bytes(8, sys.byteorder)  # what an eventfd write adds: a native uint64
 
 
 class IOLoop:

@@ -70,10 +70,24 @@ def test_wake_channel_one_read_takes_every_write_and_close_is_final(wake_kind):
     if wake_kind == "eventfd":
         with pytest.raises(BlockingIOError):
             ch.read()  # the counter was taken whole
+    r, w = os.pipe()
+    old = ch.fd
     ch.close()
-    ch.close()  # a second close must not close a reused descriptor number
-    with pytest.raises(OSError):
-        ch.write()
+    w2 = os.dup(w)  # POSIX: the lowest free number, which the channel just gave up
+    try:
+        if wake_kind == "eventfd":
+            assert w2 == old  # the premise: the number now names a pipe's write end
+        ch.close()  # a second close must not close a reused descriptor number
+        with pytest.raises(OSError):
+            ch.write()
+        os.set_blocking(r, False)
+        with pytest.raises(BlockingIOError):
+            os.read(r, 64)  # nothing was written into whatever reused the number
+        os.write(w2, b"x")  # and the second close did not close it
+        assert os.read(r, 64) == b"x"
+    finally:
+        for fd in (r, w, w2):
+            os.close(fd)
 
 
 @pytest.mark.timeout(60)
