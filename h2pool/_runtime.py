@@ -113,19 +113,15 @@ class Runtime:
         if loop is None or pool is None:
             return empty_stats()
         if loop.stopping:
-            snap = pool.stats()
-            # Stopped: the counters stand, nothing is open or waiting any more.
-            snap["connections"] = snap["open_streams"] = snap["queued"] = 0
-            snap["origins"], snap["per_origin"] = {}, {}
-            return snap
-        fut: Future[Stats] = Future()
-
-        def take() -> None:
-            fut.set_result(pool.stats())
-
+            return _stopped_stats(pool)
+        take = _StatsTake(pool)
         loop.call_soon_threadsafe(take)
+        if loop.stopping:
+            # As in submit: the loop may have stopped before its last turn saw the
+            # command; then one of the drains (ours or the closer's) answers it.
+            self.fail_leftovers()
         try:
-            return fut.result(timeout=10.0)
+            return take.future.result(timeout=10.0)
         except Exception:
             return empty_stats()
 
@@ -166,10 +162,38 @@ class Runtime:
         loop = self.loop
         if loop is None:
             return
-        for _fn, args in loop.drain_commands():
+        for fn, args in loop.drain_commands():
+            if isinstance(fn, _StatsTake):
+                fn.answer_stopped()
             for arg in args:
                 if isinstance(arg, Request):
                     arg.fail(self.broken or ClientClosed("the client is closed"))
+
+
+def _stopped_stats(pool: Pool) -> Stats:
+    snap = pool.stats()
+    # Stopped: the counters stand, nothing is open or waiting any more.
+    snap["connections"] = snap["open_streams"] = snap["queued"] = 0
+    snap["origins"], snap["per_origin"] = {}, {}
+    return snap
+
+
+class _StatsTake:
+    """A ``stats()`` request: run on the I/O thread, or answered by whoever drains it
+    from a stopped loop's queue, so a ``stats()`` racing ``close()`` never waits out
+    its timeout."""
+
+    __slots__ = ("future", "pool")
+
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+        self.future: Future[Stats] = Future()
+
+    def __call__(self) -> None:
+        self.future.set_result(self.pool.stats())
+
+    def answer_stopped(self) -> None:
+        self.future.set_result(_stopped_stats(self.pool))
 
 
 def _death_handler(

@@ -588,6 +588,36 @@ def test_stats_has_one_shape_before_during_and_after(nginx, make_client):
 
 
 @pytest.mark.timeout(30)
+def test_stats_racing_close_answers_at_once(nginx, make_client, monkeypatch):
+    """stats() that saw the loop running, then queued its question after the loop's
+    last turn, is answered by the drain of the stopped queue (the counters as they
+    stand), not after its 10 s timeout with zeros."""
+    import time
+
+    from h2pool._loop import IOLoop
+
+    client = make_client()
+    assert client.get(nginx.https_url + "/13b").status == 200
+    loop = client._runtime.loop
+    client.close()  # the loop has stopped and its thread is joined
+    real = IOLoop.stopping
+    seen: list[bool] = []
+
+    def stopping(self: IOLoop) -> bool:
+        if self is loop and not seen:
+            seen.append(True)
+            return False  # the first look: just before close() stopped the loop
+        return bool(real.fget(self))  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(IOLoop, "stopping", property(stopping))
+    t0 = time.monotonic()
+    snap = client.stats()
+    assert time.monotonic() - t0 < 2.0
+    assert snap["connections_opened"] == 1 and snap["connections"] == 0
+    assert snap["bytes_received"] > 0
+
+
+@pytest.mark.timeout(30)
 def test_local_address_binds_each_connection(make_client):
     """Client(local_address=...) binds the socket before connecting: the server sees
     that source address (127.0.0.2 is loopback on Linux). Before, there was no way to."""
