@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, ClassVar, Generic, Protocol, TypedDict, TypeVa
 from ._errors import H2PoolError, ProtocolError, RequestBodyError
 from ._headers import Headers
 from ._response import Response
-from ._sockio import read_probe, send_some
+from ._sockio import direct_tls, read_probe, send_some
 
 if TYPE_CHECKING:
     from ._config import Limits
@@ -335,6 +335,8 @@ class ConnectionBase(Generic[S]):
         self.sock = sock
         # After a short read: does another read have anything to take? (_sockio)
         self._more_waiting = read_probe(sock)
+        # The socket whose TLS object the read paths call directly, or None (_sockio).
+        self._tls_sock = direct_tls(sock)
         self.label = label
         self.limits = limits
         self._state = self.initial_state

@@ -38,7 +38,7 @@ from ._errors import (
 )
 from ._headers import Headers
 from ._retry import Fact
-from ._sockio import TLS_RECORD
+from ._sockio import TLS_RECORD, is_ragged_eof
 from ._stream import BodyPipe
 
 if TYPE_CHECKING:
@@ -249,13 +249,20 @@ class H1Conn(ConnectionBase[H1Stream]):
 
     def _on_readable(self) -> None:
         sock = self.sock
+        # The C-level TLS object, called without ssl.py's wrappers (_sockio.direct_tls).
+        tls = self._tls_sock
+        obj = tls._sslobj if tls is not None else None  # type: ignore[attr-defined]
+        recv = obj.read if obj is not None else sock.recv
         for _ in range(_READS_PER_TURN):
             try:
-                data = sock.recv(_RECV_SIZE)
+                data = recv(_RECV_SIZE)
             except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                self._on_socket_error(exc)
+                if tls is not None and isinstance(exc, ssl.SSLError) and is_ragged_eof(tls, exc):
+                    self._on_eof()
+                else:
+                    self._on_socket_error(exc)
                 return
             if not data:
                 self._on_eof()
@@ -272,7 +279,10 @@ class H1Conn(ConnectionBase[H1Stream]):
             if len(data) < TLS_RECORD and not self._more_waiting():
                 break  # the socket is empty: no read that would only raise EAGAIN
         # Data may remain inside the TLS layer, where select() cannot see it.
-        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        pending = obj.pending if obj is not None else None
+        if pending is None and isinstance(sock, ssl.SSLSocket):
+            pending = sock.pending
+        if pending is not None and pending():
             self.loop.call_soon_threadsafe(self._on_readable_again)
 
     def _on_readable_again(self) -> None:

@@ -17,10 +17,36 @@ import socket
 import ssl
 from collections.abc import Callable
 
-__all__ = ["TLS_RECORD", "TLS_SLICE", "read_probe", "send_some"]
+__all__ = ["TLS_RECORD", "TLS_SLICE", "direct_tls", "is_ragged_eof", "read_probe", "send_some"]
 
 TLS_RECORD = 16 * 1024  # the most plaintext one TLS record carries (RFC 8446 §5.1)
 TLS_SLICE = TLS_RECORD  # what one TLS send() is given: a record
+
+
+def direct_tls(sock: socket.socket) -> ssl.SSLSocket | None:
+    """``sock`` when the hot paths may call its C-level TLS object themselves.
+
+    ``ssl.SSLSocket.recv_into`` is three Python frames around ``_sslobj.read`` (itself,
+    ``read`` and ``_checkClosed`` twice) and ``send`` two around ``_sslobj.write``.
+    Through TLS every read returns at most one 16 KiB record, so a 100 MiB download is
+    6,400 reads, and those frames were four in five of the I/O thread's Python calls
+    per DATA frame (``sys.setprofile`` counts). The connections call
+    ``sock._sslobj.read``/``write`` directly instead, reading ``_sslobj`` again on
+    each turn: it is None once the socket is closed or unwrapped, and then they take
+    the ordinary methods, which raise as they always did. Only an exact
+    ``ssl.SSLSocket`` qualifies: a subclass (an ``SSLContext.sslsocket_class`` of the
+    user's) keeps its own methods.
+    """
+    return sock if type(sock) is ssl.SSLSocket else None
+
+
+def is_ragged_eof(sock: ssl.SSLSocket, exc: ssl.SSLError) -> bool:
+    """Whether ``exc``, raised by ``_sslobj.read``, is an EOF that ``sock.recv`` would
+    have reported as one (``suppress_ragged_eofs``, on by default): the peer closed the
+    TCP connection without a TLS close_notify. What is cut short by it is decided
+    above TLS (a body shorter than its Content-Length, a stream left open), exactly
+    as for the ordinary methods."""
+    return exc.args[0] == ssl.SSL_ERROR_EOF and bool(getattr(sock, "suppress_ragged_eofs", True))
 
 
 def _always() -> object:
@@ -58,10 +84,15 @@ def send_some(
     Returns (new position, highest position that may have reached the kernel, error).
     """
     step = TLS_SLICE if tls else len(out)
+    write = sock.send
+    if tls and type(sock) is ssl.SSLSocket:  # see direct_tls
+        obj = sock._sslobj  # type: ignore[attr-defined]
+        if obj is not None:
+            write = obj.write
     try:
         while pos < len(out):
             with memoryview(out) as view:
-                n = sock.send(view[pos : pos + step])
+                n = write(view[pos : pos + step])
             pos += n
     except (BlockingIOError, InterruptedError):
         pass

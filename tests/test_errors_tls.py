@@ -138,3 +138,79 @@ def test_stream_reset_by_server(h2peer, make_client):
     assert len(peer.requests_for("/rst")) == 1
     assert len(peer.requests_for("/refused-forever")) == 1
     assert len(peer.connections) == 1
+
+
+# -- the end of a TLS connection without close_notify ---------------------------------
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("whole", [True, False], ids=["whole-body", "cut-body"])
+def test_h2_over_tls_closed_without_close_notify(rawpeer, pki, make_client, whole):
+    """A TCP FIN with no TLS close_notify (a "ragged" EOF) ends the connection as any
+    EOF does: a response already whole is delivered, one cut short is ConnectionLost,
+    never a bare ssl error and never a short body."""
+    body = hashlib.sha256(b"ragged").digest() * 400  # 12,800 bytes
+
+    def script(conn):
+        conn.greet()
+        sid, _ = conn.expect_request()
+        conn.send_headers(sid, [(":status", "200"), ("content-length", str(len(body)))])
+        conn.send_data(sid, body if whole else body[:5000], end_stream=whole)
+        conn.close()  # shutdown(SHUT_RDWR) of the TCP socket under TLS: no close_notify
+
+    peer = rawpeer(script, tls=server_tls_context(pki.ca))
+    client = make_client(timeout=FAST)
+    if whole:
+        assert hashlib.sha256(client.get(peer.url + "/x").content).digest() == (
+            hashlib.sha256(body).digest()
+        )
+    else:
+        with pytest.raises(h2pool.ConnectionLost) as info:
+            client.get(peer.url + "/x")
+        assert "closed by the server" in str(info.value)
+    assert peer.errors == []
+
+
+@pytest.mark.timeout(30)
+def test_h1_over_tls_body_delimited_by_a_ragged_eof(pki, make_client):
+    """HTTP/1.1 without a length ends its body with the connection; a server that ends
+    it without close_notify (most do) still delivers the whole body."""
+    from servers.h1server import HELLO as H1_HELLO
+    from servers.h1server import H1Server
+
+    ctx = server_tls_context(pki.ca)
+    ctx.set_alpn_protocols(["http/1.1"])
+    server = H1Server(ctx).start()  # closes with close() alone: no close_notify
+    try:
+        client = make_client(timeout=FAST)
+        r = client.get(server.url + "/eof-body")
+        assert r.http_version == "HTTP/1.1"
+        assert r.content == H1_HELLO * 3
+    finally:
+        server.stop()
+
+
+@pytest.mark.timeout(30)
+def test_a_contexts_own_ssl_socket_class_keeps_its_methods(nginx, make_client, ca_path, content):
+    """The connections call an ``ssl.SSLSocket``'s TLS object directly, for speed; a
+    socket class of the user's own (``SSLContext.sslsocket_class``) is used through its
+    methods instead, whatever they do."""
+    calls = {"recv_into": 0, "send": 0}
+
+    class Counting(ssl.SSLSocket):
+        def recv_into(self, buffer, nbytes=None, flags=0):  # type: ignore[no-untyped-def]
+            calls["recv_into"] += 1
+            return super().recv_into(buffer, nbytes, flags)
+
+        def send(self, data, flags=0):  # type: ignore[no-untyped-def]
+            calls["send"] += 1
+            return super().send(data, flags)
+
+    ctx = ssl.create_default_context(cafile=ca_path)
+    ctx.sslsocket_class = Counting
+    client = make_client(verify=ctx)
+    assert client.get(nginx.https_url + "/13b").content == HELLO
+    big = client.get(nginx.https_url + "/1m").content
+    assert hashlib.sha256(big).hexdigest() == content.sha256["/1m"]
+    assert calls["send"] >= 2
+    assert calls["recv_into"] >= 64  # 1 MiB is at least 64 TLS records

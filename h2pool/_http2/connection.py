@@ -35,7 +35,7 @@ from .._errors import (
 )
 from .._headers import Headers
 from .._retry import Fact
-from .._sockio import TLS_RECORD
+from .._sockio import TLS_RECORD, is_ragged_eof
 from .._stream import BodyPipe
 from .fastpath import FastData
 from .flow import WindowTuner
@@ -204,15 +204,31 @@ class H2Conn(ConnectionBase[H2Stream]):
         limit = min(len(buf), filled + _FEED_PER_TURN)
         eof = False
         error: OSError | None = None
+        # The C-level TLS object, called without ssl.py's wrappers (_sockio.direct_tls);
+        # None for plain TCP, or once the socket is closed.
+        tls = self._tls_sock
+        obj = tls._sslobj if tls is not None else None  # type: ignore[attr-defined]
+        read = obj.read if obj is not None else None
+        # Whether TLS holds decrypted bytes select() cannot see (any SSLSocket).
+        pending = obj.pending if obj is not None else None
+        if pending is None and isinstance(sock, ssl.SSLSocket):
+            pending = sock.pending
         for _ in range(_READS_PER_TURN):
             try:
-                n = sock.recv_into(buf[filled : filled + _RECV_SIZE])
+                if read is not None:
+                    # read() takes at most len(buffer), as recv_into does.
+                    n = read(_RECV_SIZE, buf[filled : filled + _RECV_SIZE])
+                else:
+                    n = sock.recv_into(buf[filled : filled + _RECV_SIZE])
             except (ssl.SSLWantReadError, BlockingIOError, InterruptedError):
                 break
             except ssl.SSLWantWriteError:
                 break
             except OSError as exc:
-                error = exc
+                if tls is not None and isinstance(exc, ssl.SSLError) and is_ragged_eof(tls, exc):
+                    eof = True
+                else:
+                    error = exc
                 break
             if not n:
                 eof = True
@@ -223,12 +239,12 @@ class H2Conn(ConnectionBase[H2Stream]):
             if limit - filled < _RECV_SIZE:
                 # Feed h2 in bounded slices: each control frame it reads may queue an
                 # ACK, and a flood read whole would blow the outbound cap in one turn.
-                if isinstance(sock, ssl.SSLSocket) and sock.pending():
+                if pending is not None and pending():
                     self.loop.call_soon_threadsafe(self._on_readable_again)
                 break
         else:
             # Data may remain inside the TLS layer, where select() cannot see it.
-            if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            if pending is not None and pending():
                 self.loop.call_soon_threadsafe(self._on_readable_again)
         if filled > start:
             self.bytes_received += filled - start
