@@ -195,6 +195,22 @@ def test_fast_path_matches_h2(frames: list[bytes], cuts: list[int]) -> None:
     _check(frames, cuts)
 
 
+@pytest.mark.parametrize(
+    "between",
+    [
+        _frame("data", 1, 100, 0, True),  # PADDED with END_STREAM: h2's path ends the stream
+        _frame("headers", 1, 0, None, True),  # trailers: h2's path ends the stream
+        _frame("trailers", 1, 0, None, True),  # a header block in two frames
+    ],
+    ids=["padded-end", "trailers", "continued-trailers"],
+)
+def test_a_stream_ended_through_h2_is_checked_again(between: bytes) -> None:
+    """DATA after a frame h2 handled for the same stream, in one read: the state that
+    frame changed is checked again, not remembered from the DATA before it."""
+    frames = [_frame("data", 1, 100, None, False), between, _frame("data", 1, 100, None, False)]
+    _check(frames, [])
+
+
 def test_fast_path_merges_a_run_of_frames_and_respects_windows() -> None:
     """Frames filling the default 65,535-byte windows exactly come out as one event; one
     byte more is a FLOW_CONTROL_ERROR, as h2 has it."""
