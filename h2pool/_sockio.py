@@ -7,6 +7,11 @@ put whole records in the kernel while reporting nothing. Sending a record at a t
 bounds that uncertainty to the slice that raised, which callers count as *possibly*
 sent, so a request the server may have seen is never retried as "unsent" (a fault-proxy
 test reproduced a resent PUT before this).
+
+Reads and writes on an ``ssl.SSLSocket`` go to its C-level TLS object, skipping the
+Python frames of ``ssl.py`` (``direct_tls``); a TCP close without TLS close_notify is
+then reported as an exception, which ``is_ragged_eof`` turns back into the EOF the
+ordinary methods report.
 """
 
 from __future__ import annotations

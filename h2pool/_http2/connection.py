@@ -439,9 +439,11 @@ class H2Conn(ConnectionBase[H2Stream]):
             st.chunks.append(data)
             if flow:
                 # The caller asked for the whole body: both levels of credit go back on
-                # receipt (h2's acknowledge_received_data does both, more slowly).
+                # receipt (h2's acknowledge_received_data does both, more slowly). A
+                # stream the peer has just ended needs no more stream credit.
                 self.h2.ack_connection(flow)
-                self.h2.ack_stream(flow, sid)
+                if event.stream_ended is None:
+                    self.h2.ack_stream(flow, sid)
         else:
             # Connection credit goes back on receipt, stream credit as the reader
             # consumes: a stream buffers at most its window, and unread streams never
