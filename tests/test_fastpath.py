@@ -21,7 +21,7 @@ import pytest
 from h2.config import H2Configuration
 from h2.connection import AllowedStreamIDs, H2Connection
 from h2.settings import SettingCodes, Settings
-from h2.stream import StreamInputs, StreamState
+from h2.stream import H2Stream, StreamClosedBy, StreamInputs, StreamState
 from hyperframe.frame import ContinuationFrame, HeadersFrame, PingFrame
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -587,3 +587,42 @@ def test_grown_stream_window_returns_credit_every_mib_not_every_quarter() -> Non
     assert int.from_bytes(out[9:13], "big") == 1 << 20
     conn.ack_stream(1 << 19, 1)  # half a MiB more: not yet
     assert conn.data_to_send() == b""
+
+
+# -- forgetting closed streams --------------------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    streams=st.lists(
+        st.tuples(st.sampled_from(list(StreamState)), st.sampled_from([None, *StreamClosedBy])),
+        max_size=60,
+    ),
+    remembered=st.integers(0, 30),
+    limit=st.integers(1, 40),
+)
+def test_forgetting_closed_streams_matches_h2(
+    streams: list[tuple[StreamState, StreamClosedBy | None]], remembered: int, limit: int
+) -> None:
+    """``_forget_closed_streams`` against h2's ``_open_streams(1)``: the same count of
+    open client streams, the same streams kept, and the same closed streams remembered
+    in the same order under the same size limit (including ones remembered before)."""
+    conns = []
+    for _ in range(2):
+        c = new_h2_connection(65536)
+        c._closed_streams._size_limit = limit
+        for i in range(remembered):
+            c._closed_streams[1001 + 2 * i] = StreamClosedBy.RECV_END_STREAM
+        for i, (state, by) in enumerate(streams):
+            sid = 2 * i + (2 if i % 4 == 3 else 1)  # some even (server-initiated) ids
+            stream = H2Stream(
+                sid, config=c.config, inbound_window_size=65535, outbound_window_size=65535
+            )
+            stream.state_machine.state = state
+            stream.state_machine.stream_closed_by = by
+            c.streams[sid] = stream
+        conns.append(c)
+    fast, ref = conns
+    assert fast._forget_closed_streams() == H2Connection._open_streams(ref, 1)
+    assert list(fast.streams) == list(ref.streams)
+    assert list(fast._closed_streams.items()) == list(ref._closed_streams.items())

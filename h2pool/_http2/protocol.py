@@ -8,6 +8,7 @@ because these override private methods and read h2 internals.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 import h2.exceptions as h2x
@@ -15,6 +16,8 @@ from h2.config import H2Configuration
 from h2.connection import ConnectionInputs, ConnectionState
 from h2.errors import ErrorCodes
 from h2.frame_buffer import FrameBuffer
+from h2.stream import STREAM_OPEN as _STREAM_OPEN
+from h2.stream import StreamState
 from hyperframe.frame import RstStreamFrame, WindowUpdateFrame
 
 from .._connection import StreamRecord
@@ -150,11 +153,37 @@ class _H2(FastPaths):
         each new stream: ~4% of the I/O thread at 64 streams in flight. H2Conn enforces
         MAX_CONCURRENT_STREAMS itself, counting more strictly than h2 (reset streams
         too), so scan only when enough streams have accumulated to need forgetting."""
-        if len(self.streams) < self._gc_at:
+        streams = self.streams
+        if len(streams) < self._gc_at:
             return 0
-        n: int = self._open_streams(1)  # client-initiated streams are odd
-        self._gc_at = max(64, 2 * len(self.streams))
+        n = self._forget_closed_streams()
+        self._gc_at = max(64, 2 * len(streams))
         return n
+
+    def _forget_closed_streams(self) -> int:
+        """h2's ``_open_streams(1)`` (count the open client streams, forget the closed
+        ones into ``_closed_streams``) with its per-stream Python calls taken out: the
+        ``open``, ``closed`` and ``closed_by`` properties read as the state they
+        return, and the size limit of ``_closed_streams`` (a ``SizeLimitDict``, whose
+        ``__setitem__`` checks it on every insertion) applied once at the end, which
+        leaves the same entries in the same order. Four Python calls per request."""
+        streams = self.streams
+        count = 0
+        closed: list[int] = []
+        for stream_id, stream in streams.items():
+            state = stream.state_machine.state
+            if _STREAM_OPEN[state]:
+                if stream_id % 2 == 1:
+                    count += 1
+            elif state is StreamState.CLOSED:
+                closed.append(stream_id)
+        if closed:
+            record: Any = self._closed_streams  # h2 4.x: a SizeLimitDict
+            put = OrderedDict.__setitem__
+            for stream_id in closed:
+                put(record, stream_id, streams.pop(stream_id).state_machine.stream_closed_by)
+            record._check_size_limit()
+        return count
 
     def _receive_frame(self, frame: Any) -> Any:
         """h2's own ``_receive_frame`` minus its trace log, whose eager ``repr(frame)``
