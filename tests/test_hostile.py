@@ -9,6 +9,7 @@ client succeeds afterwards. The autouse fixture checks threads and fds.
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 import socket
 import threading
 import time
@@ -278,11 +279,12 @@ def test_a5_many_1xx_then_final_is_bounded(rawpeer, make_client):
 
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("status", ["103", "200"])
-def test_headers_on_a_stream_the_client_reset_are_ignored(rawpeer, make_client, status):
+def test_headers_on_a_stream_the_client_reset_are_ignored(rawpeer, make_client, status, caplog):
     """RFC 9113 §5.1: frames that were in flight when the client reset a stream are
     ignored. A 1xx is no exception (h2 itself has no transition for one on a closed
     stream and would make it an error of the whole connection): the connection goes
     on serving the next request."""
+    caplog.set_level(logging.DEBUG, logger="h2pool")  # a failure then shows h2's reason
     done = threading.Event()
 
     def script(conn: RawConnection) -> None:

@@ -15,6 +15,7 @@ import os
 import socket
 import threading
 import time
+from typing import Any
 
 import h2.config
 import h2.connection
@@ -779,3 +780,48 @@ def test_reset_slot_is_held_until_a_ping_sent_after_the_reset_is_answered(rawpee
     assert conn.wait_for(lambda c: len(c.requests) == 4)
     for fut in (c_fut, d_fut):
         fut.cancel()
+
+
+# -- stream IDs ----------------------------------------------------------------------------
+
+
+def _on_io_thread(client: h2pool.Client, fn: Any) -> Any:
+    """Run ``fn()`` on the client's I/O thread, which owns every connection's state."""
+    done: cf.Future[Any] = cf.Future()
+
+    def call() -> None:
+        try:
+            done.set_result(fn())
+        except BaseException as exc:  # handed to the test thread
+            done.set_exception(exc)
+
+    client._runtime.loop.call_soon_threadsafe(call)  # type: ignore[union-attr]
+    return done.result(timeout=10)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("queued", [False, True], ids=["one-by-one", "queued-behind"])
+def test_a_connection_out_of_stream_ids_hands_over_to_a_new_one(nginx, make_client, queued):
+    """RFC 9113 §5.1.1: stream IDs are never reused, and 2**31-1 is the last. The
+    request that takes it completes; later ones, including those already queued for
+    that connection, go to a new one. (Reaching it for real takes 2**30 requests on one
+    connection; here the connection is advanced to just before it.)"""
+    client = make_client(limits=h2pool.Limits(max_connections_per_origin=1))
+    url = nginx.https_url + "/13b"
+    assert client.get(url).content == HELLO
+
+    def advance() -> None:
+        (origin,) = client._runtime.pool.origins.values()  # type: ignore[union-attr]
+        (conn,) = origin.conns
+        conn.h2.highest_outbound_stream_id = 2**31 - 3  # the next stream is the last
+
+    _on_io_thread(client, advance)
+    if queued:
+        futures = [client.submit("GET", url) for _ in range(20)]
+        bodies = [f.result(timeout=10).content for f in futures]
+    else:
+        bodies = [client.get(url).content for _ in range(3)]
+    assert bodies == [HELLO] * len(bodies)
+    stats = client.stats()
+    assert stats["connections_opened"] == 2
+    assert stats["retries"] == 0

@@ -54,6 +54,7 @@ def req_method_has_body(method: str) -> bool:
     return method != "HEAD"
 
 
+_LAST_STREAM_ID = 2**31 - 1  # the highest stream ID (RFC 9113 §5.1.1): odd, a client's
 _RECV_SIZE = 64 * 1024  # per recv_into; TLS gives at most one 16 KiB record anyway
 _READS_PER_TURN = 64  # then yield to other connections; level-triggered select resumes us
 # Bytes handed to h2 per turn per connection. With the outbound cap (OUT_CAP: stop
@@ -153,7 +154,9 @@ class H2Conn(ConnectionBase[H2Stream]):
             )
             return
         h2c = self.h2
-        sid = h2c.get_next_available_stream_id()
+        # h2's get_next_available_stream_id without its call to a discarding logger.
+        highest = h2c.highest_outbound_stream_id
+        sid = highest + 2 if highest else 1
         st = H2Stream(sid, req, self.loop.now)
         self.streams[sid] = st
         st.opened_as = len(self.streams)
@@ -183,6 +186,14 @@ class H2Conn(ConnectionBase[H2Stream]):
         else:
             self.health.arm_read(st)
         self.loop.mark_dirty(self)
+        if sid >= _LAST_STREAM_ID:
+            # RFC 9113 §5.1.1: stream IDs cannot be reused; a client out of them opens a
+            # new connection. This one takes no new request and closes once its streams
+            # end; the pool dials another for the next.
+            log.info("%s: stream IDs used up, moving to a new connection", self.label)
+            self._move_to(ConnState.DRAINING)
+            # Queued requests go elsewhere (a dial) after the pool's current call returns.
+            self.loop.call_soon_threadsafe(self.origin.on_slot_free, self)
 
     # -- socket I/O ------------------------------------------------------------------------
     def _on_io(self, mask: int) -> None:
