@@ -285,10 +285,12 @@ def test_headers_on_a_stream_the_client_reset_are_ignored(rawpeer, make_client, 
     stream and would make it an error of the whole connection): the connection goes
     on serving the next request."""
     caplog.set_level(logging.DEBUG, logger="h2pool")  # a failure then shows h2's reason
+    greeted = threading.Event()
     done = threading.Event()
 
     def script(conn: RawConnection) -> None:
         conn.greet()
+        greeted.set()
         sid, _ = conn.expect_request()
         conn.wait_for(lambda c: any(f.stream_id == sid for f in c.frames_of(RstStreamFrame)))
         # Sent after the reset arrived, as if it had crossed it on the wire.
@@ -303,6 +305,10 @@ def test_headers_on_a_stream_the_client_reset_are_ignored(rawpeer, make_client, 
     fut = client.submit("GET", peer.url + "/x")
     conn = peer.wait_connections(1)[0]
     assert conn.wait_for(lambda c: bool(c.requests))
+    # The peer's reader answers the PING that follows the reset at once: before the
+    # script's SETTINGS, a loaded machine would make that PING ACK the server's first
+    # frame, which the client rightly refuses as a preface.
+    assert greeted.wait(10)
     assert fut.cancel()
     assert done.wait(10)
     for _ in range(3):
