@@ -18,6 +18,7 @@ import enum
 import logging
 import socket
 import ssl
+from collections import deque
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, ClassVar, Generic, Protocol, TypedDict, TypeVar
 
@@ -181,13 +182,32 @@ class OutputBuffer:
     reached it (a TLS ``send`` that raised may have put whole records in the kernel,
     see ``_sockio``). A request whose first byte lies at or beyond both was provably
     never sent, and only then may it be retried after a connection loss.
+
+    The bytes are ``data[pos:]`` followed by the chunks of ``tail``. A large request-body
+    payload arrives as a read-only view of the caller's immutable bytes and is queued
+    there by reference: copying it into one buffer was one pass over every uploaded
+    byte (half of the process's ``memmove`` on a 64 MiB upload, ``perf``), on top of
+    the copies TLS and the kernel make anyway. Small pieces are still copied together,
+    so small frames keep going out as full TLS records, one ``send()`` each.
     """
 
-    __slots__ = ("cap", "data", "generated", "pos", "tls", "written", "written_hi")
+    __slots__ = (
+        "cap",
+        "data",
+        "generated",
+        "pos",
+        "tail",
+        "tail_bytes",
+        "tls",
+        "written",
+        "written_hi",
+    )
 
     def __init__(self, tls: bool, cap: int) -> None:
-        self.data = bytearray()
+        self.data: bytearray | memoryview = bytearray()
         self.pos = 0  # data[:pos] is sent; compacted when it passes ``cap``
+        self.tail: deque[bytearray | memoryview] = deque()  # what follows ``data``
+        self.tail_bytes = 0
         self.cap = cap
         self.tls = tls
         self.written = 0
@@ -196,42 +216,76 @@ class OutputBuffer:
 
     @property
     def pending(self) -> int:
-        return len(self.data) - self.pos
+        return len(self.data) - self.pos + self.tail_bytes
 
-    def append(self, data: bytes | bytearray) -> None:
-        if not data:
+    def append(self, data: bytes | bytearray | memoryview) -> None:
+        """Queue ``data``. A bytearray is taken over (the caller must not touch it
+        again), and a memoryview is kept by reference: it must view immutable bytes."""
+        n = len(data)
+        if not n:
             return
-        self.generated += len(data)
-        if self.pos >= len(self.data) and type(data) is bytearray:
-            self.data = data  # nothing pending: take the buffer, no copy
+        self.generated += n
+        if self.pos >= len(self.data):
+            # Nothing pending (``send`` moves on to the tail as each chunk is done).
+            if type(data) is bytearray or type(data) is memoryview:
+                self.data = data  # taken, no copy
+            elif type(self.data) is bytearray:
+                self.data += data
+            else:
+                self.data = bytearray(data)
             self.pos = 0
-        else:
+            return
+        tail = self.tail
+        if type(data) is memoryview:
+            tail.append(data)
+        elif not tail and type(self.data) is bytearray:
             self.data += data
+            return
+        elif tail and type(tail[-1]) is bytearray:
+            tail[-1] += data
+        else:
+            tail.append(data if type(data) is bytearray else bytearray(data))
+        self.tail_bytes += n
 
     def send(self, sock: socket.socket) -> tuple[int, OSError | None]:
         """Send as much as the socket takes: (bytes sent, error)."""
-        data = self.data
-        start = self.pos
-        pos, hi, error = send_some(sock, data, start, self.tls)
-        self.written_hi = max(self.written_hi, self.written + hi - start)
-        sent = pos - start
-        self.written += sent
-        if pos >= len(data):
-            data.clear()
-            pos = 0
-        elif pos > self.cap:
-            del data[:pos]
-            pos = 0
-        self.pos = pos
-        return sent, error
+        total = 0
+        tail = self.tail
+        while True:
+            data = self.data
+            start = self.pos
+            pos, hi, error = send_some(sock, data, start, self.tls)
+            self.written_hi = max(self.written_hi, self.written + hi - start)
+            sent = pos - start
+            self.written += sent
+            total += sent
+            if pos < len(data):
+                if pos > self.cap and type(data) is bytearray:
+                    del data[:pos]
+                    pos = 0
+                self.pos = pos
+                return total, error
+            self.pos = 0
+            if not tail:
+                if type(data) is bytearray:
+                    data.clear()
+                else:
+                    self.data = bytearray()  # let the caller's bytes go
+                return total, error
+            self.data = nxt = tail.popleft()
+            self.tail_bytes -= len(nxt)
+            if error is not None:
+                return total, error
 
     def possibly_sent(self, offset: int) -> bool:
         """Whether any byte at ``offset`` or later may have reached the kernel."""
         return max(self.written, self.written_hi) > offset
 
     def clear(self) -> None:
-        self.data.clear()
+        self.data = bytearray()
         self.pos = 0
+        self.tail.clear()
+        self.tail_bytes = 0
 
 
 class StreamRecord:

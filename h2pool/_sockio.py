@@ -82,7 +82,7 @@ def read_probe(sock: socket.socket) -> Callable[[], object]:
 
 
 def send_some(
-    sock: socket.socket, out: bytearray, pos: int, tls: bool
+    sock: socket.socket, out: bytearray | memoryview, pos: int, tls: bool
 ) -> tuple[int, int, OSError | None]:
     """Send ``out[pos:]`` as far as the socket takes it.
 

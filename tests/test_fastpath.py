@@ -26,7 +26,7 @@ from hyperframe.frame import ContinuationFrame, HeadersFrame, PingFrame
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from h2pool._http2.fastpath import FastData
+from h2pool._http2.fastpath import ZERO_COPY_MIN, FastData
 from h2pool._http2.protocol import new_h2_connection
 
 pytestmark = pytest.mark.timeout(120)
@@ -238,9 +238,11 @@ def test_fast_path_content_length_overrun_is_a_stream_event() -> None:
 # -- sending --------------------------------------------------------------------------
 
 
-def _uploading_pair() -> tuple[Any, Any]:
+def _uploading_pair(big_frames: bool = False) -> tuple[Any, Any]:
     """Two identical client connections with two POSTs open (HEADERS sent, no body yet)
-    and the server's SETTINGS received."""
+    and the server's SETTINGS received. ``big_frames``: the server allows frames and
+    windows of megabytes, as nginx does, so payloads from ``ZERO_COPY_MIN`` on are
+    sent by reference."""
     out = []
     for _ in range(2):
         c = new_h2_connection(65536)
@@ -249,7 +251,17 @@ def _uploading_pair() -> tuple[Any, Any]:
             c.send_headers(sid, _request(b"POST"))
         out.append(c)
     server = H2Connection(H2Configuration(client_side=False, header_encoding=None))
+    if big_frames:
+        server.local_settings = Settings(
+            client=False,
+            initial_values={
+                SettingCodes.MAX_FRAME_SIZE: 2**24 - 1,
+                SettingCodes.INITIAL_WINDOW_SIZE: 600_000,
+            },
+        )
     server.initiate_connection()
+    if big_frames:
+        server.increment_flow_control_window(1_000_000)
     server.receive_data(out[0].data_to_send())
     out[1].data_to_send()
     settings_bytes = server.data_to_send()
@@ -259,15 +271,25 @@ def _uploading_pair() -> tuple[Any, Any]:
     return out[0], out[1]
 
 
-def _send_outcome(conn: Any, reference: bool, ops: list[tuple[int, int, bool]]) -> list[Any]:
+def _send_outcome(
+    conn: Any, reference: bool, ops: list[tuple[int, int, bool]], take: bool = False
+) -> list[Any]:
+    """``take``: read the output as ``H2Conn.flush`` does (sealed chunks, then the
+    buffer), after every operation; else through ``data_to_send()`` at the end."""
     result: list[Any] = []
     send = (lambda *a: H2Connection.send_data(conn, *a)) if reference else conn.send_data
+    wire = bytearray()
     for sid, size, end in ops:
         try:
             send(sid, memoryview(bytes([sid]) * size), end)
             result.append(None)
         except (h2x.ProtocolError, h2x.StreamClosedError, KeyError) as exc:
             result.append(type(exc).__name__)
+        if take:
+            assert conn.pending_output() == sum(map(len, conn.sealed)) + len(conn._data_to_send)
+            for chunk in conn.take_sealed():
+                wire += chunk
+            wire += conn.take_output()
     streams = {
         s: (
             st.state_machine.state,
@@ -276,7 +298,8 @@ def _send_outcome(conn: Any, reference: bool, ops: list[tuple[int, int, bool]]) 
         )
         for s, st in conn.streams.items()
     }
-    result.append((conn.outbound_flow_control_window, streams, bytes(conn.data_to_send())))
+    wire += conn.data_to_send()
+    result.append((conn.outbound_flow_control_window, streams, bytes(wire)))
     return result
 
 
@@ -291,6 +314,27 @@ def test_send_fast_path_matches_h2(ops: list[tuple[int, int, bool]]) -> None:
     large, stream already ended, unknown stream) as h2's own send_data."""
     fast, ref = _uploading_pair()
     assert _send_outcome(fast, False, ops) == _send_outcome(ref, True, ops)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    ops=st.lists(
+        st.tuples(
+            st.sampled_from([1, 3, 5]),
+            st.one_of(st.integers(0, 20000), st.integers(ZERO_COPY_MIN - 2, 700_000)),
+            st.booleans(),
+        ),
+        max_size=10,
+    ),
+    take=st.booleans(),
+)
+def test_send_fast_path_by_reference_matches_h2(
+    ops: list[tuple[int, int, bool]], take: bool
+) -> None:
+    """Against a server allowing frames of megabytes: the payloads sent by reference
+    come out where h2 would have put them, whichever way the output is read."""
+    fast, ref = _uploading_pair(big_frames=True)
+    assert _send_outcome(fast, False, ops, take) == _send_outcome(ref, True, ops)
 
 
 # -- remembered header validation -----------------------------------------------------

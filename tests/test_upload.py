@@ -326,3 +326,38 @@ def test_early_answer_from_nginx(nginx, make_client):
     assert source.pulled < source.total // 8
     assert client.get(nginx.https_url + "/13b").content == b"Hello, world!"
     assert client.stats()["connections_opened"] == 1
+
+
+def _as_source(data: bytes, source: str) -> Any:
+    if source == "bytearray":
+        return bytearray(data)
+    if source == "memoryview":
+        return memoryview(bytearray(data))
+    if source == "generator":
+        return (data[i : i + 700 * KIB] for i in range(0, len(data), 700 * KIB))
+    return data
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("source", ["bytes", "bytearray", "memoryview", "generator"])
+def test_large_bodies_reach_nginx_byte_exact_among_small_requests(nginx, make_client, source):
+    """nginx allows DATA frames of megabytes, so large payloads are queued by reference
+    between the frames of the other requests on the connection. nginx stores each PUT
+    body; a GET of it must hash to what was sent, and every small GET must succeed."""
+    client = make_client()
+    base = nginx.https_url
+    bodies = {
+        f"/put/{source}-{i}": random.Random(i).randbytes(size)
+        for i, size in enumerate((3 * MIB + 1, 9 * MIB + 17, 200 * KIB))
+    }
+    puts = [client.submit("PUT", base + p, body=_as_source(d, source)) for p, d in bodies.items()]
+    gets = [client.submit("GET", base + "/13b") for _ in range(90)]
+    assert [f.result(timeout=60).status in (201, 204) for f in puts] == [True] * len(puts)
+    assert {f.result(timeout=60).content for f in gets} == {b"Hello, world!"}
+    for path, data in bodies.items():
+        got = client.get(base + path).content
+        assert (len(got), hashlib.sha256(got).hexdigest()) == (
+            len(data),
+            hashlib.sha256(data).hexdigest(),
+        )
+    assert client.stats()["connections_opened"] == 1

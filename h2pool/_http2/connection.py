@@ -120,7 +120,7 @@ class H2Conn(ConnectionBase[H2Stream]):
         if self.draining:
             return 0
         health, out = self.health, self.out
-        if health.suspect or len(out.data) - out.pos > _BACKLOG_LIMIT:
+        if health.suspect or out.pending > _BACKLOG_LIMIT:
             # Suspect: streams stalled and the health PING is unanswered. A large unsent
             # backlog: the peer is not draining our output. A new request would wait
             # and, if the connection then dies, could not be told apart from a sent
@@ -298,7 +298,7 @@ class H2Conn(ConnectionBase[H2Stream]):
         if self.sender.pending:
             self.sender.pump_if_pending()
         out = self.out
-        if self.h2.pending_output() or len(out.data) > out.pos:
+        if self.h2.pending_output() or out.pending:
             # Only then: most reads of small responses leave nothing to send (their
             # credit goes back in batches), and a flush would find nothing.
             self.loop.mark_dirty(self)
@@ -307,16 +307,21 @@ class H2Conn(ConnectionBase[H2Stream]):
         """Move h2's pending output to the socket: one ``send()`` per turn when possible."""
         if self.closed:
             return
-        data = self.h2.take_output()
+        h2c = self.h2
+        sealed = h2c.sealed
+        data = h2c.take_output()
         out = self.out
-        if data:
+        if data or sealed:
             if self._unflushed:
                 offset = out.generated
                 for st in self._unflushed:
                     st.wire_offset = offset
                 self._unflushed.clear()
+            if sealed:
+                for chunk in h2c.take_sealed():
+                    out.append(chunk)
             out.append(data)  # takes h2's buffer when nothing is pending: no copy
-        if len(out.data) > out.pos and not (self._events & selectors.EVENT_WRITE):
+        if out.pending and not (self._events & selectors.EVENT_WRITE):
             self._write()
 
     def _write(self) -> None:
@@ -327,7 +332,7 @@ class H2Conn(ConnectionBase[H2Stream]):
             return
         if sent:
             self.health.last_write_progress = self.loop.now
-        pending = len(out.data) - out.pos
+        pending = out.pending
         want = selectors.EVENT_WRITE if pending else 0
         # Stop reading while the peer does not drain our output (control-frame floods).
         self._reading = pending < OUT_CAP

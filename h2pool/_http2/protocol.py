@@ -68,13 +68,33 @@ class _H2(FastPaths):
 
     def pending_output(self) -> int:
         """Bytes generated but not yet taken by ``data_to_send()``."""
-        return len(self._data_to_send)
+        return len(self._data_to_send) + self.sealed_bytes
+
+    def take_sealed(self) -> list[bytearray | memoryview]:
+        """The output that precedes ``take_output()``'s, handed over (usually none)."""
+        out = self.sealed
+        self.sealed = []
+        self.sealed_bytes = 0
+        return out
 
     def take_output(self) -> bytearray:
-        """``data_to_send()`` without its copy: hand over h2's buffer, start a new one."""
+        """``data_to_send()`` without its copy: hand over h2's buffer, start a new one.
+        Whatever ``take_sealed()`` holds goes out before it."""
         out = self._data_to_send
         self._data_to_send = bytearray()
         return out
+
+    def data_to_send(self, amount: int | None = None) -> bytes:
+        """h2's, with the sealed output in front (only slow paths come here)."""
+        if self.sealed:
+            whole = bytearray().join(self.take_sealed())
+            whole += self._data_to_send
+            self._data_to_send = whole
+        return super().data_to_send(amount)
+
+    def clear_outbound_data_buffer(self) -> None:
+        self.take_sealed()
+        super().clear_outbound_data_buffer()
 
     def take_partial_frame(self) -> bytearray:
         """The bytes of an incomplete frame h2 holds from the last read, handed over

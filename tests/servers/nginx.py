@@ -127,6 +127,14 @@ def _config(prefix: Path, docroot: Path, cert: CertPair, ports: dict[str, int]) 
         server_name localhost;
         root {docroot};
 {extra}{_LOCATIONS}
+        # WebDAV PUT stores request bodies under {prefix}/put/, served back by GET.
+        location /put/ {{
+            root {prefix};
+            dav_methods PUT;
+            create_full_put_path on;
+            client_max_body_size 0;
+            client_body_buffer_size 1m;
+        }}
     }}"""
 
     servers = "".join(
