@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("h2pool")
 
 __all__ = [
+    "BY_REFERENCE_MIN",
     "ConnState",
     "Connection",
     "ConnectionBase",
@@ -45,6 +46,7 @@ __all__ = [
     "Origin",
     "OutputBuffer",
     "StreamRecord",
+    "by_reference",
     "take_upload",
 ]
 
@@ -173,6 +175,25 @@ class Connection(Protocol):
         call back nobody."""
 
     def describe(self) -> ConnectionInfo: ...
+
+
+# Request-body payloads from this size on are queued by reference (see OutputBuffer).
+# Each costs one short TLS record (whatever precedes it, ending with its frame header
+# or chunk size line) and so one more send(); copying 64 KiB costs about as much.
+BY_REFERENCE_MIN = 64 * 1024
+
+
+def by_reference(data: bytes | memoryview) -> memoryview | None:
+    """``data`` as a view the output buffer may keep, if it is large and immutable
+    (bytes, or a view of bytes: the caller's bytearray or memoryview was copied into
+    bytes when the request was built, so later writes to it cannot reach the wire)."""
+    if len(data) < BY_REFERENCE_MIN:
+        return None
+    if type(data) is bytes:
+        return memoryview(data)
+    if type(data) is memoryview and type(data.obj) is bytes:
+        return data
+    return None
 
 
 class OutputBuffer:

@@ -17,7 +17,7 @@ import itertools
 import logging
 import selectors
 import ssl
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import h11
 
@@ -25,6 +25,7 @@ from ._connection import (
     ConnectionBase,
     ConnState,
     StreamRecord,
+    by_reference,
     take_upload,
 )
 from ._errors import (
@@ -168,6 +169,18 @@ class H1Conn(ConnectionBase[H1Stream]):
     def _emit(self, data: bytes) -> None:
         self.out.append(data)
 
+    def _emit_body(self, data: bytes | memoryview) -> None:
+        """Body bytes, a large payload of immutable bytes by reference (h11 hands the
+        very object back among its framing pieces): see OutputBuffer."""
+        view = by_reference(data)
+        if view is None:
+            self._emit(self.h11.send(h11.Data(data=bytes(data))) or b"")
+            return
+        # h11 only measures the payload and passes it through (its typing says bytes).
+        event = h11.Data(data=cast(bytes, view))
+        for piece in self.h11.send_with_data_passthrough(event) or ():
+            self.out.append(piece)
+
     def _arm_read_timer(self, st: H1Stream) -> None:
         read = st.req.timeout.read
         if read is not None and self.streams.get(st.id) is st:
@@ -181,7 +194,6 @@ class H1Conn(ConnectionBase[H1Stream]):
         st = self._current()
         if st is None or self.closed:
             return
-        h = self.h11
         while st.body is not None or st.upload is not None:
             budget = _OUT_CAP - self.out.pending
             if budget <= 0:
@@ -191,7 +203,7 @@ class H1Conn(ConnectionBase[H1Stream]):
             if body is not None:
                 pos = st.body_pos
                 n = min(limit, len(body) - pos)
-                self._emit(h.send(h11.Data(data=body[pos : pos + n].tobytes())) or b"")
+                self._emit_body(body[pos : pos + n])
                 st.body_pos = pos + n
                 if st.body_pos >= len(body):
                     st.body = None
@@ -205,7 +217,7 @@ class H1Conn(ConnectionBase[H1Stream]):
                 return
             if data:
                 st.last_activity = self.loop.now
-                self._emit(h.send(h11.Data(data=bytes(data))) or b"")
+                self._emit_body(data)
             if end:
                 st.upload = None
                 self._end_body(st)

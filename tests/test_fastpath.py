@@ -26,7 +26,8 @@ from hyperframe.frame import ContinuationFrame, HeadersFrame, PingFrame
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from h2pool._http2.fastpath import ZERO_COPY_MIN, FastData
+from h2pool._connection import BY_REFERENCE_MIN
+from h2pool._http2.fastpath import FastData
 from h2pool._http2.protocol import new_h2_connection
 
 pytestmark = pytest.mark.timeout(120)
@@ -241,7 +242,7 @@ def test_fast_path_content_length_overrun_is_a_stream_event() -> None:
 def _uploading_pair(big_frames: bool = False) -> tuple[Any, Any]:
     """Two identical client connections with two POSTs open (HEADERS sent, no body yet)
     and the server's SETTINGS received. ``big_frames``: the server allows frames and
-    windows of megabytes, as nginx does, so payloads from ``ZERO_COPY_MIN`` on are
+    windows of megabytes, as nginx does, so payloads from ``BY_REFERENCE_MIN`` on are
     sent by reference."""
     out = []
     for _ in range(2):
@@ -321,7 +322,7 @@ def test_send_fast_path_matches_h2(ops: list[tuple[int, int, bool]]) -> None:
     ops=st.lists(
         st.tuples(
             st.sampled_from([1, 3, 5]),
-            st.one_of(st.integers(0, 20000), st.integers(ZERO_COPY_MIN - 2, 700_000)),
+            st.one_of(st.integers(0, 20000), st.integers(BY_REFERENCE_MIN - 2, 700_000)),
             st.booleans(),
         ),
         max_size=10,

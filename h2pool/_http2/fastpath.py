@@ -35,12 +35,9 @@ from h2.stream import StreamClosedBy, StreamInputs, StreamState
 from h2.utilities import HeaderValidationFlags, is_informational_response
 from hyperframe.exceptions import InvalidPaddingError
 
-__all__ = ["ZERO_COPY_MIN", "FastData", "FastPaths", "PlainHeaders"]
+from .._connection import by_reference
 
-# DATA payloads from this size on are queued by reference rather than copied. Each
-# costs one short TLS record (the frames before it, ending with its 9-byte header) and
-# so one more send(); copying 64 KiB costs about as much.
-ZERO_COPY_MIN = 64 * 1024
+__all__ = ["FastData", "FastPaths", "PlainHeaders"]
 
 
 class FastData:
@@ -341,12 +338,11 @@ class FastPaths(H2Connection):
         out = self._data_to_send
         flags = b"\1" if end_stream else b"\0"
         out += n.to_bytes(3, "big") + b"\0" + flags + stream_id.to_bytes(4, "big")
-        if n >= ZERO_COPY_MIN and (
-            type(data) is bytes or (type(data) is memoryview and type(data.obj) is bytes)
-        ):
+        view = by_reference(data)
+        if view is not None:
             # A large payload of immutable bytes goes out by reference, after the
             # frames generated so far: not copied into the buffer (see OutputBuffer).
-            self.sealed += (out, data if type(data) is memoryview else memoryview(data))
+            self.sealed += (out, view)
             self.sealed_bytes += len(out) + n
             self._data_to_send = bytearray()
         else:
