@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import h2.errors
+import h2.settings
 import pytest
 from servers.h2peer import PeerConnection, Request
 from servers.util import rss
@@ -367,3 +368,42 @@ def test_large_bodies_reach_nginx_byte_exact_among_small_requests(
         )
     if version == "HTTP/2":
         assert client.stats()["connections_opened"] == 1
+
+
+@pytest.mark.timeout(60)
+def test_a_frame_sent_by_reference_stays_ahead_of_the_rest_of_its_turn(h2peer, make_client):
+    """One flush holding a large DATA frame sent by reference and, after it, the small
+    last frame of the same body (and other streams' frames): the wire must keep that
+    order. The peer allows 64 KiB frames and opens both windows wide, so a body of one
+    full frame plus 100 bytes goes out in one turn; were the small frame written ahead
+    of the large one, the peer would see a wrong body length and reset the connection."""
+
+    def widen(conn: PeerConnection, sid: int, req: Request) -> None:
+        conn.h2.max_inbound_frame_size = 64 * KIB  # our SETTINGS replaced h2's defaults
+        conn.h2.increment_flow_control_window(1 << 30)
+        conn.respond(sid, 200, b"wide")
+
+    peer = h2peer(
+        routes={"/widen": widen},
+        default="echo",
+        settings={
+            h2.settings.SettingCodes.MAX_FRAME_SIZE: 64 * KIB,
+            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: (1 << 31) - 1,
+        },
+    )
+    client = make_client(http2_prior_knowledge=True)
+    assert client.get(peer.h2c_url + "/widen").content == b"wide"
+    for round_ in range(5):
+        bodies = [
+            random.Random(round_ * 8 + i).randbytes(64 * KIB + 100 + 37 * i) for i in range(4)
+        ]
+        posts = [
+            client.submit("POST", peer.h2c_url + f"/p{i}", body=b) for i, b in enumerate(bodies)
+        ]
+        gets = [client.submit("GET", peer.h2c_url + "/g") for _ in range(10)]
+        assert [hashlib.sha256(f.result(timeout=20).content).hexdigest() for f in posts] == [
+            hashlib.sha256(b).hexdigest() for b in bodies
+        ]
+        assert [len(f.result(timeout=20).content) for f in gets] == [0] * 10
+    assert peer.errors == []
+    assert client.stats()["connections_opened"] == 1
