@@ -33,7 +33,7 @@ class ResponseFuture(Future["Response"]):
     def cancel(self) -> bool:
         if not super().cancel():
             return False
-        hook = self._on_cancel
+        hook, self._on_cancel = self._on_cancel, None  # it refers to the Request
         if hook is not None:
             hook()
         return True
@@ -86,7 +86,7 @@ class Waiter:
             if self._state:
                 return self._state == 3
             self._state = 3
-        hook = self._on_cancel
+        hook, self._on_cancel = self._on_cancel, None  # it refers to the Request
         if hook is not None:
             hook()
         return True
@@ -99,7 +99,14 @@ class Waiter:
         if state == 1:
             return value
         if state == 2:
-            raise value
+            # Called once: drop the waiter's and this frame's hold on the exception,
+            # whose traceback holds the caller's frames (and their request body) and,
+            # through them, this Waiter: a cycle only the cyclic GC would free.
+            self._value = None
+            try:
+                raise value
+            finally:
+                del value
         raise CancelledError
 
 
@@ -187,6 +194,9 @@ class Request:
         # keep the Response (the future's result) alive with it, or a Response the
         # caller drops is never collected and its stream never reset.
         self.future = _RESOLVED
+        # A completed future cannot be cancelled, and its cancel hook would keep this
+        # Request (and its body) alive for as long as the caller keeps the future.
+        fut._on_cancel = None
         return True
 
     def fail(self, exc: BaseException) -> None:
@@ -194,9 +204,13 @@ class Request:
         if self.upload is not None:
             self.upload.abort()  # a producer blocked on a full pipe must not hang
         fut = self.future
+        # As in resolve; and while the future's cancel hook refers to this Request, the
+        # two form a cycle that only the cyclic GC frees, request body included.
+        self.future = _RESOLVED
         if fut.done():
             return
         try:
             fut.set_exception(clone(exc))
         except Exception:  # InvalidStateError: cancelled in a race
-            pass
+            return
+        fut._on_cancel = None

@@ -104,5 +104,8 @@ def send_some(
     except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
         return pos, min(pos + step, len(out)), None
     except OSError as exc:
-        return pos, pos, exc
+        # The error outlives this call (it becomes the cause the callers see), and its
+        # traceback would keep this frame and every frame above it on the I/O thread
+        # alive, with the views of request bodies they hold; the message is all it says.
+        return pos, pos, exc.with_traceback(None)
     return pos, pos, None

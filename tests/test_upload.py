@@ -9,18 +9,26 @@ the body. Every body is hash-checked on the server side.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import random
+import socket
+import struct
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
+import h2.config
+import h2.connection
 import h2.errors
+import h2.exceptions
 import h2.settings
 import pytest
 from servers.h2peer import PeerConnection, Request
-from servers.util import rss
+from servers.util import rss, wait_until
 
 import h2pool
 
@@ -407,3 +415,58 @@ def test_a_frame_sent_by_reference_stays_ahead_of_the_rest_of_its_turn(h2peer, m
         assert [len(f.result(timeout=20).content) for f in gets] == [0] * 10
     assert peer.errors == []
     assert client.stats()["connections_opened"] == 1
+
+
+def _read_then_reset(listener: socket.socket, limit: int) -> None:
+    """A scripted h2 server: accept one connection, take ``limit`` bytes of the request
+    with wide windows, then reset the TCP connection (SO_LINGER 0) mid-upload."""
+    sock, _ = listener.accept()
+    with sock:
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+        conn.local_settings = h2.settings.Settings(
+            client=False,
+            initial_values={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: (1 << 31) - 1},
+        )
+        conn.initiate_connection()
+        conn.increment_flow_control_window(1 << 30)
+        sock.sendall(conn.data_to_send())
+        received = 0
+        while received < limit:
+            data = sock.recv(1 << 16)
+            if not data:
+                return
+            received += len(data)
+            with contextlib.suppress(h2.exceptions.ProtocolError):
+                conn.receive_data(data)
+            sock.sendall(conn.data_to_send())
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("via", ["request", "submit"])
+def test_a_failed_uploads_body_is_let_go_without_the_cyclic_gc(make_client, via):
+    """A 64 MiB body lost with its connection mid-upload is freed once the request has
+    failed, with the cyclic garbage collector off: nothing on the I/O thread (the closed
+    connection's output, an error's traceback, the future's cancel hook) keeps it."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    server = threading.Thread(target=_read_then_reset, args=(listener, MIB), daemon=True)
+    server.start()
+    client = make_client(http2_prior_knowledge=True)
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/up"
+    body = random.Random(3).randbytes(UPLOAD)
+    baseline = sys.getrefcount(body)
+    gc.disable()
+    try:
+        if via == "request":
+            with pytest.raises(h2pool.ConnectionLost):
+                client.post(url, body=body)
+        else:
+            fut = client.submit("POST", url, body=body)
+            with pytest.raises(h2pool.ConnectionLost):
+                fut.result(timeout=30)
+        # The caller wakes as the request fails; the I/O thread lets go just after.
+        wait_until(lambda: sys.getrefcount(body) == baseline, timeout=10)
+    finally:
+        gc.enable()
+        listener.close()
+    server.join(10)

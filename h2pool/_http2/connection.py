@@ -809,6 +809,14 @@ class H2Conn(ConnectionBase[H2Stream]):
                 fact = Fact.LOST_AFTER_SEND
             if not self.origin.retry(st.req, fact, err):
                 self._fail_dropped(st, err)
+        # A closed connection may live on until the cyclic GC frees it: let go now of the
+        # request bodies it refers to (views in the output buffer and h2's sealed chunks,
+        # the streams' unsent bodies), which may be a caller's gigabyte.
+        out.clear()
+        self.h2.take_sealed()
+        self.sender.senders.clear()
+        for st in streams:
+            st.body = None
         self.origin.on_conn_closed(self)
 
     def close(self) -> None:
