@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, ClassVar, Generic, Protocol, TypedDict, TypeVar
 
-from ._errors import H2PoolError, ProtocolError, RequestBodyError
+from ._errors import H2PoolError, ProtocolError, RequestBodyError, detached
 from ._headers import Headers
 from ._response import Response
 from ._sockio import direct_tls, read_probe, send_some
@@ -533,7 +533,7 @@ class ConnectionBase(Generic[S]):
 
     def _lost(self, err: H2PoolError, cause: BaseException | None) -> None:
         if cause is not None:
-            err.__cause__ = cause
+            err.__cause__ = detached(cause)
         log.info("connection %s lost: %s", self.label, err)
         self._shutdown(err, lost=True)
 

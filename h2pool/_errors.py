@@ -55,6 +55,29 @@ def clone(exc: BaseException) -> BaseException:
     return new
 
 
+def detached(exc: BaseException) -> BaseException:
+    """``exc`` with no traceback on it or on the exceptions chained to it.
+
+    For an error the I/O thread caught and hands on as a cause: callers keep it as long
+    as they like, and a traceback keeps every frame of the I/O thread's stack at the
+    time alive with it (the requests and bodies those frames refer to). What went wrong
+    is in the types and messages; h11's errors also chain (``__context__``) the error
+    they were raised from, with its own traceback.
+    """
+    todo = [exc]
+    seen: set[int] = set()
+    while todo:
+        e = todo.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        e.__traceback__ = None
+        for nxt in (e.__cause__, e.__context__):
+            if nxt is not None:
+                todo.append(nxt)
+    return exc
+
+
 class InvalidURL(H2PoolError, ValueError):
     """The URL cannot be sent: bad scheme, missing host, bad port or forbidden characters.
 

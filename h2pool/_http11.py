@@ -36,6 +36,7 @@ from ._errors import (
     ProtocolError,
     ReadTimeout,
     WriteTimeout,
+    detached,
 )
 from ._headers import Headers
 from ._retry import Fact
@@ -126,7 +127,7 @@ class H1Conn(ConnectionBase[H1Stream]):
             # Our validation let through something h11 refuses; h11 is now in ERROR, so
             # this connection cannot carry anything else.
             err = InvalidHeader(f"request cannot be sent as HTTP/1.1: {exc}")
-            err.__cause__ = exc
+            err.__cause__ = detached(exc)
             self._fail_stream(st, err)
             return
         self._emit(head or b"")
@@ -490,7 +491,7 @@ class H1Conn(ConnectionBase[H1Stream]):
         log.warning("protocol error on %s: %s", self.label, type(exc).__name__)
         log.debug("protocol error on %s: %s", self.label, exc)
         err = ProtocolError(f"HTTP/1.1 protocol error from {self.label}: {exc}")
-        err.__cause__ = exc
+        err.__cause__ = detached(exc)
         self._shutdown(err, lost=False)
 
     # -- completing and failing ----------------------------------------------------------------

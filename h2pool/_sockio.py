@@ -104,8 +104,7 @@ def send_some(
     except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
         return pos, min(pos + step, len(out)), None
     except OSError as exc:
-        # The error outlives this call (it becomes the cause the callers see), and its
-        # traceback would keep this frame and every frame above it on the I/O thread
-        # alive, with the views of request bodies they hold; the message is all it says.
+        # It outlives this call as the cause callers see (see _errors.detached): without
+        # its traceback, which would keep this frame's views of request bodies alive.
         return pos, pos, exc.with_traceback(None)
     return pos, pos, None

@@ -417,11 +417,21 @@ def test_a_frame_sent_by_reference_stays_ahead_of_the_rest_of_its_turn(h2peer, m
     assert client.stats()["connections_opened"] == 1
 
 
-def _read_then_reset(listener: socket.socket, limit: int) -> None:
-    """A scripted h2 server: accept one connection, take ``limit`` bytes of the request
-    with wide windows, then reset the TCP connection (SO_LINGER 0) mid-upload."""
+def _read_then_reset(listener: socket.socket, limit: int, h2c: bool) -> None:
+    """A scripted server: accept one connection, take ``limit`` bytes of the request
+    (over h2c with wide windows, or as plain bytes for HTTP/1.1), then reset the TCP
+    connection (SO_LINGER 0) mid-upload."""
     sock, _ = listener.accept()
     with sock:
+        if not h2c:
+            received = 0
+            while received < limit:
+                data = sock.recv(1 << 16)
+                if not data:
+                    return
+                received += len(data)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            return
         conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
         conn.local_settings = h2.settings.Settings(
             client=False,
@@ -443,15 +453,17 @@ def _read_then_reset(listener: socket.socket, limit: int) -> None:
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.parametrize("version", ["HTTP/2", "HTTP/1.1"])
 @pytest.mark.parametrize("via", ["request", "submit"])
-def test_a_failed_uploads_body_is_let_go_without_the_cyclic_gc(make_client, via):
+def test_a_failed_uploads_body_is_let_go_without_the_cyclic_gc(make_client, via, version):
     """A 64 MiB body lost with its connection mid-upload is freed once the request has
     failed, with the cyclic garbage collector off: nothing on the I/O thread (the closed
     connection's output, an error's traceback, the future's cancel hook) keeps it."""
     listener = socket.create_server(("127.0.0.1", 0))
-    server = threading.Thread(target=_read_then_reset, args=(listener, MIB), daemon=True)
+    h2c = version == "HTTP/2"
+    server = threading.Thread(target=_read_then_reset, args=(listener, MIB, h2c), daemon=True)
     server.start()
-    client = make_client(http2_prior_knowledge=True)
+    client = make_client(http2_prior_knowledge=True) if h2c else make_client(http1=True)
     url = f"http://127.0.0.1:{listener.getsockname()[1]}/up"
     body = random.Random(3).randbytes(UPLOAD)
     baseline = sys.getrefcount(body)

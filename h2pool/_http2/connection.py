@@ -32,6 +32,7 @@ from .._errors import (
     InvalidHeader,
     ProtocolError,
     StreamReset,
+    detached,
 )
 from .._headers import Headers
 from .._retry import Fact
@@ -768,7 +769,7 @@ class H2Conn(ConnectionBase[H2Stream]):
         log.warning("protocol error on %s: %s", self.label, type(exc).__name__)
         log.debug("protocol error on %s: %s", self.label, exc)
         err = ProtocolError(f"HTTP/2 protocol error from {self.label}: {exc}")
-        err.__cause__ = exc
+        err.__cause__ = detached(exc)
         # h2 queued a GOAWAY for errors it detected; send one for ours too.
         if self.h2.state_machine.state != ConnectionState.CLOSED:
             try:
