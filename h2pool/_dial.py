@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 from . import _socks
 from ._config import ProxyConfig
-from ._errors import ConnectError, ConnectTimeout, H2PoolError, TLSError
+from ._errors import ConnectError, ConnectTimeout, H2PoolError, TLSError, detached
 from ._loop import IOLoop, Timer
 
 __all__ = ["DialResult", "Dialer"]
@@ -489,7 +489,7 @@ class Dialer:
         if result is None:
             self._drop_socket()
             if error is not None and cause is not None and error.__cause__ is None:
-                error.__cause__ = cause
+                error.__cause__ = detached(cause)  # see _errors.detached
         else:
             self._unwatch()
             self._sock = None
