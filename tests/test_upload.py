@@ -423,32 +423,26 @@ def _read_then_reset(listener: socket.socket, limit: int, h2c: bool) -> None:
     connection (SO_LINGER 0) mid-upload."""
     sock, _ = listener.accept()
     with sock:
-        if not h2c:
-            received = 0
-            while received < limit:
-                data = sock.recv(1 << 16)
-                if not data:
-                    return
-                received += len(data)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            return
-        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
-        conn.local_settings = h2.settings.Settings(
-            client=False,
-            initial_values={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: (1 << 31) - 1},
-        )
-        conn.initiate_connection()
-        conn.increment_flow_control_window(1 << 30)
-        sock.sendall(conn.data_to_send())
+        conn = None
+        if h2c:
+            conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+            conn.local_settings = h2.settings.Settings(
+                client=False,
+                initial_values={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: (1 << 31) - 1},
+            )
+            conn.initiate_connection()
+            conn.increment_flow_control_window(1 << 30)
+            sock.sendall(conn.data_to_send())
         received = 0
         while received < limit:
             data = sock.recv(1 << 16)
             if not data:
                 return
             received += len(data)
-            with contextlib.suppress(h2.exceptions.ProtocolError):
-                conn.receive_data(data)
-            sock.sendall(conn.data_to_send())
+            if conn is not None:
+                with contextlib.suppress(h2.exceptions.ProtocolError):
+                    conn.receive_data(data)
+                sock.sendall(conn.data_to_send())
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
