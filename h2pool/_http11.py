@@ -401,7 +401,10 @@ class H1Conn(ConnectionBase[H1Stream]):
             return
         st.status = event.status_code
         st.headers_at = self.loop.now
-        st.headers = list(event.headers)
+        # The names as the server wrote them (h11's own list is lower-cased): lookups
+        # are case-insensitive anyway, and items() and the http.client drop-in's
+        # getheaders() keep the server's case, as the stdlib does.
+        st.headers = event.headers.raw_items()
         req = st.req
         if req.stream:
             pipe = BodyPipe(self, st.id, self.limits.stream_window, req.timeout.read)
@@ -438,7 +441,7 @@ class H1Conn(ConnectionBase[H1Stream]):
             return
         req = st.req
         self._drop_stream(st)
-        trailers = Headers._from_raw(list(event.headers)) if event.headers else None
+        trailers = Headers._from_raw(event.headers.raw_items()) if event.headers else None
         if st.pipe is not None:
             st.pipe.feed_eof(trailers)
         else:

@@ -464,10 +464,14 @@ class HTTP20Response(io.BufferedIOBase):
     # -- headers ----------------------------------------------------------------------------
     # From ``headers``, never ``msg``: urllib.request replaces ``msg`` with the reason.
     def getheader(self, name: str, default: Any = None) -> Any:
-        """The value of ``name`` (repeated fields joined by ``", "``), or ``default``."""
+        """The value of ``name`` (repeated fields joined by ``", "``), or ``default``;
+        as in the stdlib, a ``default`` that is an iterable other than a string is
+        returned joined the same way."""
         values = self.headers.get_all(name)
         if values is None:
-            return default
+            if isinstance(default, str) or not hasattr(default, "__iter__"):
+                return default
+            return ", ".join(default)
         return ", ".join(values)
 
     def getheaders(self) -> list[tuple[str, str]]:
@@ -532,7 +536,11 @@ class HTTP20Response(io.BufferedIOBase):
                 return pipe.read(amt, partial=True)
             return self._resp.read_raw(amt)
         except H2PoolError as exc:
-            twin = _body_error(exc, b"".join(got or ()), self.length)
+            partial = b"".join(got or ())
+            # As the stdlib's: the bytes still missing after ``partial``, not the length
+            # this read began with (``length`` is only accounted once a read returns).
+            missing = None if self.length is None else max(0, self.length - len(partial))
+            twin = _body_error(exc, partial, missing)
             if twin is None:
                 raise
             raise twin from exc

@@ -207,7 +207,10 @@ def test_headers(conn):
     assert resp.getheader("X-ECHO-UA") == "ua/1"
     assert resp.getheader("x-missing") is None
     assert resp.getheader("x-missing", "dflt") == "dflt"
-    assert resp.getheader("x-missing", ["a", "b"]) == ["a", "b"]
+    # As the stdlib's: an iterable default other than a string comes back joined.
+    assert resp.getheader("x-missing", ["a", "b"]) == "a, b"
+    assert resp.getheader("x-missing", ("c",)) == "c"
+    assert resp.getheader("x-missing", 7) == 7
     pairs = resp.getheaders()
     assert all(isinstance(p, tuple) and len(p) == 2 for p in pairs)
     assert ("x-echo-method", "GET") in [(n.lower(), v) for n, v in pairs]
@@ -679,8 +682,47 @@ def test_truncated_body_is_incomplete_read(h1plain):
         resp.read()
     assert isinstance(info.value, h2pool.H2PoolError)
     assert len(info.value.partial) == 10
-    assert info.value.expected == 100
+    assert info.value.expected == 90  # the bytes still missing, as the stdlib counts
     c.close()
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("first", [0, 4], ids=["read-all", "after-read-4"])
+def test_incomplete_read_counts_what_is_missing_as_the_stdlib_does(h1plain, first):
+    """``IncompleteRead(partial, expected)``: ``expected`` is what the read still
+    lacked, whatever was read before it; compared with the stdlib on the same server."""
+    seen = []
+    for cls in (http.client.HTTPConnection, h2pool.HTTPConnection):
+        c = cls("127.0.0.1", h1plain.port, timeout=10)
+        c.request("GET", "/truncated")  # Content-Length 100, 10 bytes, close
+        resp = c.getresponse()
+        head = resp.read(first) if first else b""
+        with pytest.raises(http.client.IncompleteRead) as info:
+            resp.read()
+        seen.append((head, info.value.partial, info.value.expected, repr(info.value)))
+        c.close()
+    assert seen[0] == seen[1]
+    assert seen[1][2] == 100 - 10
+
+
+@pytest.mark.timeout(30)
+def test_http11_header_names_keep_the_servers_case(h1plain):
+    """The stdlib's getheaders() and msg keep the names as the server wrote them, so
+    ``dict(resp.getheaders())["Content-Type"]`` works; lookups stay case-insensitive."""
+    got = []
+    for cls in (http.client.HTTPConnection, h2pool.HTTPConnection):
+        c = cls("127.0.0.1", h1plain.port, timeout=10)
+        c.request("GET", "/mixed-case")
+        resp = c.getresponse()
+        got.append((resp.getheaders(), list(resp.msg.keys()), resp.getheader("x-request-ID")))
+        assert resp.read() == HELLO
+        c.close()
+    assert got[0] == got[1]
+    assert dict(got[1][0])["Content-Type"] == "text/plain"
+    with h2pool.Client() as client:
+        r = client.get(f"http://127.0.0.1:{h1plain.port}/mixed-case")
+    assert ("X-Request-Id", "7") in r.headers.items()
+    assert r.headers["x-request-id"] == "7" and "content-type" in r.headers
 
 
 @pytest.mark.timeout(30)

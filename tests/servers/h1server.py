@@ -254,6 +254,9 @@ class H1Server:
             else:
                 blob = zlib.compress(pattern(100_000))
             simple(200, blob, [("content-encoding", path[1:])])
+        elif path == "/mixed-case":
+            # Names in the case a typical server writes them; h11 sends them as given.
+            simple(200, HELLO, [("Content-Type", "text/plain"), ("X-Request-Id", "7")])
         elif path == "/cookie":
             simple(200, HELLO, [("set-cookie", "a=1; Path=/"), ("set-cookie", "b=2; Path=/")])
         elif path == "/redirect":
