@@ -536,11 +536,11 @@ class HTTP20Response(io.BufferedIOBase):
                 return pipe.read(amt, partial=True)
             return self._resp.read_raw(amt)
         except H2PoolError as exc:
-            partial = b"".join(got or ())
-            # As the stdlib's: the bytes still missing after ``partial``, not the length
+            so_far = b"".join(got or ())
+            # As the stdlib's: the bytes still missing after ``so_far``, not the length
             # this read began with (``length`` is only accounted once a read returns).
-            missing = None if self.length is None else max(0, self.length - len(partial))
-            twin = _body_error(exc, partial, missing)
+            missing = None if self.length is None else max(0, self.length - len(so_far))
+            twin = _body_error(exc, so_far, missing)
             if twin is None:
                 raise
             raise twin from exc
