@@ -189,7 +189,12 @@ class Dispatcher:
             body, ctype = encode_form(data), b"application/x-www-form-urlencoded"
         if ctype is not None:
             hdrs = normalize_headers(headers)
-            if not any(n == b"content-type" for n, _ in hdrs):
+            # The caller's Content-Type wins, given with the request or as the client's
+            # default (as requests and httpx do). files= always sets its own above: a
+            # multipart body is unreadable without its boundary.
+            if not any(n == b"content-type" for n, _ in hdrs) and not self.builder.has_default(
+                b"content-type"
+            ):
                 hdrs.append((b"content-type", ctype))
         if cookies is not None:
             value = cookie_header(cookies)

@@ -119,6 +119,11 @@ class RequestBuilder:
         self._default_size = sum(len(n) + len(v) + 32 for n, v in self._default_headers)
         self._timeout = timeout
 
+    def has_default(self, name: bytes) -> bool:
+        """Whether every request carries header ``name`` (lower-case) unless it gives
+        its own: the client's ``headers=`` and h2pool's own defaults."""
+        return name in self._default_names
+
     def build(
         self,
         method: str,

@@ -87,6 +87,20 @@ def test_json_body_and_content_type(client, hypercorn):
     assert seen["body"] == "[1]"
 
 
+def test_a_clients_default_content_type_wins_over_json_and_data(make_client, hypercorn):
+    """As requests' Session headers and httpx's client headers do; only multipart sets
+    its own (its boundary is part of the body's framing)."""
+    client = make_client(headers={"Content-Type": "application/vnd.api+json"})
+    url = hypercorn.https_url + "/echo"
+    for kwargs in ({"json": {"a": 1}}, {"data": {"a": "1"}}, {"body": b"{}"}):
+        seen = echo(client.post(url, **kwargs))
+        assert header(seen, "content-type") == ["application/vnd.api+json"], kwargs
+    seen = echo(client.post(url, json=[1], headers={"content-type": "text/x-mine"}))
+    assert header(seen, "content-type") == ["text/x-mine"]
+    seen = echo(client.post(url, files={"f": b"abc"}))
+    assert header(seen, "content-type")[0].startswith("multipart/form-data; boundary=")
+
+
 @pytest.mark.parametrize("value", [{"a": object()}, {"a": float("nan")}, {1j: 2}])
 def test_json_that_cannot_be_serialised_is_a_typeerror(make_client, value):
     client = make_client()
