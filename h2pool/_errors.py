@@ -157,6 +157,12 @@ class RequestBodyError(H2PoolError):
     """
 
 
+class StreamClosed(H2PoolError, RuntimeError):
+    """A streamed body was read after `Response.close` (or the end of its ``with``
+    block) discarded what was left of it. Raised rather than returning ``b""``: an
+    empty read would pass a body cut short for a complete one."""
+
+
 class ConnectionLost(H2PoolError):
     """The connection died while the request was in flight.
 

@@ -19,7 +19,7 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 from ._decoders import ChainDecoder, make_decoder
-from ._errors import DecodingError, HTTPStatusError
+from ._errors import DecodingError, HTTPStatusError, StreamClosed
 from ._headers import Headers, HeaderTypes
 from ._stream import BodyPipe
 
@@ -205,6 +205,7 @@ class Response:
         self._raw = content  # encoded body of a buffered response, read from _raw_pos on
         self._pipe = pipe
         self._consumed = content is not None
+        self._cut = False  # closed before the end of its body: reading it raises
         if pipe is not None:
             self._finalizer: weakref.finalize[Any, Any] | None = weakref.finalize(self, pipe.close)
         else:
@@ -272,6 +273,8 @@ class Response:
             yield chunk
 
     def _read_raw(self, amt: int | None, partial: bool) -> bytes:
+        if self._cut:
+            raise StreamClosed("the response was closed before its body was read to the end")
         if self._pipe is None or self._consumed:
             # By offset: slicing off what was read would copy the rest on every read.
             raw, pos = self._raw, self._raw_pos
@@ -286,6 +289,15 @@ class Response:
         if amt is None or not data:
             self._finish()
         return data
+
+    def _bodiless(self) -> bool:
+        """No body by its definition (HEAD, 204, 304, Content-Length 0): closing
+        loses nothing even before the I/O thread has marked the stream's end."""
+        return (
+            self.method == "HEAD"
+            or self.status in (204, 304)
+            or self.headers.get("content-length") == "0"
+        )
 
     # -- body, decoded ------------------------------------------------------------------
     def _get_decoder(self) -> ChainDecoder | None:
@@ -490,9 +502,11 @@ class Response:
                 self._finalizer()
 
     def close(self) -> None:
-        """Release the stream: an unread remainder is discarded and the stream reset."""
+        """Release the stream: an unread remainder is discarded and the stream reset.
+        Reading the body after that raises `StreamClosed`."""
         if self._pipe is not None and not self._consumed:
             self._consumed = True
+            self._cut = not (self._bodiless() or self._pipe.exhausted)
             if self._finalizer is not None:
                 self._finalizer()
 

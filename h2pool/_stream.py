@@ -110,6 +110,12 @@ class BodyPipe:
         return self._eof or self._error is not None
 
     @property
+    def exhausted(self) -> bool:
+        """The whole body arrived and was read: closing loses nothing. (Read without
+        the lock: once true, the I/O thread can no longer change it.)"""
+        return self._eof and not self._chunks and self._error is None
+
+    @property
     def buffered(self) -> int:
         """Bytes received and not yet read (a snapshot: read without the lock)."""
         return self._size

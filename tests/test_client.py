@@ -281,6 +281,29 @@ def test_stream_closed_early_keeps_client_usable(nginx, make_client):
     # Leaving the block without reading the rest resets the stream; the
     # connection stays usable for the next request.
     assert client.get(nginx.https_url + "/13b").content == HELLO
+    # What was left of the body is gone: reading it raises rather than passing a
+    # body cut short for a complete (empty) one.
+    for read in (lambda: r.content, r.read, lambda: r.read(10), lambda: list(r.iter_bytes())):
+        with pytest.raises(h2pool.StreamClosed):
+            read()
+    assert isinstance(h2pool.StreamClosed("x"), RuntimeError)
+
+
+def test_a_closed_response_that_lost_nothing_reads_as_before(nginx, make_client):
+    """Read to its end, or with no body at all: closing discards nothing, and the
+    reads after it say so with b"" as they did."""
+    client = make_client()
+    with client.stream("GET", nginx.https_url + "/13b") as r:
+        assert r.read() == HELLO
+    assert r.content == b"" and r.read() == b""
+    for _ in range(20):  # closed at once: the end of the stream may not be seen yet
+        with client.stream("HEAD", nginx.https_url + "/13b") as r:
+            pass
+        assert r.content == b""
+    with client.stream("GET", nginx.https_url + "/13b") as r:
+        assert r.read(5) == HELLO[:5]
+    with pytest.raises(h2pool.StreamClosed):
+        r.read()
 
 
 # -- module-level API -----------------------------------------------------------

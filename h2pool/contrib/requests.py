@@ -192,8 +192,8 @@ class H2PoolRawResponse:
         return out
 
     def _raw_read(self, amt: int | None, partial: bool = False) -> bytes:
-        if self._eof:
-            return b""
+        if self._eof or self.closed:
+            return b""  # as urllib3's: a closed response reads as empty
         try:
             if partial and amt is not None:
                 pipe = self._resp._pipe
