@@ -282,8 +282,15 @@ class H1Conn(ConnectionBase[H1Stream]):
                 return
             self.bytes_received += len(data)
             st = self._current()
-            if st is not None:
-                st.got_bytes = True
+            if st is None:
+                self._unsolicited()
+                return
+            st.got_bytes = True
+            if st.status:
+                # Progress for the read timeout is body bytes: until the final response
+                # head is complete the timeout covers the head as a whole, so a server
+                # sending endless 1xx responses or trickling header lines still times
+                # out (as over HTTP/2).
                 st.last_activity = self.loop.now
             self.h11.receive_data(data)
             self._process_events()
@@ -301,6 +308,13 @@ class H1Conn(ConnectionBase[H1Stream]):
     def _on_readable_again(self) -> None:
         if not self.closed and self._reading:
             self._on_readable()
+
+    def _unsolicited(self) -> None:
+        """Bytes with no request in flight (a server's 408 before it closes an idle
+        connection, or the rest of a response that said it had no body): they answer
+        nothing, and the next request's response would be read after them. Close."""
+        log.debug("%s sent data with no request in flight; closing the connection", self.label)
+        self._shutdown(ClientClosed(f"connection to {self.label} closed"), lost=False)
 
     def _on_eof(self) -> None:
         self._eof = True
@@ -400,7 +414,7 @@ class H1Conn(ConnectionBase[H1Stream]):
         if st is None:
             return
         st.status = event.status_code
-        st.headers_at = self.loop.now
+        st.headers_at = st.last_activity = self.loop.now
         # The names as the server wrote them (h11's own list is lower-cased): lookups
         # are case-insensitive anyway, and items() and the http.client drop-in's
         # getheaders() keep the server's case, as the stdlib does.
@@ -456,7 +470,15 @@ class H1Conn(ConnectionBase[H1Stream]):
             self.loop.call_soon_threadsafe(self._on_readable_again)
         h = self.h11
         self.idle_since = self.loop.now
-        if h.our_state is h11.DONE and h.their_state is h11.DONE and not self.draining:
+        if (
+            h.our_state is h11.DONE
+            and h.their_state is h11.DONE
+            and not self.draining
+            # Bytes after the end of the response belong to no request: a HEAD or 204
+            # answered with a body, or a server's garbage. The next response would be
+            # read after them (and one exchange's bytes shown in another's error).
+            and not h.trailing_data[0]
+        ):
             try:
                 h.start_next_cycle()
             except h11.LocalProtocolError:

@@ -14,6 +14,7 @@ import time
 import pytest
 from servers.h1server import HELLO, H1Server, pattern
 from servers.h2peer import server_tls_context
+from servers.util import wait_until
 
 import h2pool
 
@@ -320,6 +321,51 @@ def test_read_timeout(h1server, make_client):
         client.get(server.url + "/stall")
     assert time.monotonic() - t0 < 4
     assert client.get(server.url + "/hello").content == HELLO
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("path", ["/endless-1xx", "/trickled-head"])
+def test_read_timeout_covers_the_whole_response_head(h1server, make_client, path):
+    """Bytes of a head that never completes are not progress: 1xx responses every 0.1 s
+    or a header line every 0.1 s still end in ReadTimeout, as over HTTP/2."""
+    server = h1server()
+    client = make_client(timeout=h2pool.Timeout(connect=5, read=1.0, write=5, pool=5))
+    t0 = time.monotonic()
+    with pytest.raises(h2pool.ReadTimeout):
+        client.get(server.url + path)
+    assert 0.9 < time.monotonic() - t0 < 5
+    assert client.get(server.url + "/hello").content == HELLO
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("path", ["/204-with-body", "/head-with-body"])
+def test_bytes_after_a_bodiless_response_close_the_connection(h1server, make_client, path):
+    """A body sent with a 204, or with the answer to a HEAD, belongs to no request: the
+    connection is not reused, so the next response is not read after those bytes."""
+    server = h1server()
+    client = make_client(timeout=FAST)
+    method = "HEAD" if path == "/head-with-body" else "GET"
+    r = client.request(method, server.url + path)
+    assert (r.status, r.content) == ((204, b"") if method == "GET" else (200, b""))
+    r = client.post(server.url + "/echo", body=b"next")
+    assert (r.status, r.content) == (200, b"next")
+    assert server.connections == 2
+    assert [seen.conn_index for seen in server.requests] == [0, 1]
+
+
+@pytest.mark.timeout(30)
+def test_a_response_on_an_idle_connection_closes_it(h1server, make_client):
+    """A 408 (or anything) sent while no request is in flight answers nothing: the
+    connection closes at once instead of holding its slot until keepalive_expiry."""
+    server = h1server()
+    client = make_client(
+        timeout=h2pool.Timeout(connect=5, read=5, write=5, pool=2),
+        limits=h2pool.Limits(max_connections_per_origin=1),
+    )
+    assert client.get(server.url + "/then-408").content == HELLO
+    wait_until(lambda: client.stats()["connections"] == 0, timeout=10)
+    assert client.get(server.url + "/hello").content == HELLO
+    assert server.connections == 2
 
 
 @pytest.mark.timeout(30)

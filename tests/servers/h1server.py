@@ -254,6 +254,33 @@ class H1Server:
             else:
                 blob = zlib.compress(pattern(100_000))
             simple(200, blob, [("content-encoding", path[1:])])
+        elif path == "/then-408":
+            # An answer, then, once the client is idle, the 408 a server sends before it
+            # closes an idle connection; it keeps the connection open meanwhile.
+            simple(200, HELLO)
+            self._stopping.wait(0.3)
+            sock.sendall(b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\n\r\n")
+            self._stopping.wait(30)
+            return False
+        elif path in ("/204-with-body", "/head-with-body"):
+            # A response that has no body by definition, sent with one anyway; the
+            # server then carries on serving the connection.
+            status = b"204 No Content" if path == "/204-with-body" else b"200 OK"
+            sock.sendall(b"HTTP/1.1 " + status + b"\r\ncontent-length: 11\r\n\r\nsecret-body")
+            conn.send(h11.Response(status_code=204, headers=[]))
+            conn.send(h11.EndOfMessage())
+        elif path in ("/endless-1xx", "/trickled-head"):
+            # Never a final response head: a 103 (or one more header line) every 0.1 s.
+            if path == "/trickled-head":
+                sock.sendall(b"HTTP/1.1 200 OK\r\n")
+            for i in range(300):
+                if self._stopping.wait(0.1):
+                    break
+                if path == "/endless-1xx":
+                    sock.sendall(b"HTTP/1.1 103 Early Hints\r\nlink: </s.css>\r\n\r\n")
+                else:
+                    sock.sendall(b"x-filler-%d: y\r\n" % i)
+            return False
         elif path == "/mixed-case":
             # Names in the case a typical server writes them; h11 sends them as given.
             simple(200, HELLO, [("Content-Type", "text/plain"), ("X-Request-Id", "7")])
