@@ -219,7 +219,8 @@ def test_closing_mid_body_resets_with_cancel(h2peer, make_client, how):
         assert r.read(1000) == BIG_BLOB[:1000]
         if how == "close":
             r.close()
-            assert r.read() == b""
+            with pytest.raises(h2pool.StreamClosed):  # the rest was discarded
+                r.read()
         else:
             del r
             gc.collect()

@@ -13,7 +13,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from hyperframe.frame import GoAwayFrame, RstStreamFrame
+from h2.errors import ErrorCodes
+from hyperframe.frame import GoAwayFrame, HeadersFrame, RstStreamFrame, WindowUpdateFrame
 from servers.rawpeer import RawConnection
 
 import h2pool
@@ -411,3 +412,58 @@ def test_b9_no_content_response_without_data(rawpeer, make_client, method, statu
     assert r.status == status
     assert r.content == b""
     assert r.headers["content-length"] == "13"
+
+
+# -- errors found inside one read, and resets h2 makes itself --------------------------------
+
+
+@pytest.mark.timeout(30)
+def test_a_response_completed_before_a_connection_error_in_the_same_read(rawpeer, make_client):
+    """HEADERS(200, END_STREAM) and then, in the same write, a second HEADERS on that
+    closed stream (a connection error): the response is delivered whatever the TCP
+    segmentation, and the request in flight beside it fails with a ProtocolError that
+    names the error."""
+
+    def both(conn: RawConnection, sid: int) -> None:
+        conn.wait_for(lambda c: len(c.requests) >= 2)
+        done = HeadersFrame(sid, flags=["END_HEADERS", "END_STREAM"])
+        done.data = conn.header_block([S200, ("content-length", "0")])
+        again = HeadersFrame(sid, flags=["END_HEADERS", "END_STREAM"])
+        again.data = b"\x88"  # :status 200 from the static table
+        conn.send(done.serialize() + again.serialize())
+
+    peer = rawpeer(routed({"/first": both, "/second": lambda conn, sid: None}))
+    client = h2c(make_client)
+    first = client.submit("GET", peer.url + "/first")
+    peer.wait_connections(1)[0].wait_for(lambda c: len(c.requests) >= 1)
+    second = client.submit("GET", peer.url + "/second")
+    assert first.result(timeout=5).status == 200
+    exc = second.exception(timeout=5)
+    assert isinstance(exc, h2pool.ProtocolError)
+    assert "StreamClosedError on stream 1" in str(exc)
+    assert client.get(peer.url + "/next").content == HELLO
+
+
+@pytest.mark.timeout(30)
+def test_a_stream_h2_resets_for_the_servers_fault_is_a_protocol_error(rawpeer, make_client):
+    """A WINDOW_UPDATE taking a stream's send window past 2^31-1: h2 resets the stream
+    with FLOW_CONTROL_ERROR. The server broke the rule; the client reset the stream."""
+
+    def overflow(conn: RawConnection, sid: int) -> None:
+        conn.send(WindowUpdateFrame(sid, window_increment=2**31 - 1))
+
+    peer = rawpeer(routed({"/overflow": overflow}))
+    client = h2c(make_client)
+    with pytest.raises(h2pool.ProtocolError, match="FLOW_CONTROL_ERROR") as info:
+        client.get(peer.url + "/overflow")
+    assert not isinstance(info.value, h2pool.StreamReset)
+    assert client.stats()["resets_sent"] == 1
+    conn = peer.connections[0]
+    assert conn.wait_for(
+        lambda c: (
+            [(f.stream_id, f.error_code) for f in c.frames_of(RstStreamFrame)]
+            == [(1, ErrorCodes.FLOW_CONTROL_ERROR)]
+        ),
+        5,
+    )
+    assert client.get(peer.url + "/next").content == HELLO  # the connection carries on

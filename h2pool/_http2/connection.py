@@ -287,6 +287,7 @@ class H2Conn(ConnectionBase[H2Stream]):
         try:
             events = self.h2.receive_data(data)
         except h2x.ProtocolError as exc:
+            self._deliver_before_error(getattr(exc, "events_before", []))
             self._protocol_error(exc)
             return
         handlers = _HANDLERS
@@ -303,6 +304,21 @@ class H2Conn(ConnectionBase[H2Stream]):
             # Only then: most reads of small responses leave nothing to send (their
             # credit goes back in batches), and a flush would find nothing.
             self.loop.mark_dirty(self)
+
+    def _deliver_before_error(self, events: list[Any]) -> None:
+        """What the frames before a connection error said about our streams: a response
+        that completed in the same read as the bad frame is delivered, whatever the
+        TCP segmentation (the connection fails right after, its other streams with it).
+        No new request may start here meanwhile: the connection drains first."""
+        if not events or self.closed:
+            return
+        self._move_to(ConnState.DRAINING)
+        for event in events:
+            if type(event) in _STREAM_EVENTS:
+                with contextlib.suppress(h2x.H2Error):  # h2 is closed: credit is moot
+                    _HANDLERS[type(event)](self, event)
+            if self.closed:
+                return
 
     def flush(self) -> None:
         """Move h2's pending output to the socket: one ``send()`` per turn when possible."""
@@ -503,9 +519,18 @@ class H2Conn(ConnectionBase[H2Stream]):
             name = ErrorCodes(code).name
         except ValueError:
             name = str(code)
-        self._fail_stream(
-            st, StreamReset(f"stream reset by the server: {name}", code), send_rst=False
-        )
+        if not event.remote_reset:
+            # h2 reset the stream itself (its RST_STREAM is queued): the server broke a
+            # stream-level rule, e.g. a WINDOW_UPDATE past 2^31-1. The server's fault,
+            # as for a malformed response; and our reset, held against its limit.
+            self.resets_sent += 1
+            self.health.reset_sent()
+            exc: H2PoolError = ProtocolError(
+                f"{self.label} broke HTTP/2 on stream {st.id}; reset with {name}"
+            )
+        else:
+            exc = StreamReset(f"stream reset by the server: {name}", code)
+        self._fail_stream(st, exc, send_rst=False)
 
     def _on_body_length(self, event: BodyLengthMismatch) -> None:
         if event.flow:
@@ -768,7 +793,10 @@ class H2Conn(ConnectionBase[H2Stream]):
         # at WARNING, the text at DEBUG.
         log.warning("protocol error on %s: %s", self.label, type(exc).__name__)
         log.debug("protocol error on %s: %s", self.label, exc)
-        err = ProtocolError(f"HTTP/2 protocol error from {self.label}: {exc}")
+        text = str(exc)
+        if not text or text.isdigit():  # h2's StreamClosedError says only the stream id
+            text = type(exc).__name__ + (f" on stream {text}" if text else "")
+        err = ProtocolError(f"HTTP/2 protocol error from {self.label}: {text}")
         err.__cause__ = detached(exc)
         # h2 queued a GOAWAY for errors it detected; send one for ours too.
         if self.h2.state_machine.state != ConnectionState.CLOSED:
@@ -833,6 +861,11 @@ class H2Conn(ConnectionBase[H2Stream]):
         self.health.stop()
         super()._close_socket()
 
+
+# What a stream's own response is made of (see H2Conn._deliver_before_error).
+_STREAM_EVENTS = frozenset(
+    (ev.ResponseReceived, ev.DataReceived, FastData, ev.TrailersReceived, ev.StreamEnded)
+)
 
 _HANDLERS: dict[type, Callable[[H2Conn, Any], None]] = {
     ev.ResponseReceived: H2Conn._on_response,

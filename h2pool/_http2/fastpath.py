@@ -55,6 +55,15 @@ class FastData:
         self.stream_ended = True if ended else None
 
 
+def _before(events: list[Any], run: list[memoryview], sid: int, length: int) -> list[Any]:
+    """The events of the frames before one h2 rejected, the DATA run being merged
+    included: a response completed earlier in the same read is still delivered
+    (``H2Conn._receive``). The run is copied out of the read buffer here."""
+    if run:
+        events.append(FastData(sid, b"".join(run), length))
+    return events
+
+
 class PlainHeaders:
     """A HEADERS frame parsed here instead of by hyperframe: END_HEADERS set, nothing but
     END_STREAM besides (no padding, no priority), on a stream h2 knows. h2's handler
@@ -482,9 +491,12 @@ class FastPaths(H2Connection):
                         events.extend(self._receive_frame(frame))
         except InvalidPaddingError as exc:  # as h2's receive_data handles both
             self._terminate_connection(ErrorCodes.PROTOCOL_ERROR)
-            raise h2x.ProtocolError("Received frame with invalid padding.") from exc
+            err = h2x.ProtocolError("Received frame with invalid padding.")
+            err.events_before = _before(events, run, run_sid, run_len)  # type: ignore[attr-defined]
+            raise err from exc
         except h2x.ProtocolError as exc:
             self._terminate_connection(exc.error_code)
+            exc.events_before = _before(events, run, run_sid, run_len)  # type: ignore[attr-defined]
             raise
         finally:
             view.release()
