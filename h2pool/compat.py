@@ -29,8 +29,11 @@ Differences from `http.client`, all deliberate:
   means h2pool's defaults; ``conn.timeout`` is what was given.
 * Network failures raise h2pool's errors (`h2pool.H2PoolError`); timeouts are
   also the builtin `TimeoutError`, like `socket` timeouts.
-* ``send()`` takes body bytes, never pre-encoded chunk framing: the engine frames the
-  body itself (DATA frames, or chunked encoding on HTTP/1.1).
+* ``send()`` takes body bytes of a request begun with ``putrequest()``, not raw bytes
+  for the wire: the engine frames the body itself (DATA frames, or chunked encoding
+  on HTTP/1.1). As in the stdlib, a body whose headers say ``Transfer-Encoding:
+  chunked`` without ``encode_chunked=True`` is one the caller chunk-encoded: its
+  content is taken out of the chunks and sent.
 """
 
 from __future__ import annotations
@@ -614,6 +617,13 @@ class _BodyFeed:
             self.ended = True
             self._queue.put(self._END)
 
+    def fail(self, exc: BaseException) -> None:
+        """End the body with an error: the request fails (`RequestBodyError`) and its
+        stream is reset, rather than a cut body being sent as complete."""
+        if not self.ended and not self.dead:
+            self.ended = True
+            self._queue.put(exc)
+
     def __iter__(self) -> Iterator[bytes]:
         # Runs on the engine's body-pump thread. When the pump stops early (the request
         # failed or the server answered before the end), this generator is closed: say
@@ -623,6 +633,8 @@ class _BodyFeed:
                 item = self._queue.get()
                 if item is self._END:
                     return
+                if isinstance(item, BaseException):
+                    raise item
                 yield item
         finally:
             self.dead = True
@@ -646,6 +658,104 @@ class _Pending:
         self.sent = 0
         self.chunks: list[bytes] = []  # buffered body (no length declared)
         self.feed: _BodyFeed | None = None  # streamed body (declared length, chunked)
+        self.dechunk: _Dechunker | None = None  # the caller chunk-encodes (see _Dechunker)
+
+
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+
+
+class _Dechunker:
+    """Undoes the chunked coding of a body the caller encoded itself.
+
+    With ``Transfer-Encoding: chunked`` among its headers and ``encode_chunked`` false,
+    http.client sends the body as given: the caller has chunk-encoded it. h2pool frames
+    every body itself (HTTP/2 has no chunked coding; h11 chunks an HTTP/1.1 body of
+    unknown length), so the payload is taken out of the chunks and sent, and the server
+    receives the same content. Malformed framing, or trailer fields (which cannot be
+    sent from here), raise ``ValueError``.
+    """
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._left = 0  # bytes of the current chunk still to come
+        self._state = "size"  # size, data, crlf, trailer, done
+
+    def feed(self, data: bytes | bytearray | memoryview) -> bytes:
+        buf = self._buf
+        buf += data
+        out = bytearray()
+        while buf:
+            state = self._state
+            if state == "data":
+                take = min(self._left, len(buf))
+                out += buf[:take]
+                del buf[:take]
+                self._left -= take
+                if not self._left:
+                    self._state = "crlf"
+                continue
+            if state == "done":
+                raise ValueError("bytes after the last chunk of a chunk-encoded body")
+            end = buf.find(b"\n")
+            if end < 0:
+                if len(buf) > 4096:
+                    raise ValueError("a chunk-encoded body's line is too long")
+                break
+            line = bytes(buf[:end]).rstrip(b"\r")
+            del buf[: end + 1]
+            if state == "crlf":
+                if line:
+                    raise ValueError("a chunk of a chunk-encoded body is longer than its size")
+                self._state = "size"
+            elif state == "size":
+                size = line.split(b";", 1)[0].strip()
+                if not size or not _HEX.issuperset(size) or len(size) > 16:
+                    raise ValueError(f"bad chunk size in a chunk-encoded body: {line[:40]!r}")
+                self._left = int(size, 16)
+                self._state = "data" if self._left else "trailer"
+            elif line:  # trailer
+                raise ValueError("trailer fields in a chunk-encoded body cannot be sent")
+            else:
+                self._state = "done"
+        return bytes(out)
+
+    def finish(self) -> None:
+        if self._state != "done":
+            raise ValueError("a chunk-encoded body ended before its last chunk")
+
+    def body(self, source: Any) -> Iterator[bytes]:
+        """The payload of ``source`` (a file or an iterable of bytes), as it is read."""
+        if hasattr(source, "read"):
+            while chunk := source.read(1 << 16):
+                yield self.feed(_encode_body(chunk))
+        else:
+            for chunk in source:
+                yield self.feed(_encode_body(chunk))
+        self.finish()
+
+
+def _pre_chunked(headers: list[tuple[str, bytes]] | Any, encode_chunked: bool) -> bool:
+    """http.client's rule: an explicit chunked Transfer-Encoding header without
+    ``encode_chunked`` means the caller chunk-encodes the body."""
+    if encode_chunked:
+        return False
+    items = headers.items() if hasattr(headers, "items") else headers
+    for name, value in items:
+        name = name.decode("latin-1") if isinstance(name, bytes) else str(name)
+        if name.lower() == "transfer-encoding":
+            text = value.decode("latin-1") if isinstance(value, bytes) else str(value)
+            if "chunked" in text.lower():
+                return True
+    return False
+
+
+def _without_transfer_encoding(headers: Any) -> list[tuple[Any, Any]]:
+    items = headers.items() if hasattr(headers, "items") else headers
+    return [
+        (n, v)
+        for n, v in items
+        if (n.decode("latin-1") if isinstance(n, bytes) else str(n)).lower() != "transfer-encoding"
+    ]
 
 
 def _encode_body(body: Any) -> Any:
@@ -867,12 +977,22 @@ class HTTP20Connection:
         self._validate_path(url)
         body = _encode_body(body)
         _check_body(body)
+        headers = headers or {}
+        if _pre_chunked(headers, encode_chunked):
+            headers = _without_transfer_encoding(headers)
+            if body is not None:
+                dechunk = _Dechunker()
+                if isinstance(body, (bytes, bytearray, memoryview)):
+                    body = dechunk.feed(body)  # a ValueError now: nothing was sent
+                    dechunk.finish()
+                else:
+                    body = dechunk.body(body)
         with self._lock:
             if self._pending is not None and not self._pending.ended:
                 raise http.client.CannotSendRequest("a request is being built with putrequest()")
             self._flush_pending_locked()
             sid = next(self._ids)
-        fut = self._submit(method, url, headers or {}, body)
+        fut = self._submit(method, url, headers, body)
         with self._lock:
             self._outstanding[sid] = fut
         self._await_connect(sid, fut)
@@ -969,6 +1089,12 @@ class HTTP20Connection:
                 elif lname == "transfer-encoding" and b"chunked" in value.lower():
                     chunked = True
             pending.declared = declared
+            if _pre_chunked(pending.headers, encode_chunked):
+                dechunk = pending.dechunk = _Dechunker()
+                if isinstance(body, (bytes, bytearray, memoryview)):
+                    body = dechunk.feed(body)
+                elif body is not None:
+                    body = dechunk.body(body)
             if isinstance(body, (bytes, bytearray, memoryview)):
                 pending.chunks.append(bytes(body))
                 pending.sent = len(body)
@@ -1005,7 +1131,14 @@ class HTTP20Connection:
         if pending is None or not pending.ended:
             return
         if pending.feed is not None:
-            pending.feed.end()
+            dechunk = pending.dechunk
+            try:
+                if dechunk is not None:
+                    dechunk.finish()
+            except ValueError as exc:
+                pending.feed.fail(exc)
+            else:
+                pending.feed.end()
             self._pending = None
             return
         if pending.sid not in self._outstanding:
@@ -1036,6 +1169,13 @@ class HTTP20Connection:
             # http.client lets send() follow putrequest() directly; treat it as the body.
             self.endheaders()
         data = bytes(data)
+        if pending.dechunk is not None:
+            try:
+                data = pending.dechunk.feed(data)
+            except ValueError as exc:
+                if pending.feed is not None:
+                    pending.feed.fail(exc)
+                raise
         pending.sent += len(data)
         feed = pending.feed
         if feed is None:

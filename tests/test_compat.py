@@ -348,16 +348,68 @@ def test_send_without_length_is_collected(echo_conn):
     assert resp.read() == b"abcdef"
 
 
+def chunk_encoded(*parts: bytes, split: int = 7) -> list[bytes]:
+    """``parts`` chunk-encoded as a caller of http.client does it, cut into pieces of
+    ``split`` bytes that fall anywhere (inside a size line, a chunk, a CRLF)."""
+    wire = b"".join(b"%x;ext=1\r\n%s\r\n" % (len(p), p) for p in parts) + b"0\r\n\r\n"
+    return [wire[i : i + split] for i in range(0, len(wire), split)]
+
+
 @pytest.mark.timeout(30)
 def test_send_chunked(echo_conn):
+    """As http.client: with Transfer-Encoding: chunked put by the caller, the caller
+    chunk-encodes what it sends; with ``encode_chunked=True`` the connection does."""
     c, path = echo_conn
+    parts = (b"x" * 70_000, b"y" * 5, b"z")
     c.putrequest("POST", path)
     c.putheader("Transfer-Encoding", "chunked")
     c.endheaders()
-    for part in (b"x" * 70_000, b"y" * 5, b"z"):
+    for piece in chunk_encoded(*parts, split=4096):
+        c.send(piece)
+    resp = c.getresponse()
+    assert resp.read() == b"".join(parts)
+    c.putrequest("POST", path)
+    c.putheader("Transfer-Encoding", "chunked")
+    c.endheaders(encode_chunked=True)
+    for part in parts:
         c.send(part)
     resp = c.getresponse()
-    assert resp.read() == b"x" * 70_000 + b"y" * 5 + b"z"
+    assert resp.read() == b"".join(parts)
+
+
+@pytest.mark.timeout(30)
+def test_a_body_the_caller_chunk_encoded_is_sent_as_its_content(echo_conn):
+    """http.client sends a body as given when the caller's headers say
+    Transfer-Encoding: chunked: the server must receive the content, not the chunk
+    framing as data (h2pool frames bodies itself, and HTTP/2 has no chunked coding)."""
+    c, path = echo_conn
+    te = {"Transfer-Encoding": "chunked"}
+    payload = (b"abc", pattern(20_000), b"d")
+    for body in (
+        b"".join(chunk_encoded(*payload)),
+        iter(chunk_encoded(*payload)),
+        io.BytesIO(b"".join(chunk_encoded(*payload))),
+    ):
+        c.request("POST", path, body=body, headers=te)
+        assert c.getresponse().read() == b"".join(payload)
+    # The stdlib's other case: encode_chunked=True means the body is the content.
+    c.request("POST", path, body=iter([b"ab", b"c"]), headers=te, encode_chunked=True)
+    assert c.getresponse().read() == b"abc"
+
+
+@pytest.mark.timeout(30)
+def test_bad_chunk_framing_from_the_caller_is_refused(h1echo, ca_path):
+    c = h2pool.HTTPConnection("localhost", h1echo.port, ssl_context=_ctx(ca_path), timeout=10)
+    te = {"Transfer-Encoding": "chunked"}
+    for bad in (b"zz\r\nabc\r\n0\r\n\r\n", b"3\r\nabcd\r\n0\r\n\r\n", b"3\r\nabc\r\n"):
+        with pytest.raises(ValueError):
+            c.request("POST", "/echo", body=bad, headers=te)
+    assert h1echo.requests == []  # refused before anything was sent
+    # Cut short as a stream: the request fails rather than ending as if complete.
+    c.request("POST", "/echo", body=iter([b"3\r\nabc\r\n"]), headers=te)
+    with pytest.raises(h2pool.H2PoolError):
+        c.getresponse().read()
+    c.close()
 
 
 # -- construction, engines, errors -------------------------------------------------------------
