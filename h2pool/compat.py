@@ -951,6 +951,19 @@ class HTTP20Connection:
     def _target(self, url: str) -> str:
         if url.startswith(("http://", "https://")):
             parts = urlsplit(url)
+            host = self._tunnel_host or self.host
+            port = self._tunnel_port if self._tunnel_host else self.port
+            if (parts.hostname or "").lower() != host.lower() or parts.port not in (None, port):
+                # http.client sends an absolute target as given: a request meant for an
+                # HTTP proxy (urllib's ProxyHandler does this for http:// URLs). The
+                # engine sends requests in origin form to the host they name, so it
+                # would ask the proxy for its own path instead: refuse rather than send
+                # a different request.
+                raise NotImplementedError(
+                    f"a request for {parts.scheme}://{parts.netloc} on a connection to "
+                    f"{host}:{port} (absolute form, for an HTTP proxy) is not supported; "
+                    "use set_tunnel(), or h2pool.Client(proxy=...)"
+                )
             target = parts.path or "/"
             if parts.query:
                 target += "?" + parts.query
@@ -975,6 +988,7 @@ class HTTP20Connection:
         """
         self._validate_method(method)
         self._validate_path(url)
+        self._target(url)  # refused now, before anything is queued
         body = _encode_body(body)
         _check_body(body)
         headers = headers or {}
@@ -1052,6 +1066,7 @@ class HTTP20Connection:
         """Start a request; continue with `putheader` and `endheaders`."""
         self._validate_method(method)
         self._validate_path(url)
+        self._target(url)
         with self._lock:
             if self._pending is not None and not self._pending.ended:
                 raise http.client.CannotSendRequest("the previous request was not finished")

@@ -1018,3 +1018,20 @@ def test_source_address_binds_the_connection():
     finally:
         server.stop()
     assert [host for host, _ in server.peers] == ["127.0.0.3"]
+
+
+@pytest.mark.timeout(30)
+def test_an_absolute_target_for_another_host_is_refused_not_rewritten(h1plain):
+    """http.client sends ``GET http://other/x`` as given (a request for an HTTP proxy).
+    The engine would send ``GET /x`` to this host instead: a different request. It is
+    refused before anything is sent; an absolute target naming this host is sent."""
+    c = h2pool.HTTPConnection("127.0.0.1", h1plain.port, timeout=10)
+    with pytest.raises(NotImplementedError, match="absolute form"):
+        c.request("GET", "http://elsewhere.example/q?x=1")
+    with pytest.raises(NotImplementedError, match="absolute form"):
+        c.putrequest("GET", f"http://127.0.0.1:{h1plain.port + 1}/q")
+    assert h1plain.requests == []
+    c.request("GET", f"http://127.0.0.1:{h1plain.port}/hello")
+    assert c.getresponse().read() == HELLO
+    assert h1plain.paths() == ["/hello"]
+    c.close()
