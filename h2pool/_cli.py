@@ -79,8 +79,11 @@ def exit_code(exc: BaseException) -> int:
     if isinstance(exc, TimeoutError):
         return EXIT_TIMEOUT
     if isinstance(exc, ConnectError):
-        # _dial chains the resolver's error as the cause.
-        return EXIT_DNS if isinstance(exc.__cause__, socket.gaierror) else EXIT_CONNECT
+        # _dial chains the resolver's error as the cause; a connection closed during
+        # the TLS handshake is curl's 35 too ("SSL connect error").
+        if isinstance(exc.__cause__, socket.gaierror):
+            return EXIT_DNS
+        return EXIT_TLS if isinstance(exc.__cause__, ssl.SSLError) else EXIT_CONNECT
     if isinstance(exc, InvalidURL):
         return EXIT_URL
     if isinstance(exc, RedirectError):
@@ -193,7 +196,8 @@ class Run:
                 raise WriteFailed(f"cannot open {path}: {exc.strerror}") from exc
             with f:
                 total = r.headers.get("content-length")
-                bar = Progress(int(total) if total and total.isdigit() else None, self.progress)
+                size = int(total) if total and total.isascii() and total.isdigit() else None
+                bar = Progress(size, self.progress)
                 if args.include or args.head:
                     f.write(head(r))
                 for chunk in r.iter_bytes():

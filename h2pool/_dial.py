@@ -300,11 +300,14 @@ class Dialer:
     def _on_connect_response(self, head: bytes) -> None:
         status_line = head.split(b"\r\n", 1)[0].decode("latin-1")
         parts = status_line.split(" ", 2)
-        if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+        code = parts[1] if len(parts) > 1 else ""
+        # ASCII digits only: str.isdigit() also accepts '²' (a latin-1 byte 0xB2),
+        # which int() refuses.
+        if not parts[0].startswith("HTTP/1.") or not (code.isascii() and code.isdigit()):
             msg = f"{self._target} sent an invalid CONNECT response: {status_line[:80]!r}"
             self._finish(None, ConnectError(msg), None)
             return
-        status = int(parts[1])
+        status = int(code)
         if 200 <= status < 300:
             self._connect_in = b""
             self._after_tunnel()
@@ -478,6 +481,19 @@ class Dialer:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+
+    def fail_internal(self, exc: BaseException) -> None:
+        """A bug in our own handling of this attempt (``IOLoop._contain``): this dial
+        fails, as a connection error for the requests waiting on it; the loop, and
+        every other connection of the client, carry on."""
+        if self._done:
+            # The outcome was already handed on, so the bug is past this attempt (in
+            # whoever took the outcome): nothing here can fail its waiters. The loop's
+            # own rule applies then (it stops, failing every waiter, none left hanging).
+            raise exc
+        err = ConnectError(f"connecting to {self._target} failed: internal error {exc!r}")
+        err.__cause__ = exc  # a bug: kept whole, with its traceback (logged by _contain)
+        self._finish(None, err, None)
 
     def _finish(
         self, result: DialResult | None, error: H2PoolError | None, cause: BaseException | None

@@ -75,7 +75,7 @@ def _canonical(name: bytes) -> bytes:
 class H1Stream(StreamRecord):
     """The one request in flight on an `H1Conn`; owned by the I/O thread."""
 
-    __slots__ = ("got_bytes", "timer", "unconsumed", "wire_start")
+    __slots__ = ("got_bytes", "timer", "unconsumed", "until_close", "wire_start")
 
     def __init__(self, sid: int, req: Request, now: float) -> None:
         super().__init__(sid, req, now)
@@ -83,6 +83,7 @@ class H1Stream(StreamRecord):
         self.got_bytes = False  # any byte of the response arrived
         self.unconsumed = 0  # bytes fed to the pipe and not yet reported read
         self.wire_start = 0  # offset of the request's first byte in our output
+        self.until_close = False  # the response's body ends where the connection does
 
 
 class H1Conn(ConnectionBase[H1Stream]):
@@ -273,7 +274,7 @@ class H1Conn(ConnectionBase[H1Stream]):
                 return
             except OSError as exc:
                 if tls is not None and isinstance(exc, ssl.SSLError) and is_ragged_eof(tls, exc):
-                    self._on_eof()
+                    self._on_eof(ragged=True)
                 else:
                     self._on_socket_error(exc)
                 return
@@ -316,7 +317,21 @@ class H1Conn(ConnectionBase[H1Stream]):
         log.debug("%s sent data with no request in flight; closing the connection", self.label)
         self._shutdown(ClientClosed(f"connection to {self.label} closed"), lost=False)
 
-    def _on_eof(self) -> None:
+    def _on_eof(self, ragged: bool = False) -> None:
+        st = self._current()
+        if ragged and st is not None and st.until_close:
+            # RFC 9112 §9.8: a body delimited by the connection's end is complete over
+            # TLS only with a closure alert. Without one the TCP close may be anyone's
+            # (an attacker's FIN, a cut): the body may be cut short, so it is not
+            # handed over as complete.
+            self._lost(
+                ConnectionLost(
+                    f"connection to {self.label} closed without TLS close_notify before the "
+                    "end of a body delimited by the connection's end"
+                ),
+                None,
+            )
+            return
         self._eof = True
         self.h11.receive_data(b"")
         self._process_events()
@@ -415,6 +430,11 @@ class H1Conn(ConnectionBase[H1Stream]):
             return
         st.status = event.status_code
         st.headers_at = st.last_activity = self.loop.now
+        # h11's framing rule (RFC 9112 §6.3): no Transfer-Encoding and no Content-Length
+        # on a response that has a body means the body runs to the connection's end.
+        if st.req.method != "HEAD" and event.status_code not in (204, 304):
+            names = {n for n, _ in event.headers}
+            st.until_close = b"transfer-encoding" not in names and b"content-length" not in names
         # The names as the server wrote them (h11's own list is lower-cased): lookups
         # are case-insensitive anyway, and items() and the http.client drop-in's
         # getheaders() keep the server's case, as the stdlib does.

@@ -431,7 +431,7 @@ class HTTP20Response(io.BufferedIOBase):
         bodiless = resp.method == "HEAD" or resp.status in (204, 304) or 100 <= resp.status < 200
         length = resp.headers.get("content-length")
         self.length: int | None = None
-        if length is not None and length.isdigit() and not bodiless:
+        if length is not None and length.isascii() and length.isdigit() and not bodiless:
             self.length = int(length)
         if bodiless or self.length == 0:
             self._finish()

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -295,12 +296,29 @@ def _refused_port() -> int:
         return int(s.getsockname()[1])  # closed again: connection refused
 
 
+def _closes_during_handshake() -> int:
+    """A port whose server reads the ClientHello and closes: an EOF in the handshake."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+
+    def serve() -> None:
+        with listener:
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(4096)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return int(listener.getsockname()[1])
+
+
 @pytest.mark.timeout(60)
 def test_curl_exit_codes(nginx, ca_path, tmp_path, h2peer):
     cases: list[tuple[list[str], int]] = [
         (["http://no-such-host.invalid/"], 6),
         ([f"http://127.0.0.1:{_refused_port()}/"], 7),
         (["--cacert", ca_path, f"https://localhost:{nginx.h2c_port}/13b"], 35),
+        ([f"https://localhost:{_closes_during_handshake()}/"], 35),  # curl's too
         (["http://exa mple.com/"], 3),
         (["http://[::1/"], 3),
         (["--cacert", "/nonexistent/ca.pem", nginx.https_url + "/13b"], 77),

@@ -172,20 +172,27 @@ def test_h2_over_tls_closed_without_close_notify(rawpeer, pki, make_client, whol
 
 
 @pytest.mark.timeout(30)
-def test_h1_over_tls_body_delimited_by_a_ragged_eof(pki, make_client):
-    """HTTP/1.1 without a length ends its body with the connection; a server that ends
-    it without close_notify (most do) still delivers the whole body."""
+@pytest.mark.parametrize("stream", [False, True])
+def test_h1_over_tls_body_delimited_by_the_close(pki, make_client, stream):
+    """HTTP/1.1 without a length ends its body with the connection. Over TLS that end
+    is trusted only with a close_notify (RFC 9112 §9.8): a bare TCP close may be an
+    attacker's FIN cutting the body short, so it is a ConnectionLost, never a body
+    handed over as complete. Bodies with a length or chunked are unaffected."""
     from servers.h1server import HELLO as H1_HELLO
     from servers.h1server import H1Server
 
     ctx = server_tls_context(pki.ca)
     ctx.set_alpn_protocols(["http/1.1"])
-    server = H1Server(ctx).start()  # closes with close() alone: no close_notify
+    server = H1Server(ctx).start()
     try:
         client = make_client(timeout=FAST)
-        r = client.get(server.url + "/eof-body")
+        r = client.request("GET", server.url + "/eof-body-notify", stream=stream)
         assert r.http_version == "HTTP/1.1"
-        assert r.content == H1_HELLO * 3
+        assert r.read() == H1_HELLO * 3
+        with pytest.raises(h2pool.ConnectionLost, match="close_notify"):
+            r = client.request("GET", server.url + "/eof-body", stream=stream)  # close() alone
+            r.read()
+        assert client.get(server.url + "/hello").content == H1_HELLO
     finally:
         server.stop()
 

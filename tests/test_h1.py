@@ -270,10 +270,13 @@ def test_close_after_response_without_saying_so(h1server, make_client):
 
 
 @pytest.mark.timeout(30)
-def test_body_delimited_by_eof(h1server, make_client):
-    server = h1server()
+@pytest.mark.parametrize("tls", [True, False], ids=["tls-close-notify", "tcp"])
+def test_body_delimited_by_eof(h1server, make_client, tls):
+    """Over plain TCP the close is the body's end; over TLS, with a close_notify (a
+    bare TCP close there is test_errors_tls's case)."""
+    server = h1server(tls=tls)
     client = make_client(timeout=FAST)
-    r = client.get(server.url + "/eof-body")
+    r = client.get(server.url + ("/eof-body-notify" if tls else "/eof-body"))
     assert r.content == HELLO * 3
     assert client.get(server.url + "/hello").content == HELLO
     assert server.connections == 2

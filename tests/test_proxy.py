@@ -315,3 +315,85 @@ def test_requests_adapter_sends_through_the_proxy_requests_chose(nginx, proxy, c
         assert _connects(proxy, nginx.https_port) == before + 1
     finally:
         session.close()
+
+
+# -- a proxy that lies ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [b"HTTP/1.1 2\xb2 OK", b"HTTP/1.1 \xb2\xb2\xb2 OK", b"HTTP/1.1 OK", b"SOCKS5"],
+    ids=["superscript-digit", "superscripts", "no-status", "not-http"],
+)
+def test_an_invalid_connect_answer_fails_that_dial_only(make_client, answer):
+    """A status line that is not HTTP's (a Latin-1 '²' passes str.isdigit() but not
+    int()) is a ConnectError for the requests that waited on that dial; the client and
+    its I/O thread carry on, so the next request fails the same way, not with
+    ClientClosed."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        for _ in range(2):
+            conn, _ = listener.accept()
+            with conn:
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    head += conn.recv(4096)
+                conn.sendall(answer + b"\r\n\r\n")
+                conn.recv(1)  # until the client closes
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        client = make_client(proxy=f"http://127.0.0.1:{port}", timeout=5.0)
+        for _ in range(2):
+            with pytest.raises(h2pool.ConnectError, match="invalid CONNECT response"):
+                client.get("http://origin.test:8080/x")
+    finally:
+        thread.join(10)
+        listener.close()
+
+
+def test_a_bug_in_one_dial_fails_that_dial_not_the_client(make_client, monkeypatch, caplog):
+    """A defect in the dialer's own code (simulated) fails the requests waiting on that
+    dial with a ConnectError and is logged with its traceback; the I/O thread lives on."""
+    import h2pool._dial as dial
+
+    real = dial.Dialer._on_connect_response
+
+    def broken(self: dial.Dialer, head: bytes) -> None:
+        raise RuntimeError("simulated defect")
+
+    monkeypatch.setattr(dial.Dialer, "_on_connect_response", broken)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += conn.recv(4096)
+            conn.sendall(b"HTTP/1.1 200 OK\r\n\r\n")
+            conn.recv(1)
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        client = make_client(proxy=f"http://127.0.0.1:{port}", timeout=5.0)
+        with (
+            caplog.at_level(logging.ERROR, logger="h2pool"),
+            pytest.raises(h2pool.ConnectError, match="simulated defect"),
+        ):
+            client.get("http://origin.test:8080/x")
+        assert any(r.exc_info for r in caplog.records)
+        monkeypatch.setattr(dial.Dialer, "_on_connect_response", real)
+        assert client._runtime.loop is not None and client._runtime.loop.thread.is_alive()
+    finally:
+        thread.join(10)
+        listener.close()

@@ -291,8 +291,13 @@ class H1Server:
         elif path == "/close-after":
             simple(200, HELLO)
             return False
-        elif path == "/eof-body":
+        elif path in ("/eof-body", "/eof-body-notify"):
             sock.sendall(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n" + HELLO * 3)
+            if path == "/eof-body-notify" and isinstance(sock, ssl.SSLSocket):
+                # A TLS close_notify before the TCP close (close() alone sends none).
+                sock.settimeout(5)
+                with contextlib.suppress(OSError, ValueError):
+                    sock.unwrap()
             return False
         elif path == "/trailers":
             sock.sendall(
