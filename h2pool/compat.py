@@ -988,9 +988,9 @@ class HTTP20Connection:
         """
         self._validate_method(method)
         self._validate_path(url)
-        self._target(url)  # refused now, before anything is queued
         body = _encode_body(body)
-        _check_body(body)
+        _check_body(body)  # first, as in the stdlib (a TypeError whatever the target)
+        self._target(url)  # refused now, before anything is queued
         headers = headers or {}
         if _pre_chunked(headers, encode_chunked):
             headers = _without_transfer_encoding(headers)
