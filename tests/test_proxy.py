@@ -251,22 +251,35 @@ def test_proxy_selection_from_env():
 # -- bytes after the CONNECT answer ---------------------------------------------------------
 
 
+def _listen(backlog: int = 4) -> tuple[socket.socket, int]:
+    """A scripted proxy's listener on 127.0.0.1 and its port."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(backlog)
+    return listener, listener.getsockname()[1]
+
+
+def _read_head(conn: socket.socket) -> bytes:
+    """What the client sent up to its blank line (the CONNECT request's head)."""
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = conn.recv(4096)
+        if not chunk:
+            break
+        head += chunk
+    return head
+
+
 def test_bytes_after_the_connect_answer_are_kept(make_client):
     """A proxy may pass on the tunnelled peer's first bytes in the same segment as its
     200: they belong to the tunnel, not to the CONNECT answer."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(1)
-    port = listener.getsockname()[1]
+    listener, port = _listen(1)
     seen: list[bytes] = []
 
     def serve() -> None:
         conn, _ = listener.accept()
         with conn:
-            head = b""
-            while b"\r\n\r\n" not in head:
-                head += conn.recv(4096)
-            seen.append(head)
+            seen.append(_read_head(conn))
             # The 200 and the origin's whole HTTP/1.1 response in one write.
             conn.sendall(
                 b"HTTP/1.1 200 Connection established\r\n\r\n"
@@ -330,18 +343,13 @@ def test_an_invalid_connect_answer_fails_that_dial_only(make_client, answer):
     int()) is a ConnectError for the requests that waited on that dial; the client and
     its I/O thread carry on, so the next request fails the same way, not with
     ClientClosed."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(4)
-    port = listener.getsockname()[1]
+    listener, port = _listen(4)
 
     def serve() -> None:
         for _ in range(2):
             conn, _ = listener.accept()
             with conn:
-                head = b""
-                while b"\r\n\r\n" not in head:
-                    head += conn.recv(4096)
+                _read_head(conn)
                 conn.sendall(answer + b"\r\n\r\n")
                 conn.recv(1)  # until the client closes
 
@@ -368,17 +376,12 @@ def test_a_bug_in_one_dial_fails_that_dial_not_the_client(make_client, monkeypat
         raise RuntimeError("simulated defect")
 
     monkeypatch.setattr(dial.Dialer, "_on_connect_response", broken)
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(4)
-    port = listener.getsockname()[1]
+    listener, port = _listen(4)
 
     def serve() -> None:
         conn, _ = listener.accept()
         with conn:
-            head = b""
-            while b"\r\n\r\n" not in head:
-                head += conn.recv(4096)
+            _read_head(conn)
             conn.sendall(b"HTTP/1.1 200 OK\r\n\r\n")
             conn.recv(1)
 
