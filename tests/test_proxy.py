@@ -260,7 +260,8 @@ def _listen(backlog: int = 4) -> tuple[socket.socket, int]:
 
 
 def _read_head(conn: socket.socket) -> bytes:
-    """What the client sent up to its blank line (the CONNECT request's head)."""
+    """What the client sent up to its blank line (a CONNECT's head, or the head of the
+    request sent through the tunnel)."""
     head = b""
     while b"\r\n\r\n" not in head:
         chunk = conn.recv(4096)
@@ -285,13 +286,7 @@ def test_bytes_after_the_connect_answer_are_kept(make_client):
                 b"HTTP/1.1 200 Connection established\r\n\r\n"
                 b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
             )
-            request = b""
-            while b"\r\n\r\n" not in request:
-                chunk = conn.recv(4096)
-                if not chunk:
-                    break
-                request += chunk
-            seen.append(request)
+            seen.append(_read_head(conn))  # the tunnelled request's head
 
     thread = threading.Thread(target=serve)
     thread.start()
