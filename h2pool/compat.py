@@ -739,23 +739,23 @@ def _pre_chunked(headers: list[tuple[str, bytes]] | Any, encode_chunked: bool) -
     ``encode_chunked`` means the caller chunk-encodes the body."""
     if encode_chunked:
         return False
-    items = headers.items() if hasattr(headers, "items") else headers
-    for name, value in items:
-        name = name.decode("latin-1") if isinstance(name, bytes) else str(name)
-        if name.lower() == "transfer-encoding":
-            text = value.decode("latin-1") if isinstance(value, bytes) else str(value)
-            if "chunked" in text.lower():
-                return True
-    return False
+    return any(
+        _text(name).lower() == "transfer-encoding" and "chunked" in _text(value).lower()
+        for name, value in _pairs(headers)
+    )
 
 
 def _without_transfer_encoding(headers: Any) -> list[tuple[Any, Any]]:
-    items = headers.items() if hasattr(headers, "items") else headers
-    return [
-        (n, v)
-        for n, v in items
-        if (n.decode("latin-1") if isinstance(n, bytes) else str(n)).lower() != "transfer-encoding"
-    ]
+    return [(n, v) for n, v in _pairs(headers) if _text(n).lower() != "transfer-encoding"]
+
+
+def _pairs(headers: Any) -> Iterable[tuple[Any, Any]]:
+    """(name, value) pairs of a header mapping or list, as request() accepts them."""
+    return headers.items() if hasattr(headers, "items") else headers  # type: ignore[no-any-return]
+
+
+def _text(value: Any) -> str:
+    return value.decode("latin-1") if isinstance(value, bytes) else str(value)
 
 
 def _encode_body(body: Any) -> Any:
