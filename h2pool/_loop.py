@@ -18,7 +18,9 @@ import errno
 import io
 import itertools
 import logging
+import math
 import os
+import select
 import selectors
 import socket
 import sys
@@ -124,6 +126,135 @@ class WakeChannel:
 
 _ONE = (1).to_bytes(8, sys.byteorder)  # what an eventfd write adds: a native uint64
 
+_READ = selectors.EVENT_READ
+_WRITE = selectors.EVENT_WRITE
+Callback = Callable[[int], None]
+
+
+def _fileno(fileobj: Any) -> int:
+    fd = fileobj if isinstance(fileobj, int) else int(fileobj.fileno())
+    if fd < 0:
+        raise ValueError(f"invalid file descriptor: {fd}")
+    return fd
+
+
+class Poller:
+    """Which sockets are ready: ``register``/``modify``/``unregister`` as in
+    ``selectors``, and a ``poll`` that returns ``(callback, mask)`` pairs.
+
+    On Linux it drives an epoll object itself. ``selectors.EpollSelector.select`` is a
+    Python function (a timeout conversion, a key lookup and a mask conversion per
+    event, a list of SelectorKey tuples) that the loop runs every turn, twice per
+    request with one caller thread. Calling epoll here took 1.3% off the whole
+    process's instructions per small GET with one caller thread (callgrind: 289.4k to
+    285.6k). Elsewhere it wraps ``selectors.DefaultSelector``. I/O thread only, except
+    ``close`` after the loop has stopped.
+    """
+
+    def __init__(self) -> None:
+        self._epoll: Any = select.epoll() if hasattr(select, "epoll") else None
+        self._selector = None if self._epoll is not None else selectors.DefaultSelector()
+        # fd -> [file object, selectors mask, callback] (epoll only)
+        self._entries: dict[int, list[Any]] = {}
+
+    def _lookup(self, fileobj: Any) -> int:
+        """The registered fd of ``fileobj``, also once it is closed (fileno() -1), found
+        by identity as ``selectors`` does; KeyError if it is not registered."""
+        try:
+            fd = _fileno(fileobj)
+        except ValueError:
+            for fd, entry in self._entries.items():
+                if entry[0] is fileobj:
+                    return fd
+            raise
+        if fd not in self._entries:
+            raise KeyError(f"{fileobj!r} is not registered")
+        return fd
+
+    @staticmethod
+    def _to_epoll(events: int) -> int:
+        if not events or events & ~(_READ | _WRITE):
+            raise ValueError(f"invalid events: {events!r}")
+        return (select.EPOLLIN if events & _READ else 0) | (
+            select.EPOLLOUT if events & _WRITE else 0
+        )
+
+    def register(self, fileobj: Any, events: int, callback: Callback) -> None:
+        if self._selector is not None:
+            self._selector.register(fileobj, events, callback)
+            return
+        fd = _fileno(fileobj)
+        if fd in self._entries:
+            raise KeyError(f"{fileobj!r} (fd {fd}) is already registered")
+        self._epoll.register(fd, self._to_epoll(events))
+        self._entries[fd] = [fileobj, events, callback]
+
+    def modify(self, fileobj: Any, events: int, callback: Callback) -> None:
+        if self._selector is not None:
+            self._selector.modify(fileobj, events, callback)
+            return
+        fd = self._lookup(fileobj)
+        entry = self._entries[fd]
+        if events != entry[1]:
+            try:
+                self._epoll.modify(fd, self._to_epoll(events))
+            except BaseException:
+                self.unregister(fileobj)  # as selectors does: never half-registered
+                raise
+            entry[1] = events
+        entry[2] = callback
+
+    def unregister(self, fileobj: Any) -> None:
+        if self._selector is not None:
+            self._selector.unregister(fileobj)
+            return
+        fd = self._lookup(fileobj)
+        del self._entries[fd]
+        try:
+            self._epoll.unregister(fd)
+        except OSError:
+            pass  # closed since it was registered: the kernel dropped it already
+
+    def fileobjs(self) -> list[Any]:
+        """Every registered file object."""
+        if self._selector is not None:
+            fd_map = self._selector.get_map()
+            return [key.fileobj for key in fd_map.values()] if fd_map is not None else []
+        return [entry[0] for entry in self._entries.values()]
+
+    def poll(self, timeout: float | None) -> list[tuple[Callback, int]]:
+        """Wait up to ``timeout`` seconds (None: no limit) for readiness; the callbacks
+        of the ready sockets with their ``selectors`` masks (an error or a hang-up sets
+        both bits, as in ``selectors``), limited to the events asked for."""
+        if self._selector is not None:
+            return [(key.data, mask) for key, mask in self._selector.select(timeout)]
+        entries = self._entries
+        if timeout is None:
+            timeout = -1
+        elif timeout > 0:
+            # epoll counts milliseconds: round up, so as not to wake before a deadline
+            # and spin until it.
+            timeout = math.ceil(timeout * 1e3) * 1e-3
+        ready = []
+        for fd, event in self._epoll.poll(timeout, max(len(entries), 1)):
+            entry = entries.get(fd)
+            if entry is not None:  # None: unregistered since (selectors skips it too)
+                if event == 1:  # EPOLLIN alone, by far the most frequent
+                    mask = _READ
+                else:
+                    mask = (_WRITE if event & ~select.EPOLLIN else 0) | (
+                        _READ if event & ~select.EPOLLOUT else 0
+                    )
+                ready.append((entry[2], mask & entry[1]))
+        return ready
+
+    def close(self) -> None:
+        if self._selector is not None:
+            self._selector.close()
+        else:
+            self._entries.clear()
+            self._epoll.close()
+
 
 class IOLoop:
     """The selector loop. Created by the Client; started lazily on the first request."""
@@ -135,7 +266,8 @@ class IOLoop:
         # Every time the loop and its connections read (``now``, timer deadlines, the
         # select() timeout) comes from this clock, so a test can step timers by hand.
         self._clock = clock
-        self.selector = selectors.DefaultSelector()
+        self.selector = Poller()
+        self._poll = self.selector.poll
         # Commands from caller threads. deque.append/popleft are atomic, so the queue
         # itself needs no lock.
         self._commands: collections.deque[tuple[Callable[..., Any], tuple[Any, ...]]] = (
@@ -264,10 +396,9 @@ class IOLoop:
         self._stopping = True
         self._asleep = False  # nobody is in select(): no caller may write a wake-up
         self._commands.clear()
-        fd_map = self.selector.get_map()
-        for key in list(fd_map.values()) if fd_map is not None else []:
+        for fileobj in self.selector.fileobjs():
             try:
-                key.fileobj.close()  # type: ignore[union-attr]
+                fileobj.close()
             except (OSError, AttributeError):
                 pass
         try:
@@ -342,14 +473,14 @@ class IOLoop:
                 timeout = max(0.0, self._due - clock())
             else:
                 timeout = None
-        events = self.selector.select(timeout)
+        events = self._poll(timeout)
         self._asleep = False
         self.now = clock()
-        for key, mask in events:
+        for callback, mask in events:
             try:
-                key.data(mask)
+                callback(mask)
             except Exception as exc:
-                self._contain(key.data, exc)
+                self._contain(callback, exc)
         # Drain everything queued, including commands queued by the commands themselves.
         popleft = commands.popleft
         while commands:

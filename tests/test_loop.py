@@ -3,6 +3,8 @@ timer has fired depends on the clock the test set, not on how fast the machine i
 
 from __future__ import annotations
 
+import selectors
+import socket
 import threading
 from collections.abc import Callable, Iterator
 
@@ -10,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from h2pool._loop import IOLoop
+from h2pool._loop import IOLoop, Poller
 
 
 class StepClock:
@@ -133,3 +135,101 @@ def test_the_nearest_deadline_follows_every_arm_cancel_and_turn(ops: list) -> No
             assert loop._due == min((w for w, _ in live.values()), default=float("inf"))
     finally:
         loop._close_resources()
+
+
+# -- Poller: the loop's readiness source ---------------------------------------------------
+
+
+def _pollers() -> list[str]:
+    import select
+
+    return ["epoll", "selectors"] if hasattr(select, "epoll") else ["selectors"]
+
+
+@pytest.fixture(params=_pollers())
+def poller(request: pytest.FixtureRequest) -> Iterator[Poller]:
+    p = Poller()
+    if request.param == "selectors" and p._epoll is not None:
+        # The portable path, on a machine that has epoll: what other systems run.
+        p._epoll.close()
+        p._epoll = None
+        p._selector = selectors.DefaultSelector()
+    yield p
+    p.close()
+
+
+def _seen(p: Poller, timeout: float = 0.0) -> list[tuple[str, int]]:
+    return [(cb.__name__, mask) for cb, mask in p.poll(timeout)]  # type: ignore[attr-defined]
+
+
+def _named(name: str) -> Callable[[int], None]:
+    def cb(mask: int) -> None:
+        pass
+
+    cb.__name__ = name
+    return cb
+
+
+@pytest.mark.timeout(10)
+def test_poller_reports_what_each_socket_asked_for(poller: Poller) -> None:
+    a, b = socket.socketpair()
+    c, d = socket.socketpair()
+    with a, b, c, d:
+        poller.register(a, selectors.EVENT_READ, _named("a"))
+        poller.register(c, selectors.EVENT_WRITE, _named("c"))
+        assert _seen(poller) == [("c", selectors.EVENT_WRITE)]  # a has nothing to read
+        b.send(b"x")
+        assert sorted(_seen(poller, 5)) == [
+            ("a", selectors.EVENT_READ),
+            ("c", selectors.EVENT_WRITE),
+        ]
+        # modify: new events and a new callback; the same events keep working
+        poller.modify(c, selectors.EVENT_READ, _named("c2"))
+        poller.modify(a, selectors.EVENT_READ, _named("a2"))
+        assert _seen(poller) == [("a2", selectors.EVENT_READ)]
+        d.send(b"y")
+        assert sorted(_seen(poller, 5)) == [
+            ("a2", selectors.EVENT_READ),
+            ("c2", selectors.EVENT_READ),
+        ]
+        poller.unregister(a)
+        assert _seen(poller) == [("c2", selectors.EVENT_READ)]
+        assert sorted(map(id, poller.fileobjs())) == [id(c)]
+        with pytest.raises(KeyError):
+            poller.register(c, selectors.EVENT_READ, _named("again"))
+        with pytest.raises(KeyError):
+            poller.unregister(a)
+        with pytest.raises(KeyError):
+            poller.modify(a, selectors.EVENT_READ, _named("a3"))
+        with pytest.raises(ValueError):
+            poller.register(b, 0, _named("b"))
+
+
+@pytest.mark.timeout(10)
+def test_poller_hang_up_wakes_a_reader_and_a_closed_socket_can_be_unregistered(
+    poller: Poller,
+) -> None:
+    a, b = socket.socketpair()
+    with a:
+        poller.register(a, selectors.EVENT_READ | selectors.EVENT_WRITE, _named("a"))
+        b.close()  # the peer is gone: a is readable (EOF) as well as writable
+        assert _seen(poller, 5) == [("a", selectors.EVENT_READ | selectors.EVENT_WRITE)]
+        a.close()
+        poller.unregister(a)  # found by identity, as selectors does once fileno() is -1
+        assert poller.fileobjs() == []
+        assert _seen(poller) == []
+
+
+@pytest.mark.timeout(10)
+def test_poller_waits_at_least_the_timeout_it_is_given(poller: Poller) -> None:
+    import time
+
+    a, b = socket.socketpair()
+    with a, b:
+        poller.register(a, selectors.EVENT_READ, _named("a"))
+        for timeout in (0.0004, 0.0101):
+            t0 = time.monotonic()
+            assert _seen(poller, timeout) == []
+            # Rounded up to epoll's milliseconds, never down: a loop waiting for a
+            # deadline must not wake just before it and spin.
+            assert time.monotonic() - t0 >= timeout
