@@ -231,7 +231,9 @@ class Poller:
         entries = self._entries
         if timeout is None:
             timeout = -1
-        elif timeout > 0:
+        elif timeout <= 0:
+            timeout = 0  # epoll would read a negative timeout as "no limit"
+        else:
             # epoll counts milliseconds: round up, so as not to wake before a deadline
             # and spin until it.
             timeout = math.ceil(timeout * 1e3) * 1e-3

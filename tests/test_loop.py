@@ -227,6 +227,9 @@ def test_poller_waits_at_least_the_timeout_it_is_given(poller: Poller) -> None:
     a, b = socket.socketpair()
     with a, b:
         poller.register(a, selectors.EVENT_READ, _named("a"))
+        t0 = time.monotonic()
+        assert _seen(poller, -1.0) == []  # a deadline already past: no wait at all
+        assert time.monotonic() - t0 < 1
         for timeout in (0.0004, 0.0101):
             t0 = time.monotonic()
             assert _seen(poller, timeout) == []
