@@ -166,7 +166,9 @@ class H2Conn(ConnectionBase[H2Stream]):
         self.health.started()
         body = req.body
         upload = st.upload
-        h2c.send_headers(sid, req.headers, end_stream=not body and upload is None)
+        # RequestBuilder puts :method first and :authority third (all bytes, validated).
+        hdrs = req.headers
+        h2c.send_request(sid, hdrs, not body and upload is None, hdrs[0][1], hdrs[2][1])
         st.window = window = self.limits.stream_window
         # This connection's link carries more per round trip (flow.WindowTuner), and the
         # caller wants the whole body: no slow reader to bound. A streamed response

@@ -275,6 +275,24 @@ class FastPaths(H2Connection):
                 method = value
             elif name == b":authority" and authority is None:
                 authority = value
+        self.send_request(stream_id, headers, end_stream, method, authority)
+
+    def send_request(
+        self,
+        stream_id: int,
+        headers: list[tuple[bytes, bytes]],
+        end_stream: bool,
+        method: bytes | None,
+        authority: bytes | None,
+    ) -> None:
+        """``send_headers`` for a request's headers as ``RequestBuilder`` makes them:
+        every name and value bytes, validated, and the first ``:method`` and
+        ``:authority`` already known, so the list is not scanned again: 3.2% of the
+        whole process's instructions per small GET with one caller thread (callgrind:
+        285.6k to 276.6k)."""
+        if stream_id in self.streams:
+            super().send_headers(stream_id, headers, end_stream)  # trailers: h2's path
+            return
         # Settings.max_concurrent_streams without its three Python calls: h2's default
         # when the server sent none (the entry is missing, or None until acknowledged).
         entry = self.remote_settings._settings.get(_MAX_STREAMS)
