@@ -75,7 +75,7 @@ def _canonical(name: bytes) -> bytes:
 class H1Stream(StreamRecord):
     """The one request in flight on an `H1Conn`; owned by the I/O thread."""
 
-    __slots__ = ("got_bytes", "timer", "unconsumed", "until_close", "wire_start")
+    __slots__ = ("got_bytes", "timer", "unconsumed", "until_close", "version", "wire_start")
 
     def __init__(self, sid: int, req: Request, now: float) -> None:
         super().__init__(sid, req, now)
@@ -84,6 +84,7 @@ class H1Stream(StreamRecord):
         self.unconsumed = 0  # bytes fed to the pipe and not yet reported read
         self.wire_start = 0  # offset of the request's first byte in our output
         self.until_close = False  # the response's body ends where the connection does
+        self.version = "HTTP/1.1"  # as the response's status line says (1.0 or 1.1)
 
 
 class H1Conn(ConnectionBase[H1Stream]):
@@ -430,6 +431,8 @@ class H1Conn(ConnectionBase[H1Stream]):
             return
         st.status = event.status_code
         st.headers_at = st.last_activity = self.loop.now
+        if event.http_version == b"1.0":
+            st.version = "HTTP/1.0"  # h11 already treats the connection as not reusable
         # h11's framing rule (RFC 9112 §6.3): no Transfer-Encoding and no Content-Length
         # on a response that has a body means the body runs to the connection's end.
         if st.req.method != "HEAD" and event.status_code not in (204, 304):
@@ -443,7 +446,7 @@ class H1Conn(ConnectionBase[H1Stream]):
         if req.stream:
             pipe = BodyPipe(self, st.id, self.limits.stream_window, req.timeout.read)
             st.pipe = pipe
-            resp = st.streamed_response("HTTP/1.1", pipe)
+            resp = st.streamed_response(st.version, pipe)
             # From here the reader's own waits enforce the read timeout; a reader that
             # pauses must not be blamed on the server.
             if st.timer is not None and st.body is None and st.upload is None:
@@ -479,7 +482,7 @@ class H1Conn(ConnectionBase[H1Stream]):
         if st.pipe is not None:
             st.pipe.feed_eof(trailers)
         else:
-            req.resolve(st.buffered_response("HTTP/1.1", trailers))
+            req.resolve(st.buffered_response(st.version, trailers))
         self._next_cycle()
 
     def _next_cycle(self) -> None:

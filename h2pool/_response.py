@@ -37,6 +37,9 @@ _LINE_ENDS = frozenset("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
 
 
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
+# ``http_version`` in http.client's integer form (``HTTPResponse.version``), for the
+# drop-in and the requests adapter.
+VERSION_NUMBERS = {"HTTP/2": 20, "HTTP/1.1": 11, "HTTP/1.0": 10}
 
 
 class LineSplitter:

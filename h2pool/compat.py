@@ -75,7 +75,7 @@ from ._errors import (
     TLSError,
 )
 from ._headers import normalize_name, normalize_value
-from ._response import Response
+from ._response import VERSION_NUMBERS, Response
 
 __all__ = [
     "BadResponse",
@@ -403,8 +403,9 @@ def _message(resp: Response) -> http.client.HTTPMessage:
 class HTTP20Response(io.BufferedIOBase):
     """A response shaped like `http.client.HTTPResponse`.
 
-    ``status``, ``reason``, ``version`` (20 for HTTP/2, 11 for HTTP/1.1), ``headers``
-    and ``msg`` (an `http.client.HTTPMessage`), ``getheader``, ``getheaders``,
+    ``status``, ``reason``, ``version`` (20 for HTTP/2, 11 for HTTP/1.1, 10 for
+    HTTP/1.0), ``headers`` and ``msg`` (an `http.client.HTTPMessage`), ``getheader``,
+    ``getheaders``,
     ``read(amt)``, ``readinto``, ``read1``, ``peek``, ``readline`` and line iteration,
     ``isclosed()`` (true once the body is consumed) and ``closed`` (true after
     ``close()``). The body streams: memory stays bounded however large it is.
@@ -420,7 +421,7 @@ class HTTP20Response(io.BufferedIOBase):
         self.status = resp.status
         self.code = resp.status
         self.reason = resp.reason
-        self.version = 20 if resp.http_version == "HTTP/2" else 11
+        self.version = VERSION_NUMBERS.get(resp.http_version, 11)
         self.msg = self.headers = _message(resp)
         self.url = resp.url
         self.will_close = False

@@ -485,3 +485,51 @@ def test_close_inside_the_response_head_is_connection_lost(h1server, make_client
     with pytest.raises(h2pool.ConnectionLost) as info:
         client.get(server.url + "/drop")
     assert info.value._partial_response is False
+
+
+@pytest.fixture
+def http10_server():
+    """The stdlib's own HTTP server, as it answers by default: HTTP/1.0, Content-Length,
+    the connection closed after each response."""
+    import http.server
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"one-oh:" + self.path.encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    t.join(5)
+
+
+@pytest.mark.timeout(30)
+def test_an_http10_response_says_so_and_its_connection_is_not_reused(http10_server):
+    port = http10_server.server_address[1]
+    with h2pool.Client(timeout=FAST) as client:
+        for i in range(3):
+            r = client.get(f"http://127.0.0.1:{port}/{i}")
+            assert (r.status, r.http_version, r.content) == (
+                200,
+                "HTTP/1.0",
+                f"one-oh:/{i}".encode(),
+            )
+        assert client.stats()["connections_opened"] == 3
+    conn = h2pool.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", "/x")
+        resp = conn.getresponse()
+        # http.client's integer form: 10, as the stdlib's HTTPResponse.version says
+        assert (resp.status, resp.version, resp.read()) == (200, 10, b"one-oh:/x")
+    finally:
+        conn.close()

@@ -67,7 +67,7 @@ from urllib3.util import parse_url
 from .. import _errors as e
 from .._client import Client
 from .._config import ProxyConfig, Timeout
-from .._response import Response
+from .._response import VERSION_NUMBERS, Response
 from ..compat import _message
 
 __all__ = ["HTTP2Adapter"]
@@ -171,7 +171,7 @@ class H2PoolRawResponse:
         self._resp = resp
         self.status = resp.status
         self.reason = resp.reason
-        self.version = 20 if resp.http_version == "HTTP/2" else 11
+        self.version = VERSION_NUMBERS.get(resp.http_version, 11)
         self.headers = resp.headers
         self.decode_content = False
         self._original_response = types.SimpleNamespace(msg=_message(resp))
