@@ -281,8 +281,8 @@ class Dialer:
             return
         seen = len(self._connect_in)
         data = self._connect_in + peeked
-        end = data.find(b"\r\n\r\n", max(0, seen - 3))
-        take = len(peeked) if end < 0 else end + 4 - seen
+        end = _head_end(data, max(0, seen - 3))
+        take = len(peeked) if end < 0 else end - seen
         try:
             got = sock.recv(take)
         except OSError as exc:
@@ -298,7 +298,7 @@ class Dialer:
         self._on_connect_response(self._connect_in)
 
     def _on_connect_response(self, head: bytes) -> None:
-        status_line = head.split(b"\r\n", 1)[0].decode("latin-1")
+        status_line = head.split(b"\n", 1)[0].rstrip(b"\r").decode("latin-1")
         parts = status_line.split(" ", 2)
         code = parts[1] if len(parts) > 1 else ""
         # ASCII digits only: str.isdigit() also accepts '²' (a latin-1 byte 0xB2),
@@ -517,6 +517,22 @@ _OnResolved = Callable[[list[tuple[int, tuple[object, ...]]], "OSError | None"],
 
 # Most a proxy's answer to CONNECT may take up to its blank line.
 _MAX_CONNECT_RESPONSE = 64 * 1024
+
+
+def _head_end(data: bytes, start: int) -> int:
+    """Where a response head in ``data`` ends (just past its empty line), or -1 if it
+    has not ended yet. Lines end in LF with or without a CR before it: RFC 9112 §2.2
+    lets a recipient accept a bare LF, and proxies that write one exist. Searched from
+    ``start``, which must not be inside a line ending already scanned."""
+    i = data.find(b"\n", start)
+    while i >= 0:
+        nxt = data[i + 1 : i + 3]
+        if nxt[:1] == b"\n":
+            return i + 2
+        if nxt == b"\r\n":
+            return i + 3
+        i = data.find(b"\n", i + 1)
+    return -1
 
 
 def _strerror(err: int) -> str:

@@ -271,9 +271,11 @@ def _read_head(conn: socket.socket) -> bytes:
     return head
 
 
-def test_bytes_after_the_connect_answer_are_kept(make_client):
+@pytest.mark.parametrize("eol", [b"\r\n", b"\n"], ids=["crlf", "bare-lf"])
+def test_bytes_after_the_connect_answer_are_kept(make_client, eol):
     """A proxy may pass on the tunnelled peer's first bytes in the same segment as its
-    200: they belong to the tunnel, not to the CONNECT answer."""
+    200: they belong to the tunnel, not to the CONNECT answer. Its lines may end in a
+    bare LF (RFC 9112 §2.2); that answer used to wait out the timeout."""
     listener, port = _listen(1)
     seen: list[bytes] = []
 
@@ -283,8 +285,12 @@ def test_bytes_after_the_connect_answer_are_kept(make_client):
             seen.append(_read_head(conn))
             # The 200 and the origin's whole HTTP/1.1 response in one write.
             conn.sendall(
-                b"HTTP/1.1 200 Connection established\r\n\r\n"
-                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+                b"HTTP/1.1 200 Connection established"
+                + eol
+                + b"Proxy-Agent: t"
+                + eol
+                + eol
+                + b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
             )
             seen.append(_read_head(conn))  # the tunnelled request's head
 
