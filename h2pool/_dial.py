@@ -73,6 +73,7 @@ class Dialer:
         # Bytes of the proxy exchange (CONNECT or SOCKS5) still to send / read so far.
         self._connect_out = b""
         self._connect_in = b""
+        self._interim = 0  # 1xx answers to CONNECT read so far
         # SOCKS5: the address sent for the origin, and the message being read: how long
         # it is given its first bytes (``_socks.connect_reply_length``), what handles it.
         self._socks_dest = host
@@ -312,6 +313,12 @@ class Dialer:
             self._connect_in = b""
             self._after_tunnel()
             return
+        if 100 <= status < 200 and status != 101 and self._interim < _MAX_INTERIM:
+            # An interim answer (RFC 9110 §15.2: a client parses any number before the
+            # final one; a few are plenty): the final answer follows in the socket.
+            self._interim += 1
+            self._connect_in = b""
+            return
         reason = "".join(ch for ch in (parts[2] if len(parts) > 2 else "") if ch.isprintable())
         dest = f"{self.host}:{self.port}"
         # 407 is the standard answer; some proxies (tinyproxy) answer bad credentials 401.
@@ -517,6 +524,7 @@ _OnResolved = Callable[[list[tuple[int, tuple[object, ...]]], "OSError | None"],
 
 # Most a proxy's answer to CONNECT may take up to its blank line.
 _MAX_CONNECT_RESPONSE = 64 * 1024
+_MAX_INTERIM = 8  # 1xx answers to one CONNECT; more is a ConnectError
 
 
 def _head_end(data: bytes, start: int) -> int:

@@ -7,6 +7,7 @@ read when the Client is created.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import socket
@@ -306,6 +307,41 @@ def test_bytes_after_the_connect_answer_are_kept(make_client, eol):
         listener.close()
     assert seen[0].startswith(b"CONNECT origin.test:8080 HTTP/1.1\r\nHost: origin.test:8080\r\n")
     assert seen[1].startswith(b"GET /x HTTP/1.1\r\n")
+
+
+@pytest.mark.parametrize("interim", [1, 8, 9])
+def test_interim_answers_before_the_connect_200_are_skipped(make_client, interim):
+    """1xx answers before the final one are read and skipped (RFC 9110 §15.2), up to a
+    bound: a proxy that keeps sending them fails the dial instead of holding it."""
+    listener, port = _listen(1)
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            _read_head(conn)
+            conn.sendall(
+                b"HTTP/1.1 100 Continue\r\n\r\n" * interim
+                + b"HTTP/1.1 200 Connection established\r\n\r\n"
+                + b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+            )
+            # Until the client closes: with unread answers left it resets the socket.
+            with contextlib.suppress(OSError):
+                conn.recv(1)
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        client = make_client(proxy=f"http://127.0.0.1:{port}", timeout=5.0)
+        if interim <= 8:
+            r = client.get("http://origin.test:8080/x")
+            assert (r.status, r.content) == (200, b"hello")
+        else:
+            with pytest.raises(h2pool.ConnectError, match=r"refused CONNECT .*: 100"):
+                client.get("http://origin.test:8080/x")
+        client.close()
+    finally:
+        thread.join(10)
+        listener.close()
 
 
 def test_requests_adapter_sends_through_the_proxy_requests_chose(nginx, proxy, content, ca_path):
