@@ -20,6 +20,7 @@ import threading
 import pytest
 from servers.h1server import H1Server, pattern
 from servers.h2peer import server_tls_context
+from servers.util import serve_in_thread
 
 import h2pool
 from h2pool import compat
@@ -872,12 +873,8 @@ def xmlrpc_server():
     server = SimpleXMLRPCServer(("127.0.0.1", 0), Handler, logRequests=False)
     server.register_function(lambda a, b: a + b, "add")
     server.register_function(lambda data: data[::-1], "reverse")
-    t = threading.Thread(target=server.serve_forever, daemon=True)
-    t.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-    t.join(5)
+    with serve_in_thread(server):
+        yield server
 
 
 @pytest.mark.timeout(30)

@@ -14,7 +14,7 @@ import time
 import pytest
 from servers.h1server import HELLO, H1Server, pattern
 from servers.h2peer import server_tls_context
-from servers.util import wait_until
+from servers.util import serve_in_thread, wait_until
 
 import h2pool
 
@@ -505,12 +505,8 @@ def http10_server():
             pass
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    t = threading.Thread(target=server.serve_forever, daemon=True)
-    t.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-    t.join(5)
+    with serve_in_thread(server):
+        yield server
 
 
 @pytest.mark.timeout(30)

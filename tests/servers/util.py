@@ -1,10 +1,15 @@
-"""Small helpers shared by the server fixtures: free ports, readiness polling."""
+"""Small helpers shared by the server fixtures: free ports, readiness polling, stdlib
+servers on a thread."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import socketserver
 import subprocess
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -97,3 +102,17 @@ def rss() -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     raise AssertionError("no VmRSS in /proc/self/status")
+
+
+@contextlib.contextmanager
+def serve_in_thread(server: socketserver.BaseServer) -> Iterator[socketserver.BaseServer]:
+    """Run one of the stdlib's servers (``http.server``, ``xmlrpc.server``) on a thread
+    for the ``with`` block; it is shut down and closed, its thread joined, after."""
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
