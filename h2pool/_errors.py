@@ -130,6 +130,11 @@ class PoolTimeout(TimeoutError):
 class ProtocolError(H2PoolError):
     """The peer broke HTTP/2 (or HTTP/1.1) rules, or the response was malformed."""
 
+    # Which part of an HTTP/1 response head was bad, and its text: ("status line", the
+    # line), ("version", the version) or ("too long", ""). The http.client drop-in
+    # raises the stdlib's BadStatusLine, UnknownProtocol and LineTooLong from it.
+    _head_error: tuple[str, str] | None = None
+
 
 class DecodingError(ProtocolError):
     """The response body does not decode as its ``Content-Encoding`` says (corrupt or

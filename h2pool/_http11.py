@@ -13,10 +13,13 @@ which streamed-response readers call and which only post work to the I/O thread.
 
 from __future__ import annotations
 
+import ast
 import itertools
 import logging
+import re
 import selectors
 import ssl
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, cast
 
 import h11
@@ -39,6 +42,7 @@ from ._errors import (
     detached,
 )
 from ._headers import Headers
+from ._response import WireHead
 from ._retry import Fact
 from ._sockio import TLS_RECORD, is_ragged_eof
 from ._stream import BodyPipe
@@ -72,10 +76,47 @@ def _canonical(name: bytes) -> bytes:
     return out
 
 
+_BAD_STATUS_LINE = re.compile(r"illegal status line: (?:bytearray\()?(b(['\"]).*\2)")
+
+
+def _head_error(message: str) -> tuple[str, str] | None:
+    """Which part of the response head h11 refused (see ``ProtocolError._head_error``)."""
+    if message.startswith("Receive buffer too long"):
+        return ("too long", "")
+    match = _BAD_STATUS_LINE.match(message)
+    if match is None:
+        return None
+    try:
+        line = ast.literal_eval(match.group(1))
+    except (ValueError, SyntaxError):
+        return ("status line", "")
+    return ("status line", bytes(line).decode("latin-1"))
+
+
+def _wire_head(event: h11.Response, until_close: bool) -> WireHead:
+    """The drop-in's view of a response head, by http.client's rules: the connection
+    will close after an HTTP/1.0 answer, one saying ``Connection: close``, or a body
+    delimited by the connection's end."""
+    tokens = b",".join(v for n, v in event.headers if n == b"connection").lower()
+    closing = b"close" in (t.strip() for t in tokens.split(b","))
+    coding = b",".join(v for n, v in event.headers if n == b"transfer-encoding").lower()
+    chunked = coding.rsplit(b",", 1)[-1].strip() == b"chunked"
+    will_close = closing or until_close or event.http_version == b"1.0"
+    return WireHead(event.reason.decode("latin-1"), will_close, chunked)
+
+
 class H1Stream(StreamRecord):
     """The one request in flight on an `H1Conn`; owned by the I/O thread."""
 
-    __slots__ = ("got_bytes", "timer", "unconsumed", "until_close", "version", "wire_start")
+    __slots__ = (
+        "got_bytes",
+        "head",
+        "timer",
+        "unconsumed",
+        "until_close",
+        "version",
+        "wire_start",
+    )
 
     def __init__(self, sid: int, req: Request, now: float) -> None:
         super().__init__(sid, req, now)
@@ -85,6 +126,7 @@ class H1Stream(StreamRecord):
         self.wire_start = 0  # offset of the request's first byte in our output
         self.until_close = False  # the response's body ends where the connection does
         self.version = "HTTP/1.1"  # as the response's status line says (1.0 or 1.1)
+        self.head: WireHead | None = None  # the status line's phrase and the framing
 
 
 class H1Conn(ConnectionBase[H1Stream]):
@@ -429,6 +471,16 @@ class H1Conn(ConnectionBase[H1Stream]):
         st = self._current()
         if st is None:
             return
+        if not event.http_version.startswith(b"1."):
+            # h11 reads any digit.digit; an "HTTP/2.0" status line on this framing is
+            # not HTTP/1 (RFC 9112 §2.3: a minor version above 1 reads as HTTP/1.1).
+            version = "HTTP/" + event.http_version.decode("ascii")
+            err = ProtocolError(f"{self.label} answered in {version}, not HTTP/1.x")
+            err._head_error = ("version", version)
+            self._shutdown(err, lost=False)
+            return
+        if self._too_large(event.headers):
+            return
         st.status = event.status_code
         st.headers_at = st.last_activity = self.loop.now
         if event.http_version == b"1.0":
@@ -438,6 +490,7 @@ class H1Conn(ConnectionBase[H1Stream]):
         if st.req.method != "HEAD" and event.status_code not in (204, 304):
             names = {n for n, _ in event.headers}
             st.until_close = b"transfer-encoding" not in names and b"content-length" not in names
+        st.head = _wire_head(event, st.until_close)
         # The names as the server wrote them (h11's own list is lower-cased): lookups
         # are case-insensitive anyway, and items() and the http.client drop-in's
         # getheaders() keep the server's case, as the stdlib does.
@@ -447,6 +500,7 @@ class H1Conn(ConnectionBase[H1Stream]):
             pipe = BodyPipe(self, st.id, self.limits.stream_window, req.timeout.read)
             st.pipe = pipe
             resp = st.streamed_response(st.version, pipe)
+            resp._wire_head = st.head
             # From here the reader's own waits enforce the read timeout; a reader that
             # pauses must not be blamed on the server.
             if st.timer is not None and st.body is None and st.upload is None:
@@ -454,6 +508,25 @@ class H1Conn(ConnectionBase[H1Stream]):
                 st.timer = None
             if not req.resolve(resp):
                 pipe.close()
+
+    def _too_large(self, headers: Iterable[tuple[bytes, bytes]]) -> bool:
+        """Fail the connection if a header block is above ``max_header_list_size``,
+        measured as HTTP/2 does (RFC 9113 §6.5.2: name, value and 32 per field). h11
+        bounds only a head still incomplete; one that arrived whole in a single read
+        is checked here."""
+        limit = self.limits.max_header_list_size
+        size = 0
+        for name, value in headers:
+            size += len(name) + len(value) + 32
+        if size <= limit:
+            return False
+        err = ProtocolError(
+            f"{self.label} sent a header block of {size} bytes, above the"
+            f" max_header_list_size of {limit}"
+        )
+        err._head_error = ("too long", "")
+        self._shutdown(err, lost=False)
+        return True
 
     def _on_data(self, event: h11.Data) -> None:
         st = self._current()
@@ -476,13 +549,17 @@ class H1Conn(ConnectionBase[H1Stream]):
         st = self._current()
         if st is None:
             return
+        if event.headers and self._too_large(event.headers):
+            return
         req = st.req
         self._drop_stream(st)
         trailers = Headers._from_raw(event.headers.raw_items()) if event.headers else None
         if st.pipe is not None:
             st.pipe.feed_eof(trailers)
         else:
-            req.resolve(st.buffered_response(st.version, trailers))
+            resp = st.buffered_response(st.version, trailers)
+            resp._wire_head = st.head
+            req.resolve(resp)
         self._next_cycle()
 
     def _next_cycle(self) -> None:
@@ -540,6 +617,7 @@ class H1Conn(ConnectionBase[H1Stream]):
         log.debug("protocol error on %s: %s", self.label, exc)
         err = ProtocolError(f"HTTP/1.1 protocol error from {self.label}: {exc}")
         err.__cause__ = detached(exc)
+        err._head_error = _head_error(str(exc))
         self._shutdown(err, lost=False)
 
     # -- completing and failing ----------------------------------------------------------------

@@ -16,7 +16,7 @@ import json as _json
 import weakref
 from collections.abc import AsyncIterator, Iterator
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._decoders import ChainDecoder, make_decoder
 from ._errors import DecodingError, HTTPStatusError, StreamClosed
@@ -40,6 +40,16 @@ _REASONS = {s.value: s.phrase for s in HTTPStatus}
 # ``http_version`` in http.client's integer form (``HTTPResponse.version``), for the
 # drop-in and the requests adapter.
 VERSION_NUMBERS = {"HTTP/2": 20, "HTTP/1.1": 11, "HTTP/1.0": 10}
+
+
+class WireHead(NamedTuple):
+    """What an HTTP/1 status line and framing said, beyond `Response`'s own fields: the
+    http.client drop-in reports them as the stdlib does (``reason`` as the server wrote
+    it, ``will_close``, ``chunked``). HTTP/2 has none of them."""
+
+    reason: str
+    will_close: bool
+    chunked: bool
 
 
 class LineSplitter:
@@ -121,6 +131,8 @@ class Response:
     _decoder_ready = False
     _decoded = b""  # decoded bytes produced but not yet returned
     _decode_done = False
+    #: Set by the HTTP/1 connection on the responses it builds (None on HTTP/2).
+    _wire_head: WireHead | None = None
 
     def __init__(
         self,

@@ -79,6 +79,7 @@ from ._response import VERSION_NUMBERS, Response
 
 __all__ = [
     "BadResponse",
+    "BadStatusLine",
     "CertificateVerifyError",
     "ConnectionFailed",
     "ConnectionRefused",
@@ -90,12 +91,14 @@ __all__ = [
     "HTTPSHandler",
     "IncompleteRead",
     "InvalidTarget",
+    "LineTooLong",
     "NameResolutionError",
     "RemoteDisconnected",
     "SSLHandshakeError",
     "SafeTransport",
     "StreamResetIncompleteRead",
     "Transport",
+    "UnknownProtocol",
     "build_opener",
 ]
 
@@ -145,6 +148,30 @@ class RemoteDisconnected(ConnectionLost, http.client.RemoteDisconnected):
 
 class BadResponse(ProtocolError, http.client.HTTPException):
     """The server's answer broke HTTP rules before its headers were complete."""
+
+
+class BadStatusLine(BadResponse, http.client.BadStatusLine):
+    """The server's status line is not HTTP's; ``line`` holds it."""
+
+    def __init__(self, line: str, message: str) -> None:
+        http.client.BadStatusLine.__init__(self, line)
+        self.args = (message,)
+
+
+class UnknownProtocol(BadResponse, http.client.UnknownProtocol):
+    """The status line names an HTTP version other than 1.x; ``version`` holds it."""
+
+    def __init__(self, version: str, message: str) -> None:
+        http.client.UnknownProtocol.__init__(self, version)
+        self.args = (message,)
+
+
+class LineTooLong(BadResponse, http.client.LineTooLong):
+    """The response head is longer than the client's ``max_header_list_size``."""
+
+    def __init__(self, message: str) -> None:
+        http.client.LineTooLong.__init__(self, "header line")
+        self.args = (message,)
 
 
 class IncompleteRead(ConnectionLost, http.client.IncompleteRead):
@@ -206,6 +233,13 @@ def _response_error(exc: BaseException) -> BaseException | None:
     if isinstance(exc, ConnectionLost):
         return RemoteDisconnected(str(exc))
     if isinstance(exc, ProtocolError):
+        kind, text = exc._head_error or ("", "")
+        if kind == "status line":
+            return BadStatusLine(text, str(exc))
+        if kind == "version":
+            return UnknownProtocol(text, str(exc))
+        if kind == "too long":
+            return LineTooLong(str(exc))
         return BadResponse(str(exc))
     return None
 
@@ -420,22 +454,29 @@ class HTTP20Response(io.BufferedIOBase):
         self.stream_id = stream_id
         self.status = resp.status
         self.code = resp.status
-        self.reason = resp.reason
+        head = resp._wire_head
+        # HTTP/1: the phrase, the framing and the connection's fate as the server's head
+        # said them, as http.client reports them. HTTP/2 has no reason phrase (the
+        # standard one stands in) and its connection outlives every response.
+        self.reason = head.reason.strip() if head is not None else resp.reason
+        self.will_close = head is not None and head.will_close
+        self.chunked = head is not None and head.chunked
         self.version = VERSION_NUMBERS.get(resp.http_version, 11)
         self.msg = self.headers = _message(resp)
         self.url = resp.url
-        self.will_close = False
-        self.chunked = False
         self.debuglevel = 0
         self._buffer = b""  # filled by peek()
-        self._done = False
+        self._done = False  # the stream and the engine are released
+        self._eof = False  # a read reached the end, or close(): what isclosed() reports
         bodiless = resp.method == "HEAD" or resp.status in (204, 304) or 100 <= resp.status < 200
         length = resp.headers.get("content-length")
         self.length: int | None = None
-        if length is not None and length.isascii() and length.isdigit() and not bodiless:
+        if bodiless:
+            self.length = 0  # as the stdlib: nothing follows, whatever Content-Length says
+        elif length is not None and length.isascii() and length.isdigit() and not self.chunked:
             self.length = int(length)
-        if bodiless or self.length == 0:
-            self._finish()
+        if self.length == 0:
+            self._finish()  # nothing to wait for: give the stream back now
 
     # -- state ------------------------------------------------------------------------------
     def _finish(self) -> None:
@@ -447,15 +488,25 @@ class HTTP20Response(io.BufferedIOBase):
             if self._lease is not None:
                 self._lease.release()
 
+    def _end(self) -> None:
+        """A read reached the end of the body."""
+        self._eof = True
+        self._finish()
+
     def isclosed(self) -> bool:
-        """True once the body has been read to its end (or the response closed)."""
-        return self._done
+        """True once a read has reached the end of the body, or after ``close()``.
+
+        As in the stdlib, a response with no body (HEAD, 204, ``Content-Length: 0``)
+        is not closed until it is read or closed; its stream is released at once all
+        the same.
+        """
+        return self._eof
 
     def close(self) -> None:
         try:
             super().close()
         finally:
-            self._finish()
+            self._end()
 
     def readable(self) -> bool:
         return True
@@ -495,7 +546,7 @@ class HTTP20Response(io.BufferedIOBase):
         if self.length is not None:
             self.length = max(0, self.length - len(data))
             if self.length == 0:
-                self._finish()
+                self._end()
         return data
 
     def read(self, amt: int | None = None) -> bytes:
@@ -505,6 +556,7 @@ class HTTP20Response(io.BufferedIOBase):
         if the stream fails; a truncated body is never returned as complete.
         """
         if self._done:
+            self._eof = True
             return b""
         buffered = self._buffer
         if amt is None or amt < 0:
@@ -512,7 +564,9 @@ class HTTP20Response(io.BufferedIOBase):
             chunks = [buffered]
             while chunk := self._pull(1 << 20, chunks):
                 chunks.append(chunk)
-            self._finish()
+            if self.length is not None:
+                self.length = 0
+            self._end()
             return b"".join(chunks)
         if amt == 0:
             return b""
@@ -522,12 +576,12 @@ class HTTP20Response(io.BufferedIOBase):
                 more = self._pull(amt - len(data), [data])
                 data += more
                 if not more:
-                    self._finish()
+                    self._end()
                     return data
             return self._account(data)
         data = self._pull(amt)
         if not data:
-            self._finish()
+            self._end()
             return data
         return self._account(data)
 
@@ -552,6 +606,7 @@ class HTTP20Response(io.BufferedIOBase):
     def read1(self, n: int = -1) -> bytes:
         """Up to ``n`` bytes of what has arrived, waiting only if nothing has."""
         if self._done:
+            self._eof = True
             return b""
         if self._buffer:
             size = len(self._buffer) if n < 0 else n
@@ -559,7 +614,7 @@ class HTTP20Response(io.BufferedIOBase):
             return self._account(data)
         data = self._read_partial(n if n > 0 else 1 << 20)
         if not data:
-            self._finish()
+            self._end()
             return data
         return self._account(data)
 
@@ -846,6 +901,10 @@ class HTTP20Connection:
         self._pending: _Pending | None = None
         self._own_client = client
         self._lease: _Lease | None = None
+        # Responses getresponse() returned on a connection that stays open: close()
+        # closes the unread ones, as the stdlib's does (weak: a response dropped by its
+        # reader is not kept alive here).
+        self._returned: weakref.WeakSet[HTTP20Response] = weakref.WeakSet()
 
     def _origin(self, host: str, port: int) -> str:
         scheme = "https" if self.secure else "http"
@@ -1231,17 +1290,28 @@ class HTTP20Connection:
                 raise
             raise twin from exc
         self._reached().add(self._base)
-        return self.response_class(resp, stream_id, self._response_engine())
+        response = self.response_class(resp, stream_id, self._response_engine())
+        if not response.will_close and not response.isclosed():
+            with self._lock:
+                self._returned.add(response)
+        return response
 
     def close(self) -> None:
         """Forget outstanding requests (their streams are reset) and release the engine.
 
-        Responses already returned stay readable, as with `http.client`.
+        As with `http.client`, a response already returned is closed too, unless the
+        server said its connection ends with it (``will_close``: an HTTP/1.0 answer,
+        ``Connection: close``, a body delimited by the connection's end); that one
+        stays readable to its end.
         """
         with self._lock:
             pending, self._pending = self._pending, None
             outstanding = list(self._outstanding.values())
             self._outstanding.clear()
+            returned = list(self._returned)
+            self._returned.clear()
+        for response in returned:
+            response.close()  # outside the lock: it may give a stream back
         if pending is not None and pending.feed is not None:
             pending.feed.end()
         for fut in outstanding:

@@ -172,14 +172,29 @@ def test_read1_and_peek(conn, content):
 
 
 @pytest.mark.timeout(30)
+def test_close_leaves_a_will_close_response_readable(h1echo, ca_path):
+    """A response whose body ends with its connection (``will_close``) stays readable
+    after the connection object's close(), as in the stdlib."""
+    c = h2pool.HTTPConnection("localhost", h1echo.port, ssl_context=_ctx(ca_path), timeout=10)
+    c.request("GET", "/eof-body-notify")  # ends with TLS close_notify: a complete body
+    resp = c.getresponse()
+    assert (resp.will_close, resp.chunked, resp.length) == (True, False, None)
+    c.close()
+    assert resp.read() == HELLO * 3
+    assert resp.isclosed()
+
+
+@pytest.mark.timeout(30)
 def test_head_has_no_body(conn, content):
     c, _ = conn
     c.request("HEAD", "/1m")
     resp = c.getresponse()
     assert resp.status == 200
     assert resp.getheader("content-length") == str(content.size["/1m"])
-    assert resp.isclosed()  # nothing to read
+    assert resp.length == 0  # as the stdlib: nothing follows a HEAD answer
+    assert not resp.isclosed()  # not until a read has found the end, as the stdlib
     assert resp.read() == b""
+    assert resp.isclosed()
     assert not resp.closed
     resp.close()
     assert resp.closed
@@ -191,6 +206,7 @@ def test_204_and_404(conn):
     c.request("GET", "/204")
     resp = c.getresponse()
     assert (resp.status, resp.reason) == (204, "No Content")
+    assert (resp.length, resp.isclosed()) == (0, False)
     assert resp.read() == b""
     assert resp.isclosed()
     c.request("GET", "/404")
@@ -281,13 +297,18 @@ def test_misuse_errors(conn):
 
 
 @pytest.mark.timeout(30)
-def test_close_keeps_returned_responses_and_cancels_others(conn, content):
+def test_close_closes_returned_responses_and_cancels_others(conn):
+    """As the stdlib's close(): the response it returned on a connection that stays
+    open is closed with it (its read() then gives b"")."""
     c, _ = conn
     c.request("GET", "/1m")
     resp = c.getresponse()
+    first = resp.read(10)
     c.request("GET", "/13b")  # never collected
     c.close()
-    assert sha256(resp.read()) == content.sha256["/1m"]
+    assert len(first) == 10
+    assert (resp.isclosed(), resp.closed) == (True, True)
+    assert resp.read() == b""
     with pytest.raises(http.client.ResponseNotReady):
         c.getresponse()
     # Usable again after close(), like http.client (which reconnects).
