@@ -129,7 +129,7 @@ class Client:
         # ALPN: h2 first; http/1.1 only when the fallback is allowed. A failed TLS or
         # ALPN negotiation never falls back to cleartext.
         ssl_context = make_ssl_context(verify, cert, ["h2", "http/1.1"] if http1 else ["h2"])
-        self._builder = RequestBuilder(headers, self._timeout)
+        self._builder = self._request_builder(headers)
         # A partial of Pool, not a closure over self: the Runtime must not refer back to
         # the Client, or a dropped Client would live on until the cycle collector ran.
         # (host, port) -> the address to connect to instead of resolving host (the CLI's
@@ -161,6 +161,12 @@ class Client:
         )
 
     # -- public API ------------------------------------------------------------------------
+
+    def _request_builder(self, headers: HeaderTypes | None) -> RequestBuilder:
+        """Merges every request with this client's defaults; the http.client drop-in's
+        engine overrides it to add none of h2pool's own."""
+        return RequestBuilder(headers, self._timeout)
+
     def request(
         self,
         method: str,

@@ -101,10 +101,14 @@ class RequestBuilder:
 
     __slots__ = ("_default_headers", "_default_names", "_default_size", "_timeout")
 
-    def __init__(self, headers: HeaderTypes | None, timeout: Timeout) -> None:
+    def __init__(
+        self, headers: HeaderTypes | None, timeout: Timeout, identify: bool = True
+    ) -> None:
+        # ``identify=False`` (the http.client drop-in): no User-Agent or Accept of
+        # h2pool's own, as the stdlib sends none.
+        ident = [(b"user-agent", f"h2pool/{__version__}".encode()), (b"accept", b"*/*")]
         defaults: list[tuple[bytes, bytes]] = [
-            (b"user-agent", f"h2pool/{__version__}".encode()),
-            (b"accept", b"*/*"),
+            *(ident if identify else ()),
             # Only codings this process can decode (br, zstd need their extras).
             (b"accept-encoding", accept_encoding()),
             # RFC 9113 §8.2.2 allows exactly this TE value; servers that send trailers

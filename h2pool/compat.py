@@ -74,7 +74,8 @@ from ._errors import (
     StreamReset,
     TLSError,
 )
-from ._headers import normalize_name, normalize_value
+from ._headers import HeaderTypes, normalize_name, normalize_value
+from ._prepare import RequestBuilder
 from ._response import VERSION_NUMBERS, Response
 
 __all__ = [
@@ -325,6 +326,15 @@ _engines_lock = threading.Lock()
 _deferred: deque[_Engine] = deque()
 
 
+class _EngineClient(Client):
+    """The engine's Client: requests carry only the caller's headers (and Host,
+    Accept-Encoding: identity), as the stdlib's do; no User-Agent or Accept of
+    h2pool's own."""
+
+    def _request_builder(self, headers: HeaderTypes | None) -> RequestBuilder:
+        return RequestBuilder(headers, self._timeout, identify=False)
+
+
 def _acquire(
     secure: bool,
     http1: bool,
@@ -342,7 +352,7 @@ def _acquire(
         return engine
     # Built without the lock: building allocates, and a garbage collection here may run
     # a finalizer that releases another engine.
-    client = Client(
+    client = _EngineClient(
         verify=context if context is not None else True,
         http1=http1,
         # Cleartext: HTTP20Connection speaks h2c, HTTPConnection HTTP/1.1.

@@ -637,13 +637,13 @@ def test_a_collection_while_an_engine_is_built_does_not_deadlock(nginx, ca_path,
     engine = old._lease.engine
     old.cycle = old  # freed only by the cycle collector
     del old
-    real_client = compat.Client
+    real_client = compat._EngineClient
 
     def client_after_a_collection(*args, **kwargs):
         gc.collect()  # the old object's finalizer runs here, inside _acquire
         return real_client(*args, **kwargs)
 
-    monkeypatch.setattr(compat, "Client", client_after_a_collection)
+    monkeypatch.setattr(compat, "_EngineClient", client_after_a_collection)
     gc.disable()
     try:
         done = threading.Event()
@@ -662,7 +662,7 @@ def test_a_collection_while_an_engine_is_built_does_not_deadlock(nginx, ca_path,
         gc.enable()
     assert engine not in compat._engines.values()  # the old engine was released and closed
     assert engine.client._runtime.closed
-    monkeypatch.setattr(compat, "Client", real_client)
+    monkeypatch.setattr(compat, "_EngineClient", real_client)
     new[0].request("GET", "/13b")
     assert new[0].getresponse().read() == HELLO
     new[0].close()

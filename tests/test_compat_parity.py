@@ -161,3 +161,23 @@ def test_close_closes_an_unread_keep_alive_response_as_the_stdlib() -> None:
 
     answer = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
     assert both(answer, scenario) == {"stdlib": (True, True, b""), "h2pool": (True, True, b"")}
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_request_head_matches_the_stdlib(method: str) -> None:
+    """The same fields as the stdlib sends, none of h2pool's own (User-Agent, Accept)."""
+    heads: dict[str, list[bytes]] = {}
+    for label, cls in CLASSES.items():
+        with serve_in_thread(canned(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")) as server:
+            port = server.server_address[1]
+            conn = cls("127.0.0.1", port, timeout=5)
+            body = b"abc" if method == "POST" else None
+            conn.request(method, "/p?q=1", body=body, headers={"X-A": "1"})
+            assert conn.getresponse().read() == b""
+            conn.close()
+            (head,) = server.heads
+            lines = head.replace(str(port).encode(), b"PORT").split(b"\r\n")
+            heads[label] = [lines[0], *sorted(lines[1:])]
+    assert heads["h2pool"] == heads["stdlib"]
+    assert not any(line.lower().startswith((b"user-agent", b"accept:")) for line in heads["h2pool"])

@@ -14,7 +14,8 @@ from typing import Any
 
 class _Canned(socketserver.StreamRequestHandler):
     """Reads each request's head (and a Content-Length body), answers with the
-    server's canned bytes; closes after one answer if the server says so."""
+    server's canned bytes; closes after one answer if the server says so. Each request's
+    head is recorded in ``server.heads``."""
 
     def handle(self) -> None:
         server: Any = self.server
@@ -23,11 +24,14 @@ class _Canned(socketserver.StreamRequestHandler):
             line = self.rfile.readline(65537)
             if not line:
                 return
+            head = [line]
             while line not in (b"\r\n", b"\n", b""):
                 name, _, value = line.partition(b":")
                 if name.strip().lower() == b"content-length":
                     length = int(value)
                 line = self.rfile.readline(65537)
+                head.append(line)
+            server.heads.append(b"".join(head))  # list.append: atomic, no lock
             self.rfile.read(length)
             self.wfile.write(server.answer)
             self.wfile.flush()
@@ -40,4 +44,5 @@ def canned(answer: bytes, close_after: bool = False) -> socketserver.ThreadingTC
     server.daemon_threads = True
     server.answer = answer  # type: ignore[attr-defined]
     server.close_after = close_after  # type: ignore[attr-defined]
+    server.heads = []  # type: ignore[attr-defined]  # each request's head, as received
     return server
