@@ -54,7 +54,7 @@ import warnings
 import weakref
 import xmlrpc.client
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future
 from typing import Any, Union
 from urllib.parse import quote, urlsplit
@@ -102,6 +102,11 @@ __all__ = [
     "UnknownProtocol",
     "build_opener",
 ]
+
+# The stdlib's classes as they were when h2pool was imported: code (and test suites)
+# that install h2pool's classes into http.client must not make these h2pool's too.
+_STDLIB_HTTP = http.client.HTTPConnection
+_STDLIB_HTTPS = http.client.HTTPSConnection
 
 _HeaderArg = Union[Mapping[Any, Any], Iterable[tuple[Any, Any]]]
 
@@ -899,7 +904,12 @@ class HTTP20Connection:
         # source address; a fixed port suits one connection at a time, as in the stdlib).
         self.source_address = source_address
         self.debuglevel = 0
-        self.sock = None  # http.client compatibility: there is no socket of our own
+        # A socket of the caller's own (see ``sock``): the stdlib connection carrying it.
+        self._direct: http.client.HTTPConnection | None = None
+        self._direct_by_hook = False  # made by a hook of the caller's: it reconnects too
+        self._connect_tried = False  # an overriding connect() ran (it may assign .sock)
+        # As in http.client: a replacement makes this object use the sockets it returns.
+        self._create_connection: Callable[..., Any] = socket.create_connection
         self._proxy: str | None = None  # set_tunnel: this object's host is the proxy
         self._tunnel_host: str | None = None
         self._tunnel_port: int | None = None
@@ -978,9 +988,133 @@ class HTTP20Connection:
         _apply_deferred()
         return engine
 
+    # -- a socket of the caller's own -------------------------------------------------------
+    @property
+    def sock(self) -> Any:
+        """None while the engine carries this object's requests: its sockets belong to
+        its I/O thread. A socket you assign here (a Unix socket, a tunnel of your own,
+        a test double), or one that your ``_create_connection`` replacement or your
+        subclass's ``connect()`` makes, carries the requests instead, exactly as
+        `http.client` would carry them: HTTP/1.1, in your thread, one at a time, by the
+        stdlib's own code; responses are the stdlib's. An assigned socket serves until
+        it closes; a hook of yours also makes the next one."""
+        direct = self._direct
+        return direct.sock if direct is not None else None
+
+    @sock.setter
+    def sock(self, value: Any) -> None:
+        if value is None:
+            if self._direct is not None:
+                self._direct.sock = None
+            return
+        self._twin().sock = value
+
+    @property
+    def _buffer(self) -> list[bytes]:
+        """The stdlib's header lines not yet sent, on a socket of the caller's own
+        (test suites written for http.client inspect and replace it)."""
+        direct = self._direct
+        if direct is not None:
+            return direct._buffer  # type: ignore[attr-defined,no-any-return]
+        own: list[bytes] = self.__dict__.setdefault("_own_buffer", [])
+        return own
+
+    @_buffer.setter
+    def _buffer(self, value: list[bytes]) -> None:
+        if self._direct is not None:
+            self._direct._buffer = value  # type: ignore[attr-defined]
+        else:
+            self.__dict__["_own_buffer"] = value
+
+    def _twin(self) -> http.client.HTTPConnection:
+        """The stdlib connection that speaks over the caller's socket (made once)."""
+        direct = self._direct
+        if direct is not None:
+            return direct
+        timeout: Any = self.timeout
+        if isinstance(timeout, Timeout):
+            timeout = timeout.read
+        elif timeout is not None and not isinstance(timeout, (int, float)):
+            timeout = socket.getdefaulttimeout()  # urllib's "no timeout given" sentinel
+        if self.secure:
+            # Never in clear what was meant to be secure: a socket the twin opens itself
+            # (a reconnect) is wrapped in TLS with this object's trust.
+            context = self.ssl_context or _default_context(True)
+            direct = _STDLIB_HTTPS(
+                "localhost",  # checked below, by this object's own _validate_host
+                self.port,
+                timeout=timeout,
+                source_address=self.source_address,
+                blocksize=self.blocksize,
+                context=context,
+            )
+        else:
+            direct = _STDLIB_HTTP(
+                "localhost",  # checked below, by this object's own _validate_host
+                self.port,
+                timeout=timeout,
+                source_address=self.source_address,
+                blocksize=self.blocksize,
+            )
+        # Looked up at each use: a hook replaced after this point still applies.
+        direct._create_connection = lambda *a, **k: self._create_connection(*a, **k)  # type: ignore[attr-defined]
+        # The stdlib's sending and checking go through this object's methods, so that a
+        # subclass's (or a patched) connect, send or validator applies, as it would on
+        # the stdlib's class.
+        direct.connect = self.connect  # type: ignore[method-assign]
+        direct.send = self.send  # type: ignore[method-assign]
+        for name in ("_validate_method", "_validate_path", "_validate_host", "_encode_request"):
+            own = getattr(type(self), name, None)
+            if own is not None and own is not getattr(HTTP20Connection, name, None):
+                setattr(direct, name, getattr(self, name))
+        direct._validate_host(self.host)  # type: ignore[attr-defined]
+        direct.host = self.host
+        direct.set_debuglevel(self.debuglevel)
+        response_class: Any = self.response_class
+        if issubclass(response_class, http.client.HTTPResponse):
+            direct.response_class = response_class  # a subclass's own stdlib response
+        if self._tunnel_host is not None:
+            direct.set_tunnel(self._tunnel_host, self._tunnel_port, self._tunnel_headers)
+        self._direct = direct
+        return direct
+
+    def _route(self) -> http.client.HTTPConnection | None:
+        """The stdlib connection a new request goes to, or None for the engine."""
+        direct = self._direct
+        if direct is not None:
+            if direct.sock is not None or self._direct_by_hook:
+                return direct
+            if self._create_connection is not socket.create_connection:
+                self._direct_by_hook = True
+                return direct
+            # The assigned socket is gone (the server closed it, or close()): the
+            # engine carries the requests again, as a reconnect would.
+            self._direct = None
+            direct.close()
+            return None
+        if self._create_connection is not socket.create_connection:
+            self._direct_by_hook = True
+            return self._twin()
+        if (
+            not self._connect_tried
+            and type(self).connect is not HTTP20Connection.connect
+            and self._lease is None
+            and self._own_client is None
+        ):
+            # A subclass's connect() (the usual way to reach a Unix socket) may assign
+            # .sock; if it does, that socket and the ones it makes later carry requests.
+            self._connect_tried = True
+            self.connect()
+            if self._direct is not None:
+                self._direct_by_hook = True
+                return self._direct
+        return None
+
     # -- the http.client API ------------------------------------------------------------------
     def set_debuglevel(self, level: int) -> None:
         self.debuglevel = level
+        if self._direct is not None:
+            self._direct.set_debuglevel(level)
 
     def set_tunnel(
         self, host: str, port: int | None = None, headers: Mapping[str, str] | None = None
@@ -990,10 +1124,18 @@ class HTTP20Connection:
         secure, runs end to end with the origin. ``Proxy-Authorization: Basic ...`` in
         ``headers`` is sent on the CONNECT; other tunnel headers are not supported.
 
-        Raises ``RuntimeError`` once a request was made, like the stdlib.
+        Raises ``RuntimeError`` once a request was made, like the stdlib. On a socket
+        of the caller's own (see ``sock``), the stdlib sends the CONNECT, with every
+        header given.
         """
         if self._lease is not None or self._own_client is not None:
             raise RuntimeError("Can't set up tunnel for established connection")
+        if self._direct is not None or self._create_connection is not socket.create_connection:
+            self._twin().set_tunnel(host, port, headers)
+            host, port = self._split_host(host, port)
+            self._tunnel_host, self._tunnel_port = host, port
+            self._tunnel_headers = dict(headers or {})
+            return
         auth = ""
         for name, value in (headers or {}).items():
             if name.lower() != "proxy-authorization":
@@ -1015,7 +1157,17 @@ class HTTP20Connection:
         self._base = self._origin(host, self._tunnel_port)
 
     def connect(self) -> None:
-        """Take this object's engine (connections themselves are opened on demand)."""
+        """Take this object's engine (connections themselves are opened on demand).
+
+        With a ``_create_connection`` of the caller's (see ``sock``), open the socket it
+        makes, as the stdlib's connect() does."""
+        direct = self._direct
+        if direct is None and self._create_connection is not socket.create_connection:
+            self._direct_by_hook = True
+            direct = self._twin()
+        if direct is not None:
+            type(direct).connect(direct)  # the stdlib's own: hook, tunnel, TLS
+            return
         self._client()
 
     def _target(self, url: str) -> str:
@@ -1056,6 +1208,12 @@ class HTTP20Connection:
         ``body``: bytes, str (sent as ISO-8859-1, like `http.client`), a file
         object or an iterable of bytes. Never blocks on the network.
         """
+        direct = self._route()
+        if direct is not None:
+            fields: Any = headers or {}
+            direct.request(method, url, body, fields, encode_chunked=encode_chunked)
+            with self._lock:
+                return next(self._ids)
         self._validate_method(method)
         self._validate_path(url)
         body = _encode_body(body)
@@ -1114,13 +1272,6 @@ class HTTP20Connection:
         _check_target(url)
 
     def _submit(self, method: str, url: str, headers: _HeaderArg, body: Any) -> Future[Response]:
-        if self.sock is not None:
-            # Code that connects a socket itself (a Unix socket, a hand-made tunnel) and
-            # assigns it here would otherwise have its request sent to host:port.
-            raise NotImplementedError(
-                "h2pool opens its own connections on its I/O thread: a socket assigned to "
-                ".sock cannot carry the request"
-            )
         return self._client().submit(
             method,
             self._base + self._target(url),
@@ -1134,6 +1285,10 @@ class HTTP20Connection:
         self, method: str, url: str, skip_host: bool = False, skip_accept_encoding: bool = False
     ) -> None:
         """Start a request; continue with `putheader` and `endheaders`."""
+        direct = self._route()
+        if direct is not None:
+            direct.putrequest(method, url, skip_host, skip_accept_encoding)
+            return
         self._validate_method(method)
         self._validate_path(url)
         self._target(url)
@@ -1144,6 +1299,9 @@ class HTTP20Connection:
             self._pending = _Pending(method, url)
 
     def putheader(self, header: str | bytes, *values: Any) -> None:
+        if self._direct is not None:
+            self._direct.putheader(header, *values)
+            return
         with self._lock:
             pending = self._pending
             if pending is None or pending.ended:
@@ -1158,6 +1316,9 @@ class HTTP20Connection:
         """Finish the headers. The body is ``message_body`` plus what `send` adds:
         with a declared Content-Length (or Transfer-Encoding) it streams as it comes;
         otherwise it is collected and sent when `getresponse` is called."""
+        if self._direct is not None:
+            self._direct.endheaders(message_body, encode_chunked=encode_chunked)
+            return
         with self._lock:
             pending = self._pending
             if pending is None or pending.ended:
@@ -1231,7 +1392,12 @@ class HTTP20Connection:
         self._pending = None
 
     def send(self, data: bytes | str | Any) -> None:
-        """Send (part of) the body of the request started with `putrequest`."""
+        """Send (part of) the body of the request started with `putrequest` (on a socket
+        of the caller's own, bytes for the wire, as in the stdlib)."""
+        direct = self._direct
+        if direct is not None:
+            type(direct).send(direct, data)  # the stdlib's own, onto the socket
+            return
         with self._lock:
             pending = self._pending
             if pending is None:
@@ -1277,8 +1443,12 @@ class HTTP20Connection:
         """The response to ``stream_id`` (default: the oldest outstanding request).
 
         Blocks until its headers arrive. Raises `http.client.ResponseNotReady`
-        when there is no such request.
+        when there is no such request. On a socket of the caller's own (see ``sock``),
+        the stdlib's response to the request sent on it.
         """
+        direct = self._direct
+        if direct is not None:
+            return direct.getresponse()  # type: ignore[return-value]
         with self._lock:
             if self._pending is not None and not self._pending.ended:
                 raise http.client.ResponseNotReady("Request-started")
@@ -1314,6 +1484,9 @@ class HTTP20Connection:
         ``Connection: close``, a body delimited by the connection's end); that one
         stays readable to its end.
         """
+        direct, self._direct = self._direct, None
+        if direct is not None:
+            direct.close()  # the caller's socket, as the stdlib closes it
         with self._lock:
             pending, self._pending = self._pending, None
             outstanding = list(self._outstanding.values())
@@ -1463,6 +1636,12 @@ class HTTPSConnection(HTTPConnection):
     @staticmethod
     def _decide_secure(secure: bool | None, context: ssl.SSLContext | None) -> bool:
         return True
+
+    @property
+    def _context(self) -> ssl.SSLContext:
+        """The stdlib's name for the context: the one given, or the default (certifi's
+        roots, host names checked), which is the trust the engine applies without one."""
+        return self.ssl_context or _default_context(True)
 
 
 # -- urllib.request and xmlrpc.client on these classes ----------------------------------------

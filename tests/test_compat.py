@@ -840,22 +840,6 @@ def test_control_characters_are_refused_before_anything_is_sent(h1plain):
     c.close()
 
 
-@pytest.mark.timeout(30)
-def test_a_socket_assigned_by_the_caller_is_refused_not_bypassed(h1plain):
-    """Before, a socket assigned to .sock (a Unix socket, a hand-made tunnel) was
-    ignored and the request went to host:port instead."""
-    c = h2pool.HTTPConnection("127.0.0.1", h1plain.port, timeout=10)
-    a, b = socket.socketpair()
-    try:
-        c.sock = a
-        with pytest.raises(NotImplementedError, match="sock"):
-            c.request("GET", "/hello")
-    finally:
-        a.close()
-        b.close()
-    assert h1plain.requests == []
-
-
 # -- urllib.request, xmlrpc.client, set_tunnel ----------------------------------------------
 
 
