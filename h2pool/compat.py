@@ -595,7 +595,9 @@ class HTTP20Response(io.BufferedIOBase):
                     return data
             return self._account(data)
         data = self._pull(amt)
-        if not data:
+        if not data or (self.chunked and len(data) < amt):
+            # Short of amt: the body ended. Chunked, the stdlib has read the last
+            # chunk by then and is closed; with a length, _account closes.
             self._end()
             return data
         return self._account(data)
@@ -864,6 +866,37 @@ def _coerce_timeout(timeout: object) -> Timeout | None:
     return Timeout.coerce(timeout)  # type: ignore[arg-type]
 
 
+class _Forward:
+    """Calls ``name`` on the connection object behind a weak reference (the stdlib twin's
+    hooks; see ``HTTP20Connection.sock``)."""
+
+    __slots__ = ("_name", "_owner")
+
+    def __init__(self, owner: weakref.ref[HTTP20Connection], name: str) -> None:
+        self._owner = owner
+        self._name = name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        owner = self._owner()
+        if owner is None:
+            raise http.client.NotConnected("the connection object is gone")
+        return getattr(owner, self._name)(*args, **kwargs)
+
+
+_http11_contexts: list[ssl.SSLContext] = []
+
+
+def _http11_context() -> ssl.SSLContext:
+    """The default trust (certifi's roots, host names checked) for sockets the stdlib
+    code speaks HTTP/1.1 on: ALPN offers http/1.1 only, as the stdlib's default does.
+    Separate from the engines' contexts, which offer h2."""
+    if not _http11_contexts:
+        context = ssl.create_default_context(cafile=certifi.where())
+        context.set_alpn_protocols(["http/1.1"])
+        _http11_contexts.append(context)
+    return _http11_contexts[0]
+
+
 class HTTP20Connection:
     """An HTTP/2 connection object with the `http.client.HTTPSConnection` API.
 
@@ -906,8 +939,6 @@ class HTTP20Connection:
         self.debuglevel = 0
         # A socket of the caller's own (see ``sock``): the stdlib connection carrying it.
         self._direct: http.client.HTTPConnection | None = None
-        self._direct_by_hook = False  # made by a hook of the caller's: it reconnects too
-        self._connect_tried = False  # an overriding connect() ran (it may assign .sock)
         # As in http.client: a replacement makes this object use the sockets it returns.
         self._create_connection: Callable[..., Any] = socket.create_connection
         self._proxy: str | None = None  # set_tunnel: this object's host is the proxy
@@ -992,12 +1023,16 @@ class HTTP20Connection:
     @property
     def sock(self) -> Any:
         """None while the engine carries this object's requests: its sockets belong to
-        its I/O thread. A socket you assign here (a Unix socket, a tunnel of your own,
-        a test double), or one that your ``_create_connection`` replacement or your
-        subclass's ``connect()`` makes, carries the requests instead, exactly as
-        `http.client` would carry them: HTTP/1.1, in your thread, one at a time, by the
-        stdlib's own code; responses are the stdlib's. An assigned socket serves until
-        it closes; a hook of yours also makes the next one."""
+        its I/O thread.
+
+        A socket of the caller's own carries them instead, exactly as `http.client`
+        would (HTTP/1.1, in the caller's thread, one at a time, by the stdlib's own
+        code; responses are the stdlib's): one assigned here (a tunnel of your own, a
+        test double) until it closes, or, for the object's whole life, the ones a
+        ``_create_connection`` replacement or a subclass's ``connect()`` makes (the
+        usual way to reach a Unix socket). Secure objects wrap a socket the stdlib's
+        connect() makes in TLS with their context; with no timeout given, such sockets
+        get h2pool's read timeout (or ``socket.getdefaulttimeout()``)."""
         direct = self._direct
         return direct.sock if direct is not None else None
 
@@ -1034,12 +1069,16 @@ class HTTP20Connection:
         timeout: Any = self.timeout
         if isinstance(timeout, Timeout):
             timeout = timeout.read
-        elif timeout is not None and not isinstance(timeout, (int, float)):
-            timeout = socket.getdefaulttimeout()  # urllib's "no timeout given" sentinel
+        elif timeout is None or not isinstance(timeout, (int, float)):
+            # None or urllib's "not given" sentinel: the process default, or h2pool's
+            # own read timeout rather than none (the engine's requests have one too).
+            default = socket.getdefaulttimeout()
+            timeout = default if default is not None else Timeout().read
         if self.secure:
             # Never in clear what was meant to be secure: a socket the twin opens itself
-            # (a reconnect) is wrapped in TLS with this object's trust.
-            context = self.ssl_context or _default_context(True)
+            # (a reconnect) is wrapped in TLS with this object's trust. Without a context
+            # of the caller's, one of its own that offers only http/1.1 by ALPN.
+            context = self.ssl_context or _http11_context()
             direct = _STDLIB_HTTPS(
                 "localhost",  # checked below, by this object's own _validate_host
                 self.port,
@@ -1056,17 +1095,19 @@ class HTTP20Connection:
                 source_address=self.source_address,
                 blocksize=self.blocksize,
             )
-        # Looked up at each use: a hook replaced after this point still applies.
-        direct._create_connection = lambda *a, **k: self._create_connection(*a, **k)  # type: ignore[attr-defined]
-        # The stdlib's sending and checking go through this object's methods, so that a
-        # subclass's (or a patched) connect, send or validator applies, as it would on
-        # the stdlib's class.
-        direct.connect = self.connect  # type: ignore[method-assign]
-        direct.send = self.send  # type: ignore[method-assign]
+        # The stdlib's connecting, sending and checking go through this object's
+        # methods, looked up at each use, so that a subclass's (or a patched) connect,
+        # send, hook or validator applies, as it would on the stdlib's class. By weak
+        # reference: an object dropped without close() is freed (and its socket closed)
+        # at once, as the stdlib's is, not by a later cycle collection.
+        owner = weakref.ref(self)
+        direct._create_connection = _Forward(owner, "_create_connection")  # type: ignore[attr-defined]
+        direct.connect = _Forward(owner, "connect")  # type: ignore[method-assign]
+        direct.send = _Forward(owner, "send")  # type: ignore[method-assign]
         for name in ("_validate_method", "_validate_path", "_validate_host", "_encode_request"):
             own = getattr(type(self), name, None)
             if own is not None and own is not getattr(HTTP20Connection, name, None):
-                setattr(direct, name, getattr(self, name))
+                setattr(direct, name, _Forward(owner, name))
         direct._validate_host(self.host)  # type: ignore[attr-defined]
         direct.host = self.host
         direct.set_debuglevel(self.debuglevel)
@@ -1078,36 +1119,28 @@ class HTTP20Connection:
         self._direct = direct
         return direct
 
+    def _hooked(self) -> bool:
+        """The caller makes this object's sockets: a ``_create_connection`` replacement,
+        or a subclass's ``connect()`` (the usual way to reach a Unix socket). For the
+        object's whole life, every request goes over the sockets they make, never
+        through the engine to host:port."""
+        return (
+            self._create_connection is not socket.create_connection
+            or type(self).connect is not HTTP20Connection.connect
+        )
+
     def _route(self) -> http.client.HTTPConnection | None:
         """The stdlib connection a new request goes to, or None for the engine."""
+        if self._hooked():
+            return self._twin()
         direct = self._direct
         if direct is not None:
-            if direct.sock is not None or self._direct_by_hook:
+            if direct.sock is not None:
                 return direct
-            if self._create_connection is not socket.create_connection:
-                self._direct_by_hook = True
-                return direct
-            # The assigned socket is gone (the server closed it, or close()): the
-            # engine carries the requests again, as a reconnect would.
+            # The assigned socket is gone (the server closed it): the engine carries
+            # the requests again, as a reconnect would.
             self._direct = None
             direct.close()
-            return None
-        if self._create_connection is not socket.create_connection:
-            self._direct_by_hook = True
-            return self._twin()
-        if (
-            not self._connect_tried
-            and type(self).connect is not HTTP20Connection.connect
-            and self._lease is None
-            and self._own_client is None
-        ):
-            # A subclass's connect() (the usual way to reach a Unix socket) may assign
-            # .sock; if it does, that socket and the ones it makes later carry requests.
-            self._connect_tried = True
-            self.connect()
-            if self._direct is not None:
-                self._direct_by_hook = True
-                return self._direct
         return None
 
     # -- the http.client API ------------------------------------------------------------------
@@ -1130,8 +1163,9 @@ class HTTP20Connection:
         """
         if self._lease is not None or self._own_client is not None:
             raise RuntimeError("Can't set up tunnel for established connection")
-        if self._direct is not None or self._create_connection is not socket.create_connection:
-            self._twin().set_tunnel(host, port, headers)
+        direct = self._route()  # drops a twin whose assigned socket is gone
+        if direct is not None:
+            direct.set_tunnel(host, port, headers)  # RuntimeError once it has a socket
             host, port = self._split_host(host, port)
             self._tunnel_host, self._tunnel_port = host, port
             self._tunnel_headers = dict(headers or {})
@@ -1159,14 +1193,20 @@ class HTTP20Connection:
     def connect(self) -> None:
         """Take this object's engine (connections themselves are opened on demand).
 
-        With a ``_create_connection`` of the caller's (see ``sock``), open the socket it
-        makes, as the stdlib's connect() does."""
-        direct = self._direct
-        if direct is None and self._create_connection is not socket.create_connection:
-            self._direct_by_hook = True
-            direct = self._twin()
+        When the caller makes this object's sockets (see ``sock``), open one as the
+        stdlib's connect() does: a subclass's ``connect()`` calling this gets a TCP
+        (and, for HTTPS, TLS) socket in ``self.sock``."""
+        direct = self._route()
         if direct is not None:
             type(direct).connect(direct)  # the stdlib's own: hook, tunnel, TLS
+            sock = direct.sock
+            if isinstance(sock, ssl.SSLSocket) and sock.selected_alpn_protocol() == "h2":
+                # A context shared with the engine offers h2; this socket speaks HTTP/1.1.
+                direct.close()
+                raise BadResponse(
+                    f"{self.host}:{self.port} chose HTTP/2 by ALPN on a socket this object"
+                    " speaks HTTP/1.1 on: give it an SSLContext of its own, without h2"
+                )
             return
         self._client()
 

@@ -105,6 +105,22 @@ def test_response_surface_matches_the_stdlib(answer: bytes, expected: object) ->
 
 
 @pytest.mark.timeout(30)
+@pytest.mark.parametrize(("amt", "closed"), [(5, False), (10, True)])
+def test_chunked_is_closed_when_a_read_comes_up_short(amt: int, closed: bool) -> None:
+    """read(amt) getting fewer than amt bytes has met the last chunk: closed, as the
+    stdlib; exactly the rest leaves the end for the next read."""
+
+    def scenario(conn: Any) -> object:
+        conn.request("GET", "/")
+        r = conn.getresponse()
+        return r.read(amt), r.isclosed(), r.read(), r.isclosed()
+
+    answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+    expected = (b"hello", closed, b"", True)
+    assert both(answer, scenario) == {"stdlib": expected, "h2pool": expected}
+
+
+@pytest.mark.timeout(30)
 def test_head_matches_the_stdlib() -> None:
     answer = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n"
     expected = ((200, "OK", 11, 0, False, False), False, b"", 0, True)
