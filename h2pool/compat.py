@@ -1074,27 +1074,20 @@ class HTTP20Connection:
             # own read timeout rather than none (the engine's requests have one too).
             default = socket.getdefaulttimeout()
             timeout = default if default is not None else Timeout().read
+        # "localhost" for now: the host is checked below, by this object's _validate_host.
+        common: dict[str, Any] = {
+            "timeout": timeout,
+            "source_address": self.source_address,
+            "blocksize": self.blocksize,
+        }
         if self.secure:
             # Never in clear what was meant to be secure: a socket the twin opens itself
             # (a reconnect) is wrapped in TLS with this object's trust. Without a context
             # of the caller's, one of its own that offers only http/1.1 by ALPN.
             context = self.ssl_context or _http11_context()
-            direct = _STDLIB_HTTPS(
-                "localhost",  # checked below, by this object's own _validate_host
-                self.port,
-                timeout=timeout,
-                source_address=self.source_address,
-                blocksize=self.blocksize,
-                context=context,
-            )
+            direct = _STDLIB_HTTPS("localhost", self.port, context=context, **common)
         else:
-            direct = _STDLIB_HTTP(
-                "localhost",  # checked below, by this object's own _validate_host
-                self.port,
-                timeout=timeout,
-                source_address=self.source_address,
-                blocksize=self.blocksize,
-            )
+            direct = _STDLIB_HTTP("localhost", self.port, **common)
         # The stdlib's connecting, sending and checking go through this object's
         # methods, looked up at each use, so that a subclass's (or a patched) connect,
         # send, hook or validator applies, as it would on the stdlib's class. By weak
